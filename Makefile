@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` and `make test`. Each builds or updates .venv by itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.svp-installed
+PYTEST_ARGS ?=
+DEMO_OUT ?= demo_out
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv test test-fast demo lint clean
+
+venv: $(STAMP)
+
+# Re-installs only when the pins or the package metadata change. torch is pinned with `===`
+# through the constraints file (see requirements/constraints.txt for why).
+$(STAMP): requirements/constraints.txt setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required, found " + sys.version' 
+	@test -x $(PY) || { echo "creating $(VENV) ..."; $(PYTHON) -m venv $(VENV); }
+	@echo "installing pinned dependencies into $(VENV) (first time: ~5 min, ~6 GB) ..."
+	@$(PY) -m pip install -q --upgrade pip > $(VENV)/install.log 2>&1 || { tail -30 $(VENV)/install.log; exit 1; }
+	@$(PY) -m pip install -c requirements/constraints.txt -e ".[dev]" >> $(VENV)/install.log 2>&1 \
+		|| { grep -v "is ignored: it is neither" $(VENV)/install.log | tail -40; exit 1; }
+	@$(PY) -m pip check
+	@$(PY) -c "import torch, torchvision, swift, msgspec, qwen_vl_utils; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| ms-swift', swift.__version__)"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) data_tools/demo.py --out $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(DEMO_OUT) .cache .pytest_cache .ruff_cache

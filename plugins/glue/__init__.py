@@ -1,0 +1,1 @@
+"""ms-swift glue: the classes our entry modules register (importable, hence picklable)."""

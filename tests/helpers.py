@@ -1,0 +1,53 @@
+"""Shared test helpers: where the tiny models live, and running real ms-swift commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache" / "tiny_models"
+SWIFT = str(Path(sys.executable).parent / "swift")
+TEMPLATE_ARGS = {
+    "qwen2_5_vl": ["--model_type", "qwen2_5_vl", "--template", "qwen2_5_vl"],
+    "qwen3_vl": ["--model_type", "qwen3_vl", "--template", "qwen3_vl"],
+}
+# Small, CPU-friendly settings shared by every swift run in the tests.
+TRAIN_ARGS = ["--check_model", "false", "--per_device_train_batch_size", "2",
+              "--gradient_accumulation_steps", "1", "--logging_steps", "1",
+              "--dataloader_num_workers", "0", "--report_to", "tensorboard"]
+
+
+def offline_env(**extra: str) -> dict[str, str]:
+    """The environment every subprocess gets: CPU only, no hub, our package importable."""
+    env = dict(os.environ)
+    env.update(CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    env.update(extra)
+    return env
+
+
+def run_swift(subcommand: str, args: list[str], log: Path, env: dict[str, str],
+              cwd: Path, timeout: int = 600, expect_ok: bool = True) -> str:
+    """Run ``swift <subcommand> ...``; return its output, failing with the log tail if needed."""
+    t0 = time.time()
+    proc = subprocess.run([SWIFT, subcommand, *args], cwd=cwd, env=env, timeout=timeout,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log.write_text(proc.stdout)
+    if expect_ok and proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-40:])
+        raise AssertionError(f"swift {subcommand} failed (rc={proc.returncode}, "
+                             f"{time.time() - t0:.0f}s), log {log}:\n{tail}")
+    if not expect_ok and proc.returncode == 0:
+        raise AssertionError(f"swift {subcommand} unexpectedly succeeded; log {log}")
+    return proc.stdout
+
+
+def last_checkpoint(output_dir: Path) -> Path:
+    """The newest ``checkpoint-N`` ms-swift wrote under ``output_dir``."""
+    ckpts = sorted(output_dir.glob("v*/checkpoint-*"), key=lambda p: p.stat().st_mtime)
+    assert ckpts, f"no checkpoint under {output_dir}"
+    return ckpts[-1]
