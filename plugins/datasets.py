@@ -7,15 +7,25 @@ Use: ``SVP_DATASET_REGISTRY=reg.yaml swift sft --external_plugins plugins/datase
 import os
 import sys
 
-if __package__ != "plugins":  # loaded by path through --external_plugins
-    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if _root not in sys.path:
-        sys.path.insert(0, _root)
+if __name__ == "datasets":
+    # ms-swift put plugins/ on sys.path and someone imported HuggingFace `datasets`: this
+    # file was found first. Step aside and hand the importer the real library.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+    del sys.modules["datasets"]
+    import importlib
 
-from plugins import _entry  # noqa: E402
+    sys.modules["datasets"] = importlib.import_module("datasets")
+else:
+    if __package__ != "plugins":  # loaded by path through --external_plugins
+        _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if _root not in sys.path:
+            sys.path.insert(0, _root)
 
-_entry.detach()
+    from plugins import _entry
 
-from plugins.glue.datasets import register  # noqa: E402
+    _entry.detach()
 
-register()
+    from plugins.glue.datasets import register
+
+    register()

@@ -238,7 +238,7 @@ def test_each_bad_row_kind_names_file_row_and_reason(folder: Path, case: str):
     assert f"{folder / 'ds.jsonl'}: line 3: {kind}: " in text
     assert reason in text
     assert "1 bad rows out of 3" in text
-    assert f"{kind}=" in text.splitlines()[-1]  # per-kind count line
+    assert f"{kind}=" in text.splitlines()[-2]  # per-kind count line
 
 
 def test_invalid_json_line_reports_line_number_and_keeps_going(folder: Path):
@@ -271,7 +271,9 @@ def test_strict_report_shows_first_n_then_counts(folder: Path):
     assert text.count("missing_image: image file not found") == 5
     assert "... and 25 more" in text
     assert "30 bad rows out of 31" in text
-    assert text.endswith("Problems per kind: missing_image=30")
+    assert "Problems per kind: missing_image=30" in text
+    assert text.startswith("dataset 'ds': 30 bad rows")
+    assert text.endswith("set SVP_BAD_ROWS=skip to drop them.")
 
 
 def test_skip_mode_drops_and_counts(folder: Path):

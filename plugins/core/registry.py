@@ -74,9 +74,11 @@ class RegistryError(ValueError):
 class DataValidationError(ValueError):
     """Raised in strict mode; the message is the full report (first problems + counts)."""
 
-    def __init__(self, report: ValidationReport, max_shown: int = 20):
+    def __init__(self, report: ValidationReport, max_shown: int = 20, name: str = ""):
         self.report = report
-        super().__init__(report.format(max_shown=max_shown))
+        head = f"dataset {name!r}: " if name else ""
+        super().__init__(f"{head}{report.format(max_shown=max_shown)}\n"
+                         f"Fix these rows, or set {BAD_ROWS_ENV}=skip to drop them.")
 
 
 @dataclass(frozen=True)
@@ -483,7 +485,7 @@ def load_dataset_rows(
         if row is not None:
             rows.append(row)
     if report.problems and not skip_bad_rows:
-        raise DataValidationError(report, max_shown=max_shown)
+        raise DataValidationError(report, max_shown=max_shown, name=entry.name)
     return LoadedDataset(entry=entry, rows=rows, report=report, skipped=report.bad_rows)
 
 
