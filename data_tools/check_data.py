@@ -2,7 +2,7 @@
 """Check registry datasets before training: row counts after %X sampling, and every problem.
 
     python data_tools/check_data.py --registry data/datasets.yaml --dataset gres%50 dam
-    python data_tools/check_data.py --dataset gres --max-shown 100   # registry from $SVP_DATASET_REGISTRY
+    SVP_DATASET_REGISTRY=data/datasets.yaml python data_tools/check_data.py --max-shown 100
 
 Runs the same reader and validator that ``plugins/datasets.py`` runs inside ``swift sft``
 (without importing ms-swift, so it takes seconds). Exit status 0 only when every named

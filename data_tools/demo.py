@@ -64,7 +64,8 @@ class Demo:
         self.env = dict(os.environ, CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1",
                         TOKENIZERS_PARALLELISM="false",
                         PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                        SVP_DATASET_REGISTRY=str(self.out / "data" / "datasets.yaml"))
+                        SVP_DATASET_REGISTRY=str(self.out / "data" / "datasets.yaml"),
+                        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
     def record(self, name: str) -> StageRecord:
         """The saved record of an earlier stage; stops with a hint when it has not run."""
@@ -79,15 +80,19 @@ class Demo:
         tmp.write_text(json.dumps(rec.__dict__, indent=2))
         tmp.replace(self.stages_dir / f"{rec.name}.json")
 
-    def run(self, rec: StageRecord, cmd: list[str], log_name: str) -> str:
-        """Run a command, echo the interesting lines, keep the whole output in logs/."""
-        shown = " ".join(shlex.quote(c) for c in cmd)
+    def run(self, rec: StageRecord, cmd: list[str], log_name: str,
+            knobs: dict[str, str] | None = None) -> str:
+        """Run a command (``knobs``: extra environment, shown in front of it), echo the
+        interesting lines, keep the whole output in logs/."""
+        knobs = knobs or {}
+        shown = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in knobs.items()),
+                          *(shlex.quote(c) for c in cmd)])
         shown = shown.replace(str(self.out) + "/", "").replace(str(REPO) + "/", "")
         rec.commands.append(shown)
         print(f"  $ {shown}", flush=True)
         log_path = self.logs / log_name
         lines = []
-        with subprocess.Popen(cmd, cwd=self.out, env=self.env, stdout=subprocess.PIPE,
+        with subprocess.Popen(cmd, cwd=self.out, env={**self.env, **knobs}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -143,16 +148,15 @@ def stage_sft(demo: Demo, rec: StageRecord) -> None:
     out_dir = demo.out / "sft"
     shutil.rmtree(out_dir, ignore_errors=True)  # ms-swift appends to logging.jsonl otherwise
     steps = "4" if demo.smoke else "40"
-    demo.run(rec, [
-        SWIFT, "sft", "--model", model, "--model_type", ARCH, "--template", ARCH,
-        "--external_plugins", str(REPO / "plugins" / "datasets.py"),
-        "--dataset", "shapes%50", "--tuner_type", "lora", "--lora_rank", "16",
-        "--modules_to_save", "lm_head", "--learning_rate", "2e-3", "--max_steps", steps, "--save_steps", steps,
-        "--per_device_train_batch_size", "4", "--logging_steps", "2",
-        "--check_model", "false", "--dataloader_num_workers", "0",
-        "--report_to", "tensorboard", "--output_dir", str(out_dir), "--add_version", "false",
-    ], "sft.log")
-    ckpt = max(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    rec.notes.append("through recipes/sft_registry.sh, the recipe users run on GPUs")
+    knobs = dict(
+        MODEL=model, MODEL_TYPE=ARCH, DATASETS="shapes%50", OUTPUT_DIR=str(out_dir),
+        TUNER="lora", LORA_RANK="16", LORA_ALPHA="32", LR="2e-3", MAX_STEPS=steps,
+        SAVE_STEPS=steps, BATCH="4", GRAD_ACC="1", DTYPE="float32", NUM_WORKERS="0",
+        EXTRA_ARGS="--check_model false --modules_to_save lm_head --logging_steps 2 "
+                   "--add_version false")
+    demo.run(rec, ["bash", str(REPO / "recipes" / "sft_registry.sh")], "sft.log", knobs)
+    ckpt = max(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
     rec.outputs.update(checkpoint=str(ckpt), logging=str(out_dir / "logging.jsonl"))
 
 
@@ -187,7 +191,7 @@ STAGES = [
     Stage("tiny_model", "Build the tiny offline Qwen2.5-VL", stage_tiny_model),
     Stage("data", "Synthetic LLaVA data + dataset registry", stage_data),
     Stage("check_data", "Validate the registry datasets", stage_check_data),
-    Stage("sft", "swift sft (LoRA) on shapes%50 via plugins/datasets.py", stage_sft),
+    Stage("sft", "swift sft (LoRA) on shapes%50 via recipes/sft_registry.sh", stage_sft),
     Stage("infer", "swift infer on the held-out registry dataset", stage_infer),
     Stage("report", "Write report.md", stage_report),
 ]

@@ -333,7 +333,7 @@ class ImageChecker:
         if not todo:
             return
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for path, err in zip(todo, pool.map(_image_error, todo)):
+            for path, err in zip(todo, pool.map(_image_error, todo), strict=True):
                 self._cache[path] = err
 
     def error(self, path: Path) -> str | None:

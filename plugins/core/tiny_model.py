@@ -106,8 +106,16 @@ def _corpus(seed: int, n_lines: int = 3000) -> list[str]:
 
 def build_tokenizer(arch: str, seed: int = 0):
     """A byte-level BPE tokenizer with Qwen's added tokens at Qwen's ids (see module doc)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
-    from tokenizers import pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import Qwen2Tokenizer
 
     pre = pre_tokenizers.Sequence([

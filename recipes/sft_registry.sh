@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# SFT of a Qwen2.5-VL / Qwen3-VL model on registry datasets (name%X sampling, validated rows).
+#
+#   SVP_DATASET_REGISTRY=data/datasets.yaml DATASETS="gres%50 llava_mix%200" \
+#   MODEL=Qwen/Qwen2.5-VL-7B-Instruct bash recipes/sft_registry.sh
+#
+# Every knob is an environment variable (defaults below); EXTRA_ARGS is appended verbatim.
+# DRY_RUN=1 prints the command without running it. Multi-GPU / multi-node go through
+# ms-swift's own launcher: NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+MODEL=${MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}
+MODEL_TYPE=${MODEL_TYPE:-qwen2_5_vl}
+TEMPLATE=${TEMPLATE:-$MODEL_TYPE}
+DATASETS=${DATASETS:?set DATASETS, e.g. DATASETS="gres%50 llava_mix%200"}
+SVP_DATASET_REGISTRY=${SVP_DATASET_REGISTRY:-$PWD/datasets.yaml}
+OUTPUT_DIR=${OUTPUT_DIR:-output/sft_registry}
+TUNER=${TUNER:-lora}                 # lora | full
+LORA_RANK=${LORA_RANK:-64}
+LORA_ALPHA=${LORA_ALPHA:-128}
+LR=${LR:-1e-4}
+EPOCHS=${EPOCHS:-1}
+MAX_STEPS=${MAX_STEPS:--1}
+BATCH=${BATCH:-1}
+GRAD_ACC=${GRAD_ACC:-16}
+MAX_LENGTH=${MAX_LENGTH:-4096}
+MAX_PIXELS=${MAX_PIXELS:-1003520}
+SAVE_STEPS=${SAVE_STEPS:-500}
+DTYPE=${DTYPE:-bfloat16}
+DEEPSPEED=${DEEPSPEED:-}             # zero2 | zero3 | empty
+NUM_WORKERS=${NUM_WORKERS:-4}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+
+IFS=':' read -r -a registries <<< "$SVP_DATASET_REGISTRY"
+for f in "${registries[@]}"; do
+  [[ -f "$f" ]] || { echo "error: registry file not found: $f (set SVP_DATASET_REGISTRY)" >&2; exit 2; }
+done
+if [[ "$MODEL" == /* || "$MODEL" == ./* ]] && [[ ! -d "$MODEL" ]]; then
+  echo "error: model directory not found: $MODEL" >&2; exit 2
+fi
+
+cmd=(swift sft
+  --model "$MODEL" --model_type "$MODEL_TYPE" --template "$TEMPLATE"
+  --external_plugins "$ROOT/plugins/datasets.py"
+  --dataset $DATASETS
+  --tuner_type "$TUNER" --torch_dtype "$DTYPE"
+  --learning_rate "$LR" --num_train_epochs "$EPOCHS" --max_steps "$MAX_STEPS"
+  --per_device_train_batch_size "$BATCH" --gradient_accumulation_steps "$GRAD_ACC"
+  --max_length "$MAX_LENGTH" --freeze_vit true --freeze_aligner true
+  --save_steps "$SAVE_STEPS" --logging_steps 5 --report_to tensorboard
+  --dataloader_num_workers "$NUM_WORKERS" --output_dir "$OUTPUT_DIR")
+if [[ "$TUNER" == lora ]]; then
+  cmd+=(--lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --target_modules all-linear)
+fi
+[[ -n "$DEEPSPEED" ]] && cmd+=(--deepspeed "$DEEPSPEED")
+# shellcheck disable=SC2206
+[[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
+
+export SVP_DATASET_REGISTRY MAX_PIXELS
+echo "SVP_DATASET_REGISTRY=$SVP_DATASET_REGISTRY MAX_PIXELS=$MAX_PIXELS ${cmd[*]}"
+[[ "${DRY_RUN:-0}" == 1 ]] && exit 0
+exec "${cmd[@]}"
