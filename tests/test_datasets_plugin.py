@@ -104,3 +104,12 @@ def test_bad_rows_stop_loading_with_row_numbers(tmp_path, monkeypatch):
     monkeypatch.setenv("SVP_BAD_ROWS", "skip")
     with pytest.raises(RegistryError, match="no usable rows"):
         load(["bad_ds"])
+
+
+def test_unknown_bare_name_is_a_clear_error(shapes_registry):
+    register([str(shapes_registry)])
+    with pytest.raises(RegistryError, match=r"unknown dataset 'shapez'.*registry \(.*yaml"):
+        load(["shapez%50"])
+    register([])
+    with pytest.raises(RegistryError, match="no dataset registry is loaded"):
+        load(["nothing_here"])

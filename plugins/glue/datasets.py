@@ -15,7 +15,13 @@ import os
 from typing import Any
 
 from datasets import Dataset as HfDataset
-from swift.dataset import DatasetLoader, DatasetMeta, DatasetSyntax, register_dataset
+from swift.dataset import (
+    DATASET_MAPPING,
+    DatasetLoader,
+    DatasetMeta,
+    DatasetSyntax,
+    register_dataset,
+)
 from swift.dataset.preprocessor import RowPreprocessor
 from swift.utils import get_logger
 
@@ -33,6 +39,7 @@ from plugins.core.registry import (
 logger = get_logger()
 
 _PATCH_MARK = "_svp_percent_patched"
+_registry_files: list[str] = []  # what register() last loaded, for error messages
 
 
 def apply_percent(dataset_syntax: DatasetSyntax, dataset: Any) -> None:
@@ -63,6 +70,7 @@ def _patch_dataset_syntax() -> None:
         if percent is not None and syntax.dataset_sample is not None:
             raise RegistryError(f"{dataset!r}: use either #N or %X, not both")
         syntax.sample_percent = percent
+        _check_known(syntax.dataset)
         return syntax
 
     @functools.wraps(original_load)
@@ -74,6 +82,17 @@ def _patch_dataset_syntax() -> None:
     DatasetSyntax.parse = classmethod(parse)
     DatasetLoader.load = load
     setattr(DatasetSyntax, _PATCH_MARK, True)
+
+
+def _check_known(name: str) -> None:
+    """A bare name (no '/') that is neither registered nor a path would go to the model hub
+    and fail there after retries; say what is wrong instead."""
+    if "/" in name or name in DATASET_MAPPING or os.path.exists(name):
+        return
+    where = (f"the registry ({', '.join(_registry_files)}) has no such name"
+             if _registry_files else "no dataset registry is loaded (set SVP_DATASET_REGISTRY "
+                                     "or put datasets.yaml in the working directory)")
+    raise RegistryError(f"unknown dataset {name!r}: {where}, and it is not a file or folder")
 
 
 class RegistryDatasetLoader(DatasetLoader):
@@ -124,6 +143,7 @@ def register(registry_files: list[str] | None = None) -> dict[str, DatasetEntry]
     _patch_dataset_syntax()
     paths = registry_files if registry_files is not None else registry_paths_from_env()
     entries = load_registry(paths) if paths else {}
+    _registry_files[:] = [str(p) for p in paths]
     for name, entry in entries.items():
         register_dataset(
             DatasetMeta(
