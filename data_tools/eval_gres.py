@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Score mask-token predictions on GRES: gIoU, cIoU, N-acc, T-acc, Pr@0.7/0.8/0.9.
+
+    python data_tools/eval_gres.py --pred infer.jsonl --gt data/gres/gres_val.jsonl \
+        --image-root coco/train2014 --codec builtin:runs/codec/codec.pt --out results.json \
+        [--overlays overlays/ --max-overlays 50]
+
+Predictions: ms-swift's ``swift infer`` result JSONL, or any JSONL whose rows hold the
+generated text (``--text-field``, default ``response``). They are matched to the ground
+truth by ``id`` when both have one, else by (image file name, question text), else by row
+order. Ground truth: the JSONL written by tokenize_gres.py (``target_rle``, ``no_target``),
+or the gRefCOCO files (``--grefs``, ``--instances``, ``--split``) with ids
+``gres:SPLIT:REF:SENT``. Generated masks are decoded with the codec at the image's size and
+their union is scored as the official evaluator does (plugins/core/gres_metrics.py); an
+answer without mask tokens is an empty ("no target") prediction. Writes per-sample results
+and the metrics to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict, deque
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from plugins.core.coco import rle_to_mask  # noqa: E402
+from plugins.core.gres_data import load_gres, target_masks  # noqa: E402
+from plugins.core.gres_metrics import format_metrics, gres_metrics, score_sample  # noqa: E402
+from plugins.core.mask_tokens import parse_gres_answer  # noqa: E402
+
+
+def _question(row: dict) -> str:
+    for turn in row.get("conversations") or row.get("messages") or []:
+        role = turn.get("from", turn.get("role"))
+        if role in ("human", "user"):
+            text = turn.get("value", turn.get("content", ""))
+            return text.replace("<image>", "").strip() if isinstance(text, str) else ""
+    return ""
+
+
+def _image_name(row: dict) -> str:
+    img = row.get("image") or row.get("images") or ""
+    if isinstance(img, list):
+        img = img[0] if img else ""
+    if isinstance(img, dict):
+        img = img.get("path") or ""
+    return os.path.basename(str(img))
+
+
+def load_ground_truth(args) -> list[dict]:
+    """Rows with id, image, question, no_target and a callable giving the target mask."""
+    if args.gt:
+        rows = []
+        with open(args.gt, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if "target_rle" not in row:
+                    raise SystemExit(f"{args.gt}: line {lineno}: no 'target_rle' (write the "
+                                     "ground truth with tokenize_gres.py)")
+                rows.append({"id": row.get("id", f"row{lineno}"), "image": row["image"],
+                             "question": _question(row), "no_target": bool(row["no_target"]),
+                             "target": (lambda r=row["target_rle"]: rle_to_mask(r))})
+        return rows
+    samples, _ = load_gres(args.grefs, args.instances, args.split)
+    return [{"id": f"gres:{args.split}:{s.ref_id}:{s.sent_id}", "image": s.file_name,
+             "question": None, "no_target": s.no_target,
+             "target": (lambda s=s: target_masks(s).any(0) if not s.no_target
+                        else np.zeros((s.height, s.width), bool))} for s in samples]
+
+
+def match(preds: list[dict], gts: list[dict], text_field: str) -> list[tuple[dict, dict]]:
+    """Pair each prediction with its ground truth (id, else image+question, else order)."""
+    by_id = {g["id"]: g for g in gts}
+    by_key: dict[tuple, deque] = defaultdict(deque)
+    for g in gts:
+        by_key[(os.path.basename(g["image"]), g["question"])].append(g)
+    pairs, unmatched = [], 0
+    for i, p in enumerate(preds):
+        if text_field not in p:
+            raise SystemExit(f"prediction row {i + 1} has no {text_field!r} field "
+                             f"(keys: {sorted(p)})")
+        g = by_id.get(p.get("id"))
+        if g is None:
+            queue = by_key.get((_image_name(p), _question(p)))
+            g = queue.popleft() if queue else None
+        if g is None and len(preds) == len(gts):
+            g = gts[i]
+        if g is None:
+            unmatched += 1
+            continue
+        pairs.append((p, g))
+    if unmatched:
+        print(f"warning: {unmatched} predictions matched no ground-truth row", file=sys.stderr)
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pred", required=True, help="JSONL with generated answers")
+    ap.add_argument("--text-field", default="response")
+    ap.add_argument("--gt", help="tokenize_gres.py output JSONL (with target_rle)")
+    ap.add_argument("--grefs", help="grefs(unc).json (instead of --gt)")
+    ap.add_argument("--instances", help="instances.json (with --grefs)")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--image-root", required=True)
+    ap.add_argument("--codec", required=True, help="builtin:PATH or samtok:DIR")
+    ap.add_argument("--out", required=True, help="results JSON (metrics + per sample)")
+    ap.add_argument("--overlays", help="folder for PNG overlays (truth green, prediction red)")
+    ap.add_argument("--max-overlays", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    if not args.gt and not (args.grefs and args.instances):
+        ap.error("give --gt, or --grefs and --instances")
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from plugins.core.mask_codec import load_codec
+    from plugins.core.overlay import mask_overlay
+
+    preds = [json.loads(x) for x in Path(args.pred).read_text(encoding="utf-8").splitlines()
+             if x.strip()]
+    gts = load_ground_truth(args)
+    pairs = match(preds, gts, args.text_field)
+    codec = load_codec(args.codec, device=args.device)
+    scores, per_sample = [], []
+    overlay_dir = Path(args.overlays) if args.overlays else None
+    if overlay_dir:
+        overlay_dir.mkdir(parents=True, exist_ok=True)
+    for pred, gt in tqdm(pairs, desc="eval gres", unit="sample"):
+        text = pred.get(args.text_field) or ""
+        items = parse_gres_answer(text)
+        target = gt["target"]()
+        image = Image.open(Path(args.image_root) / gt["image"]).convert("RGB")
+        if items:
+            masks = codec.decode(image, [list(it.codes) for it in items])
+            pred_mask = masks.any(0)
+        else:
+            pred_mask = np.zeros_like(target)
+        s = score_sample(gt["id"], pred_mask, target, pred_no_target=not items,
+                         no_target=gt["no_target"])
+        scores.append(s)
+        per_sample.append({**s.to_dict(), "n_pred_masks": len(items), "answer": text})
+        if overlay_dir and len(per_sample) <= args.max_overlays:
+            safe = gt["id"].replace(":", "_").replace("/", "_")
+            mask_overlay(image, target, pred_mask, title=f"IoU {s.iou:.2f}").save(
+                overlay_dir / f"{safe}.png")
+    metrics = gres_metrics(scores)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps({"metrics": metrics, "samples": per_sample}, indent=1))
+    tmp.replace(out)
+    print(format_metrics(metrics))
+    print(f"per-sample results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

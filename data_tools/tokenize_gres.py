@@ -1,0 +1,186 @@
+#!/usr/bin/env python
+"""gRefCOCO (GRES) to mask-token conversations (SAMTok format), sharded and resumable.
+
+    python data_tools/tokenize_gres.py --grefs 'grefs(unc).json' --instances instances.json \
+        --image-root coco/train2014 --split train --codec builtin:runs/codec/codec.pt \
+        --out data/gres --name gres_train
+
+Every sentence becomes one LLaVA row: ``<image>`` + a question template, and the answer
+```` ```json\\n[{"mask_2d": "<|mt_start|>...<|mt_end|>", "label": ...}]\\n``` ```` with the
+targets left to right, or ``No target.``. Rows also carry ``id``, ``ref_id``, ``ann_ids``,
+``no_target`` and ``target_rle`` (the union of the targets), so ``eval_gres.py`` can score
+against the tokenized file alone. Shards are written atomically to OUT/shards/ and skipped
+when rerun (resume); at the end they are joined into OUT/NAME.jsonl, a registry entry is
+written to OUT/datasets.yaml and a summary (written, no-target, skipped per reason) to
+OUT/NAME.summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from plugins.core.gres_data import (  # noqa: E402
+    GresError,
+    GresSample,
+    answer,
+    iter_batches,
+    load_gres,
+    question,
+    target_masks,
+    union_rle,
+)
+from plugins.core.mask_codec import load_codec, masks_to_boxes  # noqa: E402
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _load_image(root: Path, sample: GresSample):
+    from PIL import Image, UnidentifiedImageError
+
+    path = root / sample.file_name
+    if not path.is_file():
+        return None, "image file missing"
+    try:
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+    except (UnidentifiedImageError, OSError):
+        return None, "image unreadable"
+    if img.size != (sample.width, sample.height):
+        return None, "image size differs from instances.json"
+    return img, None
+
+
+def tokenize_shard(samples: list[GresSample], codec, image_root: Path, split: str,
+                   batch_size: int, seed: int) -> tuple[list[dict], Counter]:
+    """Rows for one shard; sentences of one ref share one encoding of its masks."""
+    counts: Counter = Counter()
+    rng = random.Random(seed)
+    by_ref: dict[int, list[GresSample]] = {}
+    for s in samples:
+        by_ref.setdefault(s.ref_id, []).append(s)
+    refs = list(by_ref.values())
+    encoded: dict[int, tuple] = {}  # ref_id -> (codes, boxes, masks)
+    todo = []
+    for group in refs:
+        first = group[0]
+        img, reason = _load_image(image_root, first)
+        if img is None:
+            counts[f"skipped: {reason}"] += len(group)
+            continue
+        masks = target_masks(first)
+        if len(masks) and (masks.reshape(len(masks), -1).sum(1) == 0).any():
+            counts["skipped: empty target mask"] += len(group)
+            continue
+        if first.no_target:
+            encoded[first.ref_id] = (None, None, masks)
+        else:
+            todo.append((first.ref_id, img, masks))
+    for batch in iter_batches(todo, batch_size):
+        codes = codec.encode_batch([b[1] for b in batch], [b[2] for b in batch])
+        for (ref_id, _, masks), c in zip(batch, codes, strict=True):
+            encoded[ref_id] = (c, masks_to_boxes(masks), masks)
+    rows = []
+    for s in samples:
+        if s.ref_id not in encoded:
+            continue
+        codes, boxes, masks = encoded[s.ref_id]
+        reply = "No target." if s.no_target else answer(codes, boxes, s.sentence)
+        rows.append({
+            "id": f"gres:{split}:{s.ref_id}:{s.sent_id}",
+            "image": s.file_name,
+            "conversations": [{"from": "human", "value": question(s, rng)},
+                              {"from": "gpt", "value": reply}],
+            "ref_id": s.ref_id, "sent_id": s.sent_id, "image_id": s.image_id,
+            "ann_ids": s.ann_ids, "no_target": s.no_target,
+            "height": s.height, "width": s.width,
+            "target_rle": union_rle(masks, s.height, s.width),
+        })
+        counts["written"] += 1
+        counts["no_target"] += int(s.no_target)
+    return rows, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--grefs", required=True, help="grefs(unc).json")
+    ap.add_argument("--instances", required=True, help="COCO instances.json")
+    ap.add_argument("--image-root", required=True, help="folder of the COCO images")
+    ap.add_argument("--split", default="train", help="train | val | testA | testB | all")
+    ap.add_argument("--codec", required=True, help="builtin:PATH or samtok:DIR")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--name", default=None, help="dataset name (default gres_SPLIT)")
+    ap.add_argument("--shard-size", type=int, default=2000, help="sentences per shard")
+    ap.add_argument("--batch-size", type=int, default=16, help="images per codec call")
+    ap.add_argument("--limit", type=int, default=None, help="first N sentences only")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+
+    from tqdm import tqdm
+
+    split = None if args.split == "all" else args.split
+    name = args.name or f"gres_{args.split}"
+    try:
+        samples, load_skipped = load_gres(args.grefs, args.instances, split)
+    except GresError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.limit is not None:
+        samples = samples[: args.limit]
+    if not samples:
+        print(f"error: no sentences for split {args.split!r} in {args.grefs}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    shard_dir = out / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    codec = load_codec(args.codec, device=args.device)
+    shards = list(iter_batches(samples, args.shard_size))
+    totals: Counter = Counter({f"skipped: {k}": v for k, v in load_skipped.items()})
+    bar = tqdm(total=len(samples), desc=f"tokenize {name}", unit="sent")
+    for k, shard in enumerate(shards):
+        path = shard_dir / f"{name}-{k:05d}.jsonl"
+        meta = shard_dir / f"{name}-{k:05d}.counts.json"
+        if path.is_file() and meta.is_file():  # done in an earlier run
+            totals.update(json.loads(meta.read_text()))
+            bar.update(len(shard))
+            continue
+        rows, counts = tokenize_shard(shard, codec, Path(args.image_root), args.split,
+                                      args.batch_size, args.seed + k)
+        _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        _write_atomic(meta, json.dumps(dict(counts)))
+        totals.update(counts)
+        bar.update(len(shard))
+    bar.close()
+    joined = out / f"{name}.jsonl"
+    tmp = joined.with_name(f".{joined.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for k in range(len(shards)):
+            f.write((shard_dir / f"{name}-{k:05d}.jsonl").read_text(encoding="utf-8"))
+    tmp.replace(joined)
+    image_root = os.path.abspath(args.image_root)
+    _write_atomic(out / "datasets.yaml", f"datasets:\n  {name}:\n    annotation_path: "
+                                         f"{joined.name}\n    data_path: {image_root}\n")
+    summary = {"name": name, "split": args.split, "sentences": len(samples),
+               "codec": args.codec, **dict(sorted(totals.items()))}
+    _write_atomic(out / f"{name}.summary.json", json.dumps(summary, indent=2))
+    skipped = {k: v for k, v in totals.items() if k.startswith("skipped")}
+    print(f"{name}: {totals['written']} rows written ({totals['no_target']} no-target), "
+          f"{sum(skipped.values())} skipped" + (f" {skipped}" if skipped else "")
+          + f" -> {joined}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

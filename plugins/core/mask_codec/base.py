@@ -1,0 +1,80 @@
+"""The codec interface shared by the builtin and the official SAMTok back-ends."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+ImageLike = Image.Image | np.ndarray
+
+
+def to_rgb_array(image: ImageLike) -> np.ndarray:
+    """HxWx3 uint8 from a PIL image or an array (grey, RGB or RGBA)."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return arr[..., :3]
+
+
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """[N,H,W] masks -> [N,4] float xyxy pixel boxes (x2/y2 exclusive); empty mask -> NaNs."""
+    masks = np.asarray(masks).astype(bool)
+    boxes = np.full((masks.shape[0], 4), np.nan, dtype=np.float32)
+    for i, m in enumerate(masks):
+        ys = np.flatnonzero(m.any(axis=1))
+        xs = np.flatnonzero(m.any(axis=0))
+        if len(xs):
+            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+    return boxes
+
+
+class MaskCodec(ABC):
+    """Masks of one image <-> codes ``[N, 2]`` (second code -1 when absent).
+
+    ``encode`` needs the image because the codes describe a region *of that image*: the
+    decoder segments it again from the image features, prompted by the codes.
+    """
+
+    name: str = "codec"
+
+    @abstractmethod
+    def encode(self, image: ImageLike, masks: np.ndarray,
+               boxes: np.ndarray | None = None) -> np.ndarray:
+        """``masks`` [N,H,W] (nonzero = in) at image size; ``boxes`` [N,4] pixel xyxy, derived
+        from the masks when None. Returns int64 codes [N, 2] with values in 0..255."""
+
+    @abstractmethod
+    def decode(self, image: ImageLike, codes: Sequence[Sequence[int]] | np.ndarray
+               ) -> np.ndarray:
+        """Codes [N, 2] (second may be -1) -> bool masks [N, H, W] at the image's size."""
+
+    def encode_batch(self, images: Sequence[ImageLike], masks: Sequence[np.ndarray],
+                     boxes: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """Several images at once; back-ends override this to batch the network calls."""
+        boxes = boxes or [None] * len(images)
+        return [self.encode(im, m, b) for im, m, b in zip(images, masks, boxes, strict=True)]
+
+
+def load_codec(spec: str, device: str = "cpu") -> MaskCodec:
+    """``builtin:PATH`` (a checkpoint from train_mask_codec.py) or ``samtok:DIR``."""
+    kind, _, path = spec.partition(":")
+    if not path:
+        raise ValueError(f"codec spec {spec!r}: expected 'builtin:PATH' or 'samtok:DIR'")
+    if kind == "builtin":
+        from plugins.core.mask_codec.builtin import BuiltinCodec
+
+        return BuiltinCodec.load(path, device=device)
+    if kind == "samtok":
+        from plugins.core.mask_codec.samtok import SamTokCodec
+
+        return SamTokCodec.load(path, device=device)
+    raise ValueError(f"codec spec {spec!r}: unknown kind {kind!r} (builtin or samtok)")
