@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Add the 514 SAMTok mask tokens to a Qwen2.5-VL / Qwen3-VL checkpoint.
 
-    python data_tools/add_special_tokens.py --model Qwen/Qwen3-VL-4B-Instruct --out models/Qwen3-VL-4B-MT256x2
+    python data_tools/add_special_tokens.py --model Qwen/Qwen3-VL-4B-Instruct \
+        --out models/Qwen3-VL-4B-MT256x2
 
 Tokens are added as non-special tokens (decoding with skip_special_tokens keeps them), new
 embedding rows (and head rows when untied) start at mean + 0.02 x std x N(0,1) of the

@@ -179,7 +179,8 @@ def write_synthetic_gres(out_dir: str | Path, n_images: int = 12, seed: int = 0,
     """A gRefCOCO-format dataset drawn from synthetic scenes, for tests and the demo.
 
     Writes ``images/*.png``, ``instances.json`` (unoccluded rectangles as polygons,
-    two-part blobs as uncompressed RLE, the rest as compressed RLE) and ``grefs(unc).json`` with single-target, multi-target ("all the shapes") and
+    two-part blobs as uncompressed RLE, the rest as compressed RLE) and
+    ``grefs(unc).json`` with single-target, multi-target ("all the shapes") and
     no-target ("the purple unicorn") expressions, split into train / val by image.
     """
     import numpy as np
