@@ -31,3 +31,24 @@ def shapes_registry(tmp_path_factory):
         "shapes": (shapes, root / "images"),
         "more": (more.name, "images"),  # relative to the registry file's folder
     })
+
+
+@pytest.fixture(scope="session")
+def trained_codec(tmp_path_factory):
+    """A builtin codec overfitted briefly on four synthetic scenes: (path, scenes).
+
+    Good enough for the tools' plumbing (and IoU well above chance on those scenes); the
+    real quality figure comes from bench/bench_mask_codec.py.
+    """
+    import itertools
+
+    from plugins.core.mask_codec.builtin import CodecConfig
+    from plugins.core.mask_codec.train import CodecTrainer, TrainConfig, synthetic_scenes
+
+    scenes = list(itertools.islice(synthetic_scenes(3), 4))
+    out = tmp_path_factory.mktemp("codec")
+    trainer = CodecTrainer(out, CodecConfig(codebook_size=32),
+                           TrainConfig(steps=200, images_per_batch=4, masks_per_image=4,
+                                       warmup=10, save_every=10_000),
+                           itertools.cycle(scenes))
+    return trainer.run(), scenes

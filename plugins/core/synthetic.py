@@ -33,7 +33,7 @@ class ShapeSample:
 def draw_shape_image(rng: random.Random, width: int, height: int) -> tuple[Image.Image,
                                                                             ShapeSample]:
     """A textured background with one filled shape covering 20-60% of the shorter side."""
-    bg = Image.effect_noise((width, height), rng.uniform(20, 60)).convert("RGB")
+    bg = _noise(rng, width, height, rng.uniform(20, 60))
     tint = Image.new("RGB", (width, height), tuple(rng.randint(60, 200) for _ in range(3)))
     img = Image.blend(bg, tint, 0.6)
     shape = rng.choice(SHAPES)
@@ -106,9 +106,18 @@ def write_registry(path: str | Path, datasets: dict[str, tuple[str | Path, str |
     return p
 
 
+def _noise(rng: random.Random, width: int, height: int, sigma: float) -> Image.Image:
+    """Grey Gaussian noise around 128, drawn from ``rng`` (PIL's effect_noise is unseeded)."""
+    import numpy as np
+
+    gen = np.random.default_rng(rng.getrandbits(64))
+    grey = np.clip(gen.normal(128.0, sigma, (height, width)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
 def _textured_background(rng: random.Random, width: int, height: int) -> Image.Image:
     """Noise blended with a random tint, a gradient and a few lines: not trivially flat."""
-    noise = Image.effect_noise((width, height), rng.uniform(15, 70)).convert("RGB")
+    noise = _noise(rng, width, height, rng.uniform(15, 70))
     tint = Image.new("RGB", (width, height), tuple(rng.randint(30, 225) for _ in range(3)))
     img = Image.blend(noise, tint, rng.uniform(0.4, 0.8))
     draw = ImageDraw.Draw(img)
@@ -162,7 +171,7 @@ def draw_shapes_scene(rng: random.Random, width: int, height: int, n_shapes: int
         colour = tuple(rng.randint(0, 255) for _ in range(3))
         fill = Image.new("RGB", (width, height), colour)
         if rng.random() < 0.5:  # a textured fill
-            fill = Image.blend(fill, Image.effect_noise((width, height), 40).convert("RGB"), 0.25)
+            fill = Image.blend(fill, _noise(rng, width, height, 40), 0.25)
         img.paste(fill, (0, 0), layer)
         new = np.asarray(layer) > 127
         masks = [m & ~new for m in masks]

@@ -207,8 +207,8 @@ class CodecTrainer:
                 inter = (pred & tgt).flatten(1).sum(1).float()
                 union = (pred | tgt).flatten(1).sum(1).clamp(min=1).float()
                 used0 = out["codes"][:, 0].unique().numel()
-            row = {"step": self.step, "loss": float(out["loss"]), "bce": float(out["bce"]),
-                   "dice": float(out["dice"]), "commit": float(out["commit"]),
+            row = {"step": self.step, "loss": out["loss"].item(), "bce": out["bce"].item(),
+                   "dice": out["dice"].item(), "commit": out["commit"].item(),
                    "train_iou": float((inter / union).mean()), "codes_used_l0": used0,
                    "lr": self.lr_at(self.step - 1), "elapsed_s": round(time.time() - t0, 1)}
             self.history.append(row)
