@@ -210,7 +210,8 @@ def write_synthetic_gres(out_dir: str | Path, n_images: int = 12, seed: int = 0,
         fname = f"scene_{i:04d}.png"
         img.save(out / "images" / fname)
         images.append({"id": image_id, "file_name": fname, "width": w, "height": h})
-        split = "val" if rng.random() < val_fraction else "train"
+        every = max(1, round(1 / val_fraction))  # deterministic: every k-th image is val
+        split = "val" if i % every == every - 1 else "train"
         ids = []
         for m, kind in zip(masks, kinds, strict=True):
             ys, xs = np.nonzero(m)
