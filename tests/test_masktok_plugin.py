@@ -103,7 +103,8 @@ def test_constrained_generation_with_transformers_generate(loaded):
                          logits_processor=LogitsProcessorList([push_masks, proc]),
                          pad_token_id=tok.pad_token_id)
     text = tok.batch_decode(out[:, inputs["input_ids"].shape[1]:])
-    spans = [s for t in text for s in re.findall(r"<\|mt_start\|>(?:<\|mt_\d{4}\|>)*(?:<\|mt_end\|>)?", t)]
+    span_re = r"<\|mt_start\|>(?:<\|mt_\d{4}\|>)*(?:<\|mt_end\|>)?"
+    spans = [s for t in text for s in re.findall(span_re, t)]
     complete = [s for s in spans if s.endswith("<|mt_end|>")]
     assert len(complete) >= 10
     for s in complete:
