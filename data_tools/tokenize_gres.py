@@ -38,12 +38,12 @@ from plugins.core.gres_data import (  # noqa: E402
     union_rle,
 )
 from plugins.core.mask_codec import load_codec, masks_to_boxes  # noqa: E402
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+from plugins.core.sharded import (  # noqa: E402
+    run_sharded,
+    summary_line,
+    write_atomic,
+    write_registry_entry,
+)
 
 
 def _load_image(root: Path, sample: GresSample):
@@ -128,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    from tqdm import tqdm
-
     split = None if args.split == "all" else args.split
     name = args.name or f"gres_{args.split}"
     try:
@@ -143,42 +141,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no sentences for split {args.split!r} in {args.grefs}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    shard_dir = out / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
     codec = load_codec(args.codec, device=args.device)
-    shards = list(iter_batches(samples, args.shard_size))
-    totals: Counter = Counter({f"skipped: {k}": v for k, v in load_skipped.items()})
-    bar = tqdm(total=len(samples), desc=f"tokenize {name}", unit="sent")
-    for k, shard in enumerate(shards):
-        path = shard_dir / f"{name}-{k:05d}.jsonl"
-        meta = shard_dir / f"{name}-{k:05d}.counts.json"
-        if path.is_file() and meta.is_file():  # done in an earlier run
-            totals.update(json.loads(meta.read_text()))
-            bar.update(len(shard))
-            continue
-        rows, counts = tokenize_shard(shard, codec, Path(args.image_root), args.split,
-                                      args.batch_size, args.seed + k)
-        _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        _write_atomic(meta, json.dumps(dict(counts)))
-        totals.update(counts)
-        bar.update(len(shard))
-    bar.close()
-    joined = out / f"{name}.jsonl"
-    tmp = joined.with_name(f".{joined.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for k in range(len(shards)):
-            f.write((shard_dir / f"{name}-{k:05d}.jsonl").read_text(encoding="utf-8"))
-    tmp.replace(joined)
-    image_root = os.path.abspath(args.image_root)
-    _write_atomic(out / "datasets.yaml", f"datasets:\n  {name}:\n    annotation_path: "
-                                         f"{joined.name}\n    data_path: {image_root}\n")
+    joined, totals = run_sharded(
+        samples, args.shard_size, out, name,
+        lambda shard, k: tokenize_shard(shard, codec, Path(args.image_root), args.split,
+                                        args.batch_size, args.seed + k),
+        desc=f"tokenize {name}")
+    for reason, n in load_skipped.items():
+        totals[f"skipped: {reason}"] += n
+    write_registry_entry(out, name, joined, os.path.abspath(args.image_root))
     summary = {"name": name, "split": args.split, "sentences": len(samples),
                "codec": args.codec, **dict(sorted(totals.items()))}
-    _write_atomic(out / f"{name}.summary.json", json.dumps(summary, indent=2))
-    skipped = {k: v for k, v in totals.items() if k.startswith("skipped")}
-    print(f"{name}: {totals['written']} rows written ({totals['no_target']} no-target), "
-          f"{sum(skipped.values())} skipped" + (f" {skipped}" if skipped else "")
-          + f" -> {joined}")
+    write_atomic(out / f"{name}.summary.json", json.dumps(summary, indent=2))
+    print(summary_line(name, totals, joined))
     return 0
 
 

@@ -30,6 +30,9 @@ SAVE_STEPS=${SAVE_STEPS:-500}
 DTYPE=${DTYPE:-bfloat16}
 DEEPSPEED=${DEEPSPEED:-}             # zero2 | zero3 | empty
 NUM_WORKERS=${NUM_WORKERS:-4}
+PLUGINS=${PLUGINS:-}                 # more plugin entries, e.g. "masktok" (plugins/masktok.py)
+MODULES_TO_SAVE=${MODULES_TO_SAVE:-} # e.g. "embed_tokens lm_head" when new tokens are trained
+LOSS_SCALE=${LOSS_SCALE:-default}    # e.g. default+mask_span
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
 IFS=':' read -r -a registries <<< "$SVP_DATASET_REGISTRY"
@@ -40,9 +43,16 @@ if [[ "$MODEL" == /* || "$MODEL" == ./* ]] && [[ ! -d "$MODEL" ]]; then
   echo "error: model directory not found: $MODEL" >&2; exit 2
 fi
 
+plugin_files=("$ROOT/plugins/datasets.py")
+for p in $PLUGINS; do
+  f="$ROOT/plugins/${p%.py}.py"
+  [[ -f "$f" ]] || { echo "error: no plugin entry $f (PLUGINS=$PLUGINS)" >&2; exit 2; }
+  plugin_files+=("$f")
+done
+
 cmd=(swift sft
   --model "$MODEL" --model_type "$MODEL_TYPE" --template "$TEMPLATE"
-  --external_plugins "$ROOT/plugins/datasets.py"
+  --external_plugins "${plugin_files[@]}" --loss_scale "$LOSS_SCALE"
   --dataset $DATASETS
   --tuner_type "$TUNER" --torch_dtype "$DTYPE"
   --learning_rate "$LR" --num_train_epochs "$EPOCHS" --max_steps "$MAX_STEPS"
@@ -53,6 +63,8 @@ cmd=(swift sft
 if [[ "$TUNER" == lora ]]; then
   cmd+=(--lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --target_modules all-linear)
 fi
+# shellcheck disable=SC2206
+[[ -n "$MODULES_TO_SAVE" ]] && cmd+=(--modules_to_save $MODULES_TO_SAVE)
 [[ -n "$DEEPSPEED" ]] && cmd+=(--deepspeed "$DEEPSPEED")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)

@@ -184,3 +184,63 @@ def test_coco_fixture_polygons_tokenize(trained_codec, tmp_path):
     assert '"label": "front black chair"' in rows[0]["conversations"][1]["value"]
     chair = rle_to_mask(rows[0]["target_rle"])
     assert chair.shape == (424, 640) and abs(int(chair.sum()) - 11087) < 300
+
+
+def test_tokenize_dam_direct_and_zoomed(trained_codec, tmp_path, capsys):
+    from data_tools import check_data, tokenize_dam
+    from plugins.core.coco import mask_to_rle
+    from plugins.core.synthetic import draw_shapes_scene
+
+    rng = __import__("random").Random(5)
+    images = tmp_path / "images"
+    images.mkdir()
+    rows, n_regions = [], 0
+    for i in range(3):
+        img, masks, kinds = draw_shapes_scene(rng, 160, 120, 3, min_visible=40)
+        img.save(images / f"s{i}.png")
+        rows.append({"image": f"s{i}.png", "regions": [
+            {"mask": mask_to_rle(m), "caption": f"A {k} on a textured background."}
+            for m, k in zip(masks, kinds, strict=True)]})
+        n_regions += len(masks)
+    big = np.zeros((120, 160), bool)
+    big[10:110, 10:150] = True
+    rows.append({"image": "s0.png", "mask": mask_to_rle(big), "caption": "Most of it."})
+    rows.append({"image": "missing.png", "mask": mask_to_rle(big), "caption": "Gone."})
+    ann = tmp_path / "dam.jsonl"
+    ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc = tokenize_dam.main(["--annotations", str(ann), "--image-root", str(images), "--codec",
+                            f"builtin:{trained_codec[0]}", "--out", str(tmp_path / "o")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    written = rows_of(tmp_path / "o" / "dam.jsonl")
+    assert len(written) == n_regions + 1 and "1 skipped" in out
+    direct = [r for r in written if isinstance(r["image"], str)]
+    zoomed = [r for r in written if isinstance(r["image"], list)]
+    assert direct and zoomed
+    assert all(r["area"] >= 0.2 for r in direct) and all(r["area"] < 0.2 for r in zoomed)
+    for r in zoomed:
+        q = r["conversations"][0]["value"]
+        assert q.startswith("<image>\n<image>\n") and len(parse_mask_tokens_in(q)) == 1
+        crop = Image.open(r["image"][1])
+        assert crop.size[0] >= 16 and crop.size[1] >= 16
+    assert written[-1]["conversations"][1]["value"] == "Most of it."
+    # the output passes the registry validator (tags vs images, files exist)
+    assert check_data.main(["--registry", str(tmp_path / "o" / "datasets.yaml")]) == 0
+
+
+def parse_mask_tokens_in(text):
+    from plugins.core.mask_tokens import parse_mask_tokens
+
+    return parse_mask_tokens(text)
+
+
+@pytest.mark.parametrize("box,expected", [
+    ((40, 40, 60, 50), (30, 35, 70, 55)),      # grown by half its size on each side
+    ((0, 0, 4, 4), (0, 0, 16, 16)),            # tiny, in the corner: min side, shifted in
+    ((150, 110, 160, 120), (140, 100, 160, 120)),  # grown to 20 x 20, shifted inside
+    ((0, 0, 160, 120), (0, 0, 160, 120)),      # never larger than the image
+])
+def test_zoom_box(box, expected):
+    from data_tools.tokenize_dam import zoom_box
+
+    assert zoom_box(np.array(box), 160, 120, 0.5) == expected
