@@ -92,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.codec:
         path = Path(args.codec)
     else:
+        from tqdm import tqdm
+
         trainer = CodecTrainer(args.out, tcfg=TrainConfig(steps=args.train_steps))
         trainer.resume()
         t0 = time.time()
-        path = trainer.run()
+        with tqdm(total=args.train_steps, initial=trainer.step, desc="train codec") as bar:
+            path = trainer.run(lambda step, row: bar.update(1))
         t_train = time.time() - t0
     codec = BuiltinCodec.load(path)
     scenes = heldout_synthetic(args.eval_masks)
