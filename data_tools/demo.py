@@ -7,8 +7,10 @@
 
 Stages available now (the capability issues add theirs): build the tiny Qwen2.5-VL, write a
 synthetic LLaVA dataset and its registry, check it, fine-tune with `swift sft` (LoRA) on
-``shapes%50`` through the registry plugin, run `swift infer`, and write ``report.md`` with
-each stage's command and wall time, the loss curve and the predictions.
+``shapes%50`` through the registry plugin, run `swift infer`; train the builtin mask codec,
+turn synthetic gRefCOCO data into mask-token conversations, fine-tune on them, generate
+with constrained decoding and score with the GRES metrics; then write ``report.md`` with
+each stage's command and wall time, loss curves, metrics and pictures.
 """
 
 from __future__ import annotations
@@ -172,6 +174,80 @@ def stage_infer(demo: Demo, rec: StageRecord) -> None:
     rec.outputs["result"] = str(result)
 
 
+def stage_codec(demo: Demo, rec: StageRecord) -> None:
+    out = demo.out / "codec"
+    shutil.rmtree(out, ignore_errors=True)
+    steps = "60" if demo.smoke else "800"
+    demo.run(rec, [sys.executable, str(REPO / "data_tools" / "train_mask_codec.py"),
+                   "--out", str(out), "--steps", steps, "--eval-masks", "100"],
+             "train_mask_codec.log")
+    metrics = json.loads((out / "metrics.json").read_text())
+    rec.outputs.update(codec=str(out / "codec.pt"), mean_iou=f"{metrics['mean_iou']:.3f}",
+                       median_iou=f"{metrics['median_iou']:.3f}", steps=steps)
+    print(f"  held-out reconstruction IoU: mean {metrics['mean_iou']:.3f}")
+
+
+def stage_gres_data(demo: Demo, rec: StageRecord) -> None:
+    from plugins.core.synthetic import write_synthetic_gres
+
+    src = demo.out / "gres_src"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(demo.out / "gres", ignore_errors=True)
+    paths = write_synthetic_gres(src, n_images=8 if demo.smoke else 24, seed=3)
+    rec.commands.append("write_synthetic_gres -> gres_src/ (gRefCOCO format: grefs(unc).json, "
+                        "instances.json, images/)")
+    codec = demo.record("codec").outputs["codec"]
+    for split in ("train", "val"):
+        demo.run(rec, [sys.executable, str(REPO / "data_tools" / "tokenize_gres.py"),
+                       "--grefs", str(paths["grefs"]), "--instances", str(paths["instances"]),
+                       "--image-root", str(paths["images"]), "--split", split,
+                       "--codec", f"builtin:{codec}", "--out", str(demo.out / "gres" / split)],
+                 f"tokenize_gres_{split}.log")
+    rec.outputs.update(images=str(paths["images"]),
+                       registry=f"{demo.out / 'gres' / 'train' / 'datasets.yaml'}{os.pathsep}"
+                                f"{demo.out / 'gres' / 'val' / 'datasets.yaml'}",
+                       val=str(demo.out / "gres" / "val" / "gres_val.jsonl"))
+
+
+def stage_mask_sft(demo: Demo, rec: StageRecord) -> None:
+    model = demo.record("tiny_model").outputs["model"]
+    data = demo.record("gres_data").outputs
+    out_dir = demo.out / "mask_sft"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    steps = "4" if demo.smoke else "200"
+    knobs = dict(
+        MODEL=model, SVP_DATASET_REGISTRY=data["registry"], DATASETS="gres_train",
+        OUTPUT_DIR=str(out_dir), LR="3e-3", LORA_RANK="16", LORA_ALPHA="32",
+        MAX_STEPS=steps, SAVE_STEPS=steps, BATCH="4", GRAD_ACC="1", DTYPE="float32",
+        NUM_WORKERS="0", LOSS_SCALE="default",
+        EXTRA_ARGS="--check_model false --logging_steps 4 --add_version false")
+    demo.run(rec, ["bash", str(REPO / "recipes" / "sft_qwen25vl_3b.sh")], "mask_sft.log", knobs)
+    ckpt = max(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    rec.outputs.update(checkpoint=str(ckpt), logging=str(out_dir / "logging.jsonl"))
+
+
+def stage_mask_eval(demo: Demo, rec: StageRecord) -> None:
+    data = demo.record("gres_data").outputs
+    ckpt = demo.record("mask_sft").outputs["checkpoint"]
+    codec = demo.record("codec").outputs["codec"]
+    result = demo.out / "mask_eval" / "gres_val_pred.jsonl"
+    shutil.rmtree(result.parent, ignore_errors=True)
+    result.parent.mkdir(parents=True)
+    demo.run(rec, [SWIFT, "infer", "--adapters", ckpt, "--val_dataset", "gres_val",
+                   "--max_new_tokens", "64", "--max_batch_size", "4",
+                   "--result_path", str(result)], "mask_infer.log",
+             {"SVP_DATASET_REGISTRY": data["registry"]})
+    out = demo.run(rec, [sys.executable, str(REPO / "data_tools" / "eval_gres.py"),
+                         "--pred", str(result), "--gt", data["val"], "--image-root",
+                         data["images"], "--codec", f"builtin:{codec}", "--out",
+                         str(result.parent / "results.json"), "--overlays",
+                         str(result.parent / "overlays"), "--max-overlays", "6"],
+                   "eval_gres.log")
+    print("    " + out.strip().replace("\n", "\n    "))
+    rec.outputs.update(results=str(result.parent / "results.json"),
+                       overlays=str(result.parent / "overlays"))
+
+
 def stage_report(demo: Demo, rec: StageRecord) -> None:
     from data_tools.demo_report import write_report
 
@@ -193,6 +269,10 @@ STAGES = [
     Stage("check_data", "Validate the registry datasets", stage_check_data),
     Stage("sft", "swift sft (LoRA) on shapes%50 via recipes/sft_registry.sh", stage_sft),
     Stage("infer", "swift infer on the held-out registry dataset", stage_infer),
+    Stage("codec", "Train the builtin mask codec (2 x 256 residual VQ)", stage_codec),
+    Stage("gres_data", "Synthetic gRefCOCO -> mask-token conversations", stage_gres_data),
+    Stage("mask_sft", "Mask-token SFT via recipes/sft_qwen25vl_3b.sh", stage_mask_sft),
+    Stage("mask_eval", "swift infer (constrained) + eval_gres", stage_mask_eval),
     Stage("report", "Write report.md", stage_report),
 ]
 

@@ -87,6 +87,38 @@ def write_report(out: Path, stage_names: list[str]) -> Path:
             answer = row["response"].replace("|", "\\|").replace("\n", " ")
             lines.append(f"| ![]({rel}) | {question} | {row['labels']} | {answer} |")
         lines.append("")
+    if "codec" in records:
+        c = records["codec"]["outputs"]
+        lines += ["## Mask codec (`data_tools/train_mask_codec.py`)", "",
+                  f"Builtin 2 x 256 residual-VQ codec trained for {c['steps']} steps on "
+                  f"synthetic scenes: held-out reconstruction IoU mean {c['mean_iou']}, "
+                  f"median {c['median_iou']} (100 masks). The full benchmark is "
+                  "`bench/bench_mask_codec.py`.", ""]
+    if "mask_sft" in records:
+        png = out / "mask_sft_loss.png"
+        lines += ["## Mask-token SFT (`recipes/sft_qwen25vl_3b.sh` on the tiny model)", ""]
+        if loss_curve_png(Path(records["mask_sft"]["outputs"]["logging"]), png,
+                          "mask-token SFT (GRES conversations)"):
+            lines += [f"![mask-token SFT loss]({png.name})", ""]
+    if "mask_eval" in records:
+        res = json.loads(Path(records["mask_eval"]["outputs"]["results"]).read_text())
+        m = res["metrics"]
+        lines += ["## GRES metrics (`data_tools/eval_gres.py`, synthetic val split)", "",
+                  "| gIoU | cIoU | N-acc | T-acc | Pr@0.7 | Pr@0.8 | Pr@0.9 | samples |",
+                  "|---|---|---|---|---|---|---|---|",
+                  "| " + " | ".join("n/a" if m[k] is None else f"{m[k]:.1f}" for k in
+                                   ("gIoU", "cIoU", "N-acc", "T-acc", "Pr@0.7", "Pr@0.8",
+                                    "Pr@0.9")) + f" | {m['samples']} |", "",
+                  "Overlays (left: both, truth green / prediction red / overlap yellow; "
+                  "middle: truth; right: prediction) and the model's answers:", ""]
+        ov = Path(records["mask_eval"]["outputs"]["overlays"])
+        for sample in res["samples"][:6]:
+            safe = sample["id"].replace(":", "_").replace("/", "_")
+            png = ov / f"{safe}.png"
+            if png.is_file():
+                lines += [f"![{sample['id']}]({os.path.relpath(png, out)})", "",
+                          f"**{sample['id']}**, IoU {sample['iou']:.2f}, the model answered:",
+                          "", "```text", sample["answer"].strip()[:400], "```", ""]
     report = out / "report.md"
     tmp = out / ".report.md.tmp"
     tmp.write_text("\n".join(lines))

@@ -21,7 +21,8 @@ def demo(out, *args: str) -> str:
 @pytest.mark.slow
 def test_demo_smoke_and_rerun_one_stage(tmp_path):
     out = demo(tmp_path)
-    for name in ("tiny_model", "data", "check_data", "sft", "infer", "report"):
+    for name in ("tiny_model", "data", "check_data", "sft", "infer", "codec", "gres_data",
+                 "mask_sft", "mask_eval", "report"):
         assert f"] {name}: " in out
     report = (tmp_path / "report.md").read_text()
     assert "| sft | swift sft (LoRA) on shapes%50 via recipes/sft_registry.sh" in report
@@ -31,6 +32,9 @@ def test_demo_smoke_and_rerun_one_stage(tmp_path):
     assert (tmp_path / "sft_loss.png").stat().st_size > 1000
     assert report.count("| ![](data/images/heldout_") == 8
     assert "shapes         12       0        12      50%         6" in report
+    assert "## GRES metrics" in report and "| gIoU | cIoU | N-acc | T-acc |" in report
+    assert "## Mask codec" in report and (tmp_path / "mask_sft_loss.png").is_file()
+    assert list((tmp_path / "mask_eval" / "overlays").glob("*.png"))
 
     again = demo(tmp_path, "--stage", "infer")
     assert "[1/1] infer" in again and "report:" in again

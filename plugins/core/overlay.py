@@ -7,8 +7,13 @@ from PIL import Image, ImageDraw
 
 
 def mask_overlay(image: Image.Image, truth: np.ndarray | None, pred: np.ndarray | None,
-                 title: str | None = None, alpha: float = 0.45) -> Image.Image:
-    """Three panels: both (truth green, prediction red, overlap yellow) | truth | prediction."""
+                 title: str | None = None, alpha: float = 0.45,
+                 min_width: int = 256) -> Image.Image:
+    """Three panels: both (truth green, prediction red, overlap yellow) | truth | prediction.
+
+    Small images are enlarged (nearest neighbour, whole factors) to ``min_width`` per panel
+    so that a person can see the masks.
+    """
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
     h, w = base.shape[:2]
     panels = [base]
@@ -26,6 +31,9 @@ def mask_overlay(image: Image.Image, truth: np.ndarray | None, pred: np.ndarray 
     panels[0] = both
     strip = np.concatenate(panels, axis=1).clip(0, 255).astype(np.uint8)
     out = Image.fromarray(strip)
+    factor = max(1, -(-min_width // w))
+    if factor > 1:
+        out = out.resize((out.width * factor, out.height * factor), Image.NEAREST)
     if title:
         ImageDraw.Draw(out).text((4, 2), title, fill=(255, 255, 255))
     return out
