@@ -155,6 +155,12 @@ def test_eval_oracle_answers_and_no_target_answers(sgres, trained_codec, tmp_pat
     assert (m["N-acc"], m["T-acc"], m["cIoU"]) == (100.0, 0.0, 0.0)
     assert m["gIoU"] == pytest.approx(100.0 * n_nt / len(rows))
     assert "gIoU" in capsys.readouterr().out
+    # 3. the same predictions scored against the gRefCOCO files directly (ids match)
+    assert eval_gres.main(["--pred", str(lazy), "--out", str(tmp_path / "g.json"),
+                           "--grefs", str(sgres["grefs"]), "--instances", str(sgres["instances"]),
+                           "--split", "val", "--image-root", str(sgres["images"]),
+                           "--codec", f"builtin:{codec_path}"]) == 0
+    assert json.loads((tmp_path / "g.json").read_text())["metrics"] == m
 
 
 def test_coco_fixture_polygons_tokenize(trained_codec, tmp_path):
