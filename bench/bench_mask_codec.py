@@ -38,16 +38,15 @@ from plugins.core.mask_codec.train import (  # noqa: E402
     reconstruction_iou,
 )
 
-FIXTURE = REPO.parent / "shared" / "fixtures" / "coco_sample" / "instances_sample.json"
-
 
 def coco_fixture_scene():
     """The fixture's polygons (image 98304) painted on a textured stand-in of its size."""
     from PIL import Image
 
     from plugins.core.synthetic import _textured_background
+    from tests.helpers import coco_fixture
 
-    inst = json.loads(FIXTURE.read_text())
+    inst = json.loads(coco_fixture().read_text())
     im = next(i for i in inst["images"] if i["id"] == 98304)
     h, w = im["height"], im["width"]
     rng = random.Random(0)

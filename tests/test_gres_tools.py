@@ -15,9 +15,7 @@ from plugins.core.coco import annotation_to_mask, rle_to_mask
 from plugins.core.gres_data import GresError, load_gres
 from plugins.core.mask_tokens import parse_gres_answer
 from plugins.core.synthetic import write_synthetic_gres
-from tests.helpers import REPO
-
-FIXTURE = REPO.parent / "shared" / "fixtures" / "coco_sample" / "instances_sample.json"
+from tests.helpers import coco_fixture
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +163,7 @@ def test_eval_oracle_answers_and_no_target_answers(sgres, trained_codec, tmp_pat
 
 def test_coco_fixture_polygons_tokenize(trained_codec, tmp_path):
     """Real COCO polygons (image 98304, the "front black chair" is annotation 108703)."""
-    inst = json.loads(FIXTURE.read_text())
+    inst = json.loads(coco_fixture().read_text())
     images = tmp_path / "images"
     images.mkdir()
     for im in inst["images"]:  # stand-in pictures of the recorded size
@@ -181,7 +179,7 @@ def test_coco_fixture_polygons_tokenize(trained_codec, tmp_path):
     ]
     (tmp_path / "grefs.json").write_text(json.dumps(refs))
     rc = tokenize_gres.main(["--grefs", str(tmp_path / "grefs.json"), "--instances",
-                             str(FIXTURE), "--image-root", str(images), "--split", "val",
+                             str(coco_fixture()), "--image-root", str(images), "--split", "val",
                              "--codec", f"builtin:{trained_codec[0]}",
                              "--out", str(tmp_path / "o")])
     assert rc == 0

@@ -17,17 +17,17 @@ from tests.helpers import (
     REPO,
     TEMPLATE_ARGS,
     TRAIN_ARGS,
+    coco_fixture,
     last_checkpoint,
     offline_env,
     run_swift,
 )
 
-FIXTURE = REPO.parent / "shared" / "fixtures" / "coco_sample" / "instances_sample.json"
 PLUGINS = [str(REPO / "plugins" / "datasets.py"), str(REPO / "plugins" / "masktok.py")]
 
 
 def _coco_fixture_gres(root):
-    inst = json.loads(FIXTURE.read_text())
+    inst = json.loads(coco_fixture().read_text())
     images = root / "images"
     images.mkdir(parents=True)
     for im in inst["images"]:
@@ -45,7 +45,7 @@ def _coco_fixture_gres(root):
         ]
     grefs = root / "grefs.json"
     grefs.write_text(json.dumps(refs))
-    return {"grefs": grefs, "instances": FIXTURE, "images": images}
+    return {"grefs": grefs, "instances": coco_fixture(), "images": images}
 
 
 def _tool(name: str, *args: str) -> str:
