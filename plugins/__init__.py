@@ -6,3 +6,7 @@ ms-swift; ``plugins.glue`` holds the ms-swift subclasses the entries register.
 """
 
 __version__ = "0.1.0"
+
+from plugins import _entry as _entry
+
+_entry.detach()  # ms-swift put plugins/ on sys.path to load an entry; take it off again

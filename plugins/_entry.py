@@ -3,7 +3,9 @@
 ms-swift imports an entry by path and puts the entry's folder (``plugins/``) first on
 ``sys.path``. That folder holds ``datasets.py``, which would then shadow HuggingFace
 ``datasets`` in every process that imports it afresh (spawned dataloader workers, for one).
-``detach`` removes that folder again; entry files call it first thing.
+``detach`` removes that folder again; ``plugins/__init__`` calls it, so it runs as soon as
+an entry imports the package (``plugins/datasets.py`` also steps aside by itself when it is
+imported as ``datasets``).
 """
 
 from __future__ import annotations

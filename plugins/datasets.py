@@ -17,14 +17,8 @@ if __name__ == "datasets":
 
     sys.modules["datasets"] = importlib.import_module("datasets")
 else:
-    if __package__ != "plugins":  # loaded by path through --external_plugins
-        _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if _root not in sys.path:
-            sys.path.insert(0, _root)
-
-    from plugins import _entry
-
-    _entry.detach()
+    if __package__ != "plugins":  # loaded by path (--external_plugins): reach the package
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     from plugins.glue.datasets import register
 

@@ -6,14 +6,8 @@ default+mask_span] ...``. See README "Mask tokens".
 import os
 import sys
 
-if __package__ != "plugins":  # loaded by path through --external_plugins
-    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if _root not in sys.path:
-        sys.path.insert(0, _root)
-
-from plugins import _entry  # noqa: E402
-
-_entry.detach()
+if __package__ != "plugins":  # loaded by path (--external_plugins): reach the package
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from plugins.glue.masktok import register  # noqa: E402
 
