@@ -131,28 +131,35 @@ def main(argv: list[str] | None = None) -> int:
     gts = load_ground_truth(args)
     pairs = match(preds, gts, args.text_field)
     codec = load_codec(args.codec, device=args.device)
-    scores, per_sample = [], []
     overlay_dir = Path(args.overlays) if args.overlays else None
     if overlay_dir:
         overlay_dir.mkdir(parents=True, exist_ok=True)
-    for pred, gt in tqdm(pairs, desc="eval gres", unit="sample"):
-        text = pred.get(args.text_field) or ""
-        items = parse_gres_answer(text)
-        target = gt["target"]()
-        image = Image.open(Path(args.image_root) / gt["image"]).convert("RGB")
-        if items:
-            masks = codec.decode(image, [list(it.codes) for it in items])
-            pred_mask = masks.any(0)
-        else:
-            pred_mask = np.zeros_like(target)
-        s = score_sample(gt["id"], pred_mask, target, pred_no_target=not items,
-                         no_target=gt["no_target"])
-        scores.append(s)
-        per_sample.append({**s.to_dict(), "n_pred_masks": len(items), "answer": text})
-        if overlay_dir and len(per_sample) <= args.max_overlays:
-            safe = gt["id"].replace(":", "_").replace("/", "_")
-            mask_overlay(image, target, pred_mask, title=f"IoU {s.iou:.2f}").save(
-                overlay_dir / f"{safe}.png")
+    answers = [pred.get(args.text_field) or "" for pred, _ in pairs]
+    items = [parse_gres_answer(text) for text in answers]
+    # Each picture is read and run through the codec once, for all the samples that use it.
+    by_image: dict[str, list[int]] = defaultdict(list)
+    for i, (_, gt) in enumerate(pairs):
+        by_image[gt["image"]].append(i)
+    scores: list = [None] * len(pairs)
+    for name, idxs in tqdm(by_image.items(), desc="eval gres", unit="image"):
+        image = Image.open(Path(args.image_root) / name).convert("RGB")
+        codes = [list(it.codes) for i in idxs for it in items[i]]
+        decoded = codec.decode(image, codes) if codes else None
+        start = 0
+        for i in idxs:
+            gt = pairs[i][1]
+            target = gt["target"]()
+            n = len(items[i])
+            pred_mask = decoded[start:start + n].any(0) if n else np.zeros_like(target)
+            start += n
+            scores[i] = score_sample(gt["id"], pred_mask, target, pred_no_target=not n,
+                                     no_target=gt["no_target"])
+            if overlay_dir and i < args.max_overlays:
+                safe = gt["id"].replace(":", "_").replace("/", "_")
+                mask_overlay(image, target, pred_mask, title=f"IoU {scores[i].iou:.2f}").save(
+                    overlay_dir / f"{safe}.png")
+    per_sample = [{**s.to_dict(), "n_pred_masks": len(it), "answer": text}
+                  for s, it, text in zip(scores, items, answers, strict=True)]
     metrics = gres_metrics(scores)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ resumable), OUT/datasets.yaml and OUT/NAME.summary.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -87,63 +88,81 @@ def zoom_box(box: np.ndarray, width: int, height: int, context: float,
     return (int(round(left)), int(round(top)), int(round(left + cw)), int(round(top + ch)))
 
 
-def process_shard(regions: list[dict], k: int, codec, image_root: Path, out: Path, name: str,
-                  threshold: float, context: float, seed: int) -> tuple[list[dict], Counter]:
+def _open(image_root: Path, name: str):
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(image_root / name) as im:
+            return im.convert("RGB"), None
+    except FileNotFoundError:
+        return None, "image file missing"
+    except (UnidentifiedImageError, OSError):
+        return None, "image unreadable"
+
+
+def _region_mask(reg: dict, width: int, height: int):
+    """(mask, None) or (None, skip reason)."""
+    if not isinstance(reg["caption"], str) or not reg["caption"].strip():
+        return None, "no caption"
+    try:
+        mask = annotation_to_mask(reg["mask"], height, width)
+    except (ValueError, TypeError, KeyError):
+        return None, "mask not RLE or polygons"
+    if mask.shape != (height, width):
+        return None, "mask size differs from image"
+    if not mask.any():
+        return None, "empty mask"
+    return mask, None
+
+
+def process_shard(regions: list[dict], k: int, codec, image_root: Path, out: Path, name: str,
+                  threshold: float, context: float, seed: int) -> tuple[list[dict], Counter]:
+    """Rows for one shard. Consecutive regions of one picture (a ``regions`` row) share one
+    image decode and one codec call."""
     rng = random.Random(seed + k)
     counts: Counter = Counter()
     rows = []
-    for i, reg in enumerate(regions):
-        if not reg["image"] or not isinstance(reg["caption"], str) or not reg["caption"].strip():
-            counts["skipped: no image or caption"] += 1
-            continue
-        path = image_root / reg["image"]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except FileNotFoundError:
-            counts["skipped: image file missing"] += 1
-            continue
-        except (UnidentifiedImageError, OSError):
-            counts["skipped: image unreadable"] += 1
+    indexed = list(enumerate(regions))
+    for image_name, group in itertools.groupby(indexed, key=lambda x: x[1]["image"]):
+        group = list(group)
+        img, reason = _open(image_root, image_name) if image_name else (None, "no image")
+        if img is None:
+            counts[f"skipped: {reason}"] += len(group)
             continue
         w, h = img.size
-        try:
-            mask = annotation_to_mask(reg["mask"], h, w)
-        except (ValueError, TypeError, KeyError):
-            counts["skipped: mask not RLE or polygons"] += 1
+        valid = []
+        for i, reg in group:
+            mask, why = _region_mask(reg, w, h)
+            if mask is None:
+                counts[f"skipped: {why}"] += 1
+            else:
+                valid.append((i, reg, mask))
+        if not valid:
             continue
-        if mask.shape != (h, w):
-            counts["skipped: mask size differs from image"] += 1
-            continue
-        if not mask.any():
-            counts["skipped: empty mask"] += 1
-            continue
-        codes = codec.encode(img, mask[None])[0]
-        tokens = codes_to_text(int(codes[0]), int(codes[1]))
-        area = float(mask.mean())
-        rid = f"{name}:{k}:{i}"
-        images = [reg["image"]]
-        if area >= threshold:
-            q = "<image>\n" + rng.choice(DIRECT_QUESTIONS).format(mask=tokens)
-            counts["direct"] += 1
-        else:
-            box = zoom_box(masks_to_boxes(mask[None])[0], w, h, context)
-            crop_rel = Path("crops") / f"{name}-{k:05d}-{i:05d}.png"
-            crop_path = out / crop_rel
-            crop_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = crop_path.with_name(f".{crop_path.name}.tmp.png")
-            img.crop(box).save(tmp)
-            tmp.replace(crop_path)
-            images.append(str(crop_path.resolve()))
-            q = "<image>\n<image>\n" + rng.choice(ZOOM_QUESTIONS).format(mask=tokens)
-            counts["zoomed"] += 1
-        rows.append({"id": rid, "image": images if len(images) > 1 else images[0],
-                     "conversations": [{"from": "human", "value": q},
-                                       {"from": "gpt", "value": reg["caption"].strip()}],
-                     "source": reg["where"], "area": round(area, 5)})
-        counts["written"] += 1
+        all_codes = codec.encode(img, np.stack([v[2] for v in valid]))
+        for (i, reg, mask), codes in zip(valid, all_codes, strict=True):
+            tokens = codes_to_text(int(codes[0]), int(codes[1]))
+            area = float(mask.mean())
+            images = [image_name]
+            if area >= threshold:
+                q = "<image>\n" + rng.choice(DIRECT_QUESTIONS).format(mask=tokens)
+                counts["direct"] += 1
+            else:
+                box = zoom_box(masks_to_boxes(mask[None])[0], w, h, context)
+                crop_path = out / "crops" / f"{name}-{k:05d}-{i:05d}.png"
+                crop_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = crop_path.with_name(f".{crop_path.name}.tmp.png")
+                img.crop(box).save(tmp)
+                tmp.replace(crop_path)
+                images.append(str(crop_path.resolve()))
+                q = "<image>\n<image>\n" + rng.choice(ZOOM_QUESTIONS).format(mask=tokens)
+                counts["zoomed"] += 1
+            rows.append({"id": f"{name}:{k}:{i}",
+                         "image": images if len(images) > 1 else images[0],
+                         "conversations": [{"from": "human", "value": q},
+                                           {"from": "gpt", "value": reg["caption"].strip()}],
+                         "source": reg["where"], "area": round(area, 5)})
+            counts["written"] += 1
     return rows, counts
 
 

@@ -62,6 +62,42 @@ def _load_image(root: Path, sample: GresSample):
     return img, None
 
 
+def encode_refs(groups: list[list[GresSample]], codec, image_root: Path, batch_size: int,
+                counts: Counter) -> dict[int, tuple]:
+    """ref_id -> (codes or None, boxes or None, union RLE) for the refs that can be written.
+
+    Refs go to the codec ``batch_size`` at a time; within a batch each picture is decoded
+    once however many refs point at it, and only codes, boxes and the RLE are kept, so a
+    shard's memory does not grow with its number of images.
+    """
+    out: dict[int, tuple] = {}
+    for batch in iter_batches(groups, batch_size):
+        images: dict[str, tuple] = {}
+        pending = []
+        for group in batch:
+            first = group[0]
+            if first.file_name not in images:
+                images[first.file_name] = _load_image(image_root, first)
+            img, reason = images[first.file_name]
+            if img is None:
+                counts[f"skipped: {reason}"] += len(group)
+                continue
+            masks = target_masks(first)
+            if len(masks) and (masks.reshape(len(masks), -1).sum(1) == 0).any():
+                counts["skipped: empty target mask"] += len(group)
+                continue
+            rle = union_rle(masks, first.height, first.width)
+            if first.no_target:
+                out[first.ref_id] = (None, None, rle)
+            else:
+                pending.append((first.ref_id, img, masks, rle))
+        if pending:
+            codes = codec.encode_batch([p[1] for p in pending], [p[2] for p in pending])
+            for (ref_id, _, masks, rle), c in zip(pending, codes, strict=True):
+                out[ref_id] = (c, masks_to_boxes(masks), rle)
+    return out
+
+
 def tokenize_shard(samples: list[GresSample], codec, image_root: Path, split: str,
                    batch_size: int, seed: int) -> tuple[list[dict], Counter]:
     """Rows for one shard; sentences of one ref share one encoding of its masks."""
@@ -70,32 +106,12 @@ def tokenize_shard(samples: list[GresSample], codec, image_root: Path, split: st
     by_ref: dict[int, list[GresSample]] = {}
     for s in samples:
         by_ref.setdefault(s.ref_id, []).append(s)
-    refs = list(by_ref.values())
-    encoded: dict[int, tuple] = {}  # ref_id -> (codes, boxes, masks)
-    todo = []
-    for group in refs:
-        first = group[0]
-        img, reason = _load_image(image_root, first)
-        if img is None:
-            counts[f"skipped: {reason}"] += len(group)
-            continue
-        masks = target_masks(first)
-        if len(masks) and (masks.reshape(len(masks), -1).sum(1) == 0).any():
-            counts["skipped: empty target mask"] += len(group)
-            continue
-        if first.no_target:
-            encoded[first.ref_id] = (None, None, masks)
-        else:
-            todo.append((first.ref_id, img, masks))
-    for batch in iter_batches(todo, batch_size):
-        codes = codec.encode_batch([b[1] for b in batch], [b[2] for b in batch])
-        for (ref_id, _, masks), c in zip(batch, codes, strict=True):
-            encoded[ref_id] = (c, masks_to_boxes(masks), masks)
+    encoded = encode_refs(list(by_ref.values()), codec, image_root, batch_size, counts)
     rows = []
     for s in samples:
         if s.ref_id not in encoded:
             continue
-        codes, boxes, masks = encoded[s.ref_id]
+        codes, boxes, rle = encoded[s.ref_id]
         reply = "No target." if s.no_target else answer(codes, boxes, s.sentence)
         rows.append({
             "id": f"gres:{split}:{s.ref_id}:{s.sent_id}",
@@ -104,8 +120,7 @@ def tokenize_shard(samples: list[GresSample], codec, image_root: Path, split: st
                               {"from": "gpt", "value": reply}],
             "ref_id": s.ref_id, "sent_id": s.sent_id, "image_id": s.image_id,
             "ann_ids": s.ann_ids, "no_target": s.no_target,
-            "height": s.height, "width": s.width,
-            "target_rle": union_rle(masks, s.height, s.width),
+            "height": s.height, "width": s.width, "target_rle": rle,
         })
         counts["written"] += 1
         counts["no_target"] += int(s.no_target)
@@ -122,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", default=None, help="dataset name (default gres_SPLIT)")
     ap.add_argument("--shard-size", type=int, default=2000, help="sentences per shard")
-    ap.add_argument("--batch-size", type=int, default=16, help="images per codec call")
+    ap.add_argument("--batch-size", type=int, default=16, help="refs per codec call")
     ap.add_argument("--limit", type=int, default=None, help="first N sentences only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ def load_gres(grefs_path: str | Path, instances_path: str | Path,
     anns = {a["id"]: a for a in inst["annotations"]}
     images = {im["id"]: im for im in inst["images"]}
     samples: list[GresSample] = []
-    skipped: dict[str, int] = {}
+    skipped: Counter = Counter()
     for i, ref in enumerate(grefs):
         if split is not None and ref.get("split") != split:
             continue
@@ -91,26 +92,24 @@ def load_gres(grefs_path: str | Path, instances_path: str | Path,
         if ref.get("no_target") and ann_ids:
             ann_ids = []
         if image_id not in images:
-            skipped["image not in instances.json"] = skipped.get(
-                "image not in instances.json", 0) + len(sentences)
+            skipped["image not in instances.json"] += len(sentences)
             continue
         missing = [a for a in ann_ids if a not in anns]
         if missing:
-            skipped["annotation id not in instances.json"] = skipped.get(
-                "annotation id not in instances.json", 0) + len(sentences)
+            skipped["annotation id not in instances.json"] += len(sentences)
             continue
         im = images[image_id]
         for j, sent in enumerate(sentences):
             text = (sent.get("sent") or sent.get("raw") or "").strip()
             if not text:
-                skipped["empty sentence"] = skipped.get("empty sentence", 0) + 1
+                skipped["empty sentence"] += 1
                 continue
             samples.append(GresSample(
                 ref_id=ref.get("ref_id", i), sent_id=sent.get("sent_id", j), image_id=image_id,
                 file_name=im["file_name"], width=im["width"], height=im["height"],
                 sentence=text, ann_ids=list(ann_ids),
                 segmentations=[anns[a]["segmentation"] for a in ann_ids]))
-    return samples, skipped
+    return samples, dict(skipped)
 
 
 def _read_json(path: str | Path):

@@ -33,9 +33,7 @@ class ShapeSample:
 def draw_shape_image(rng: random.Random, width: int, height: int) -> tuple[Image.Image,
                                                                             ShapeSample]:
     """A textured background with one filled shape covering 20-60% of the shorter side."""
-    bg = _noise(rng, width, height, rng.uniform(20, 60))
-    tint = Image.new("RGB", (width, height), tuple(rng.randint(60, 200) for _ in range(3)))
-    img = Image.blend(bg, tint, 0.6)
+    img = _textured_background(rng, width, height)
     shape = rng.choice(SHAPES)
     colour = rng.choice(sorted(COLOURS))
     side = int(min(width, height) * rng.uniform(0.2, 0.6))

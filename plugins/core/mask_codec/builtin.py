@@ -428,12 +428,12 @@ class BuiltinCodec(MaskCodec):
     @torch.no_grad()
     def decode_logits(self, image: ImageLike, codes) -> torch.Tensor:
         """Low-resolution logits [N, o, o] for the codes (o = image_size / 2)."""
-        arrays, pixels = self._prepare([image])
         codes_t = torch.as_tensor(np.asarray(codes, dtype=np.int64).reshape(-1, 2),
                                   device=self.device)
         if len(codes_t) == 0:
             o = self.cfg.out_size
             return torch.zeros(0, o, o)
+        _, pixels = self._prepare([image])
         feats = self.model.image_features(pixels)
         z = self.model.quantizer.embed_codes(codes_t)
         img_idx = torch.zeros(len(codes_t), dtype=torch.long, device=self.device)
