@@ -23,6 +23,8 @@ $(STAMP): requirements/constraints.txt setup.cfg pyproject.toml
 	@$(PY) -m pip install -q --upgrade pip > $(VENV)/install.log 2>&1 || { tail -30 $(VENV)/install.log; exit 1; }
 	@$(PY) -m pip install -c requirements/constraints.txt -e ".[dev]" >> $(VENV)/install.log 2>&1 \
 		|| { grep -v "is ignored: it is neither" $(VENV)/install.log | tail -40; exit 1; }
+	@SAM2_BUILD_CUDA=0 $(PY) -m pip install --no-build-isolation -c requirements/constraints.txt \
+		sam2 >> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	@$(PY) -m pip check
 	@$(PY) -c "import torch, torchvision, swift, msgspec, qwen_vl_utils; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| ms-swift', swift.__version__)"
 	@touch $(STAMP)

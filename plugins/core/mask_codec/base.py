@@ -65,7 +65,8 @@ class MaskCodec(ABC):
 
 
 def load_codec(spec: str, device: str = "cpu") -> MaskCodec:
-    """``builtin:PATH`` (a checkpoint from train_mask_codec.py); ``samtok:DIR`` is planned."""
+    """``builtin:PATH`` (a checkpoint from train_mask_codec.py) or ``samtok:DIR`` (the released
+    ``mask_tokenizer_256x2.pth``, in DIR or given as the file; needs the ``sam2`` package)."""
     kind, _, path = spec.partition(":")
     if not path:
         raise ValueError(f"codec spec {spec!r}: expected 'builtin:PATH' or 'samtok:DIR'")
@@ -74,7 +75,7 @@ def load_codec(spec: str, device: str = "cpu") -> MaskCodec:
 
         return BuiltinCodec.load(path, device=device)
     if kind == "samtok":
-        raise NotImplementedError(
-            "the 'samtok' back-end (official mask_tokenizer_256x2.pth + SAM2.1 Hiera-L) is not "
-            "implemented yet; use a builtin codec (data_tools/train_mask_codec.py)")
+        from plugins.core.mask_codec.samtok import SamTokCodec
+
+        return SamTokCodec.load(path, device=device)
     raise ValueError(f"codec spec {spec!r}: unknown kind {kind!r} (builtin or samtok)")
