@@ -1,0 +1,199 @@
+#!/usr/bin/env python
+"""VLM-R3-style crop reasoning data to ms-swift messages with crop-tool calls.
+
+    python data_tools/convert_vlmr3.py --input vlir.jsonl --image_base_path data/images \
+        --output data/crop_sft.jsonl [--family qwen2_5_vl|qwen3_vl] [--crops-dir data/crops]
+
+Input (JSONL, one image per line): ``{"image_path": "coco/train2017/x.jpg", "QnA": [{"Q": ...,
+"A3": "<think>... {Crop person 1 [0.00, 141.43, 79.23, 480.00]} ...</think>
+<answer>...</answer>"}]}``
+with boxes in original-image pixels. Each QnA becomes one row
+``{"messages": [user "<image>Q", assistant A], "images": [image, crops...]}`` where every crop
+request (``{Crop ...}``, ``{"bbox_2d": ...}`` or a ``<tool_call>``) is rewritten as
+``<tool_call>[x1, y1, x2, y2]</tool_call>`` **in the model's coordinate space** (--family:
+Qwen2.5-VL pixels of the resized main image, Qwen3-VL 0..1000; ``pixel`` keeps the originals).
+
+Crops: with --crops-dir each crop is cut now (plugins/core/crop_tool.py policy, the same code
+the template and the inference loop run), saved as PNG, and ``<image>`` follows its
+``</tool_call>``; the rows then train with any Qwen-VL template. Without it, the rows carry
+only the calls and the crop template (plugins/croptool.py) cuts the crops on the fly.
+
+A QnA whose image is missing, whose text is empty or whose box is bad (non-numeric, NaN,
+swapped corners, zero area, outside the image) is skipped; skips are counted by reason and
+the first ones shown. Output is written atomically; a summary goes to OUT.summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from plugins.core.crop_tool import (  # noqa: E402
+    CropPolicy,
+    check_box,
+    format_tool_call,
+    parse_tool_calls,
+)
+from plugins.core.sharded import write_atomic  # noqa: E402
+
+SHOW_FIRST = 10
+
+
+class Skip(Exception):
+    """A QnA that cannot become a row; the message is its reason."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+def convert_answer(answer: str, image_wh: tuple[int, int], family: str,
+                   policy: CropPolicy | None) -> tuple[str, list[tuple[float, ...]]]:
+    """Rewrite every crop request as a canonical tool call in the model's space; return the
+    new text and the checked boxes in original pixels (in order). Raises Skip on a bad box."""
+    out, boxes, pos = [], [], 0
+    for k, call in enumerate(parse_tool_calls(answer), 1):
+        if call.box is None:
+            raise Skip("bad_box", f"crop {k}: {call.error}")
+        checked, reason = check_box(call.box, *image_wh)
+        if checked is None:
+            raise Skip("bad_box", f"crop {k}: {reason}")
+        model_box = checked if policy is None else policy.box_to_model(checked, image_wh)
+        out += [answer[pos:call.start], format_tool_call(model_box)]
+        boxes.append(checked)
+        pos = call.end
+    out.append(answer[pos:])
+    return "".join(out), boxes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--input", required=True, type=Path)
+    ap.add_argument("--output", required=True, type=Path)
+    ap.add_argument("--image_base_path", "--image-base-path", default="", dest="image_base_path")
+    ap.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl", "pixel"],
+                    help="coordinate space of the written boxes (the model you will train)")
+    ap.add_argument("--crops-dir", "--crops_dir", type=Path, default=None, dest="crops_dir")
+    ap.add_argument("--main-short", type=int, default=448, help="main image shorter side (0: "
+                    "leave to MAX_PIXELS); must match SVP_CROP_MAIN_SHORT at training")
+    ap.add_argument("--crop-max-short", type=int, default=448)
+    ap.add_argument("--prompt-suffix", default="", help="text appended to every question")
+    ap.add_argument("--limit", type=int, default=None, help="stop after N written rows")
+    args = ap.parse_args(argv)
+
+    if not args.input.is_file():
+        print(f"error: {args.input} does not exist", file=sys.stderr)
+        return 2
+    policy = None
+    if args.family != "pixel":
+        policy = CropPolicy(args.family, args.main_short, args.crop_max_short)
+    elif args.crops_dir:
+        policy = CropPolicy("qwen2_5_vl", args.main_short, args.crop_max_short)
+    base = Path(args.image_base_path) if args.image_base_path else args.input.parent
+    lines = args.input.read_text(encoding="utf-8").splitlines()
+    rows, counts, shown = [], Counter(), []
+
+    def skip(where: str, exc: Skip) -> None:
+        counts[f"skipped_{exc.kind}"] += 1
+        if len(shown) < SHOW_FIRST:
+            shown.append(f"{args.input}:{where}: {exc}")
+
+    for lineno, line in enumerate(tqdm(lines, desc="convert", unit="image"), 1):
+        if args.limit is not None and len(rows) >= args.limit:
+            break
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise Skip("malformed", "row is not a JSON object")
+            rel, qnas = rec.get("image_path"), rec.get("QnA")
+            if not isinstance(rel, str) or not rel:
+                raise Skip("malformed", "no image_path")
+            if not isinstance(qnas, list) or not qnas:
+                raise Skip("malformed", "no QnA list")
+            path = Path(rel) if Path(rel).is_absolute() else base / rel
+            if not path.is_file():
+                raise Skip("missing_image", str(path))
+            try:
+                with Image.open(path) as im:
+                    image_wh = im.size
+                    image = im.convert("RGB") if args.crops_dir else None
+            except OSError as exc:
+                raise Skip("unreadable_image", f"{path}: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            skip(f"line {lineno}", Skip("malformed", f"invalid JSON ({exc.msg})"))
+            continue
+        except Skip as exc:
+            skip(f"line {lineno}", exc)
+            continue
+        for q_i, qna in enumerate(qnas):
+            if args.limit is not None and len(rows) >= args.limit:
+                break
+            try:
+                q = qna.get("Q") if isinstance(qna, dict) else None
+                a = qna.get("A3") if isinstance(qna, dict) else None
+                if not (isinstance(q, str) and q.strip() and isinstance(a, str) and a.strip()):
+                    raise Skip("empty_text", "Q or A3 missing or empty")
+                text, boxes = convert_answer(a, image_wh, args.family, policy
+                                             if args.family != "pixel" else None)
+                images = [str(path.resolve())]
+                if args.crops_dir and boxes:
+                    text, crops = _attach_crops(text, boxes, image, policy, args.crops_dir,
+                                                f"{path.stem}_{lineno}_{q_i}")
+                    images += crops
+                counts["crops"] += len(boxes)
+                counts["with_crops" if boxes else "without_crops"] += 1
+            except Skip as exc:
+                skip(f"line {lineno} QnA {q_i}", exc)
+                continue
+            rows.append({"messages": [
+                {"role": "user", "content": "<image>" + q.strip() + args.prompt_suffix},
+                {"role": "assistant", "content": text}], "images": images})
+    write_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    counts["written"] = len(rows)
+    summary = {"input": str(args.input), "output": str(args.output), "family": args.family,
+               "main_short": args.main_short, "crop_max_short": args.crop_max_short,
+               "crops_dir": str(args.crops_dir) if args.crops_dir else None, **counts}
+    write_atomic(args.output.with_suffix(".summary.json"), json.dumps(summary, indent=2) + "\n")
+    for s in shown:
+        print(s, file=sys.stderr)
+    skipped = {k: v for k, v in counts.items() if k.startswith("skipped")}
+    n_skipped = sum(skipped.values())
+    if n_skipped > len(shown):
+        print(f"... and {n_skipped - len(shown)} more skips", file=sys.stderr)
+    print(f"{len(rows)} rows written ({counts['with_crops']} with crops, "
+          f"{counts['crops']} crops), "
+          f"{n_skipped} skipped{' ' + json.dumps(skipped) if skipped else ''} -> {args.output}")
+    return 0
+
+
+def _attach_crops(text: str, boxes, image: Image.Image, policy: CropPolicy, crops_dir: Path,
+                  stem: str) -> tuple[str, list[str]]:
+    """Insert ``<image>`` after each ``</tool_call>`` and save the crops it refers to."""
+    crops_dir.mkdir(parents=True, exist_ok=True)
+    parts, files, pos = [], [], 0
+    for k, (call, box) in enumerate(zip(parse_tool_calls(text), boxes, strict=True)):
+        crop = policy.crop(image, box)
+        out = crops_dir / f"{stem}_{k}.png"
+        tmp = out.with_name(f".{out.name}.tmp.png")
+        crop.save(tmp)
+        tmp.replace(out)
+        files.append(str(out.resolve()))
+        parts += [text[pos:call.end], "<image>"]
+        pos = call.end
+    parts.append(text[pos:])
+    return "".join(parts), files
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Crop-tool geometry: parsing tool calls, coordinate spaces, box checks, the resize policy.
+
+One module decides every number a crop depends on, so SFT data, the training template, the
+inference loop and the rewards all cut the same pixels (DESIGN.md §3):
+
+* **Tool-call syntaxes** (all accepted, one canonical form written):
+  ``{Crop <desc> [x1, y1, x2, y2]}`` (VLM-R3 training text),
+  ``<tool_call>[x1, y1, x2, y2]</tool_call>`` (canonical),
+  ``{"bbox_2d": [...]}`` (VLM-R3 model output) and
+  ``<tool_call>{"name": ..., "arguments": {"bbox_2d": [...]}}</tool_call>`` (DeepEyes style).
+* **Coordinate spaces.** ``pixel``: original image pixels (what annotation files store).
+  ``resized``: pixels of the image *as the model receives it* (Qwen2.5-VL grounding).
+  ``norm1000``: 0..1000 of the image (Qwen3-VL). Text given to or produced by a model is in
+  that model's space; :func:`to_space` / :func:`from_space` convert.
+* **Resize policy.** The main image is scaled so its shorter side is ``main_short`` (448),
+  aspect kept, then snapped by the model's own ``smart_resize`` (multiples of patch x merge:
+  28 for Qwen2.5-VL, 32 for Qwen3-VL, within its pixel bounds), so the template does not
+  resize it again. A crop is cut from the *original* image (full resolution), kept as it is
+  when its shorter side is <= ``crop_max_short`` (448), downscaled to that otherwise, and
+  snapped the same way. Boxes narrower than one merged patch grow around their centre.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+FAMILIES = {"qwen2_5_vl": ("resized", 14), "qwen3_vl": ("norm1000", 16)}
+SPACES = ("pixel", "resized", "norm1000")
+MERGE = 2
+
+_NUM_LIST = r"\[(?P<nums>[^\[\]]*)\]"
+_CROP_RE = re.compile(r"\{\s*Crop\b(?P<desc>[^\[\]{}]*)" + _NUM_LIST + r"\s*\}")
+_TOOL_RE = re.compile(r"<tool_call>\s*(?P<body>.*?)\s*</tool_call>", re.S)
+_BARE_RE = re.compile(r"\{\s*\"bbox_2d\"\s*:\s*" + _NUM_LIST + r"\s*\}")
+
+
+def family_of(model_type: str) -> str:
+    """``qwen2_5_vl`` / ``qwen3_vl`` from an ms-swift model or template type."""
+    for fam in FAMILIES:
+        if model_type.startswith(fam):
+            return fam
+    raise ValueError(f"crop tool: unsupported model family {model_type!r} "
+                     f"(expected one of {sorted(FAMILIES)})")
+
+
+def factor_of(family: str) -> int:
+    """Pixels per merged patch: 28 (Qwen2.5-VL), 32 (Qwen3-VL)."""
+    return FAMILIES[family][1] * MERGE
+
+
+def space_of(family: str) -> str:
+    return FAMILIES[family][0]
+
+
+# ----------------------------------------------------------------------------- parsing
+@dataclass
+class ToolCall:
+    """One crop request found in text. ``box`` is None when it could not be read."""
+
+    start: int
+    end: int
+    form: str  # "crop" | "tool_call" | "tool_call_json" | "bbox_2d"
+    box: tuple[float, float, float, float] | None
+    error: str | None = None
+    desc: str = ""
+
+
+def _numbers(text: str) -> tuple[tuple[float, ...] | None, str | None]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4 or any(not p for p in parts):
+        return None, f"expected 4 coordinates, got {len([p for p in parts if p])}"
+    vals = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            return None, f"non-numeric coordinate {p!r}"
+        if not math.isfinite(v):
+            return None, f"coordinate {p} is not finite"
+        vals.append(v)
+    return tuple(vals), None
+
+
+def _json_box(body: str) -> tuple[tuple[float, ...] | None, str | None]:
+    try:
+        obj = json.loads(body)
+    except (json.JSONDecodeError, RecursionError):
+        return None, "tool call is neither a box list nor valid JSON"
+    if isinstance(obj, dict) and isinstance(obj.get("arguments"), dict | str):
+        args = obj["arguments"]
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                return None, "tool call arguments are not valid JSON"
+        obj = args
+    box = obj.get("bbox_2d") if isinstance(obj, dict) else None
+    if not isinstance(box, list):
+        return None, "tool call has no bbox_2d list"
+    if len(box) != 4:
+        return None, f"expected 4 coordinates, got {len(box)}"
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in box):
+        return None, f"non-numeric coordinate in {box!r}"
+    if not all(math.isfinite(v) for v in box):
+        return None, "coordinate is not finite"
+    return tuple(float(v) for v in box), None
+
+
+def parse_tool_calls(text: str) -> list[ToolCall]:
+    """Every crop request in ``text``, in order; never raises (bad ones carry ``error``)."""
+    if not isinstance(text, str):
+        return []
+    calls: list[ToolCall] = []
+    taken: list[tuple[int, int]] = []
+    for m in _TOOL_RE.finditer(text):
+        body = m.group("body")
+        if body.startswith("["):
+            inner = body[1:-1] if body.endswith("]") else body[1:]
+            box, err = _numbers(inner) if body.endswith("]") else (None, "unterminated box list")
+            form = "tool_call"
+        else:
+            box, err = _json_box(body)
+            form = "tool_call_json"
+        calls.append(ToolCall(m.start(), m.end(), form, box, err))
+        taken.append((m.start(), m.end()))
+    for regex, form in ((_CROP_RE, "crop"), (_BARE_RE, "bbox_2d")):
+        for m in regex.finditer(text):
+            if any(s <= m.start() < e for s, e in taken):
+                continue
+            box, err = _numbers(m.group("nums"))
+            desc = m.group("desc").strip() if form == "crop" else ""
+            calls.append(ToolCall(m.start(), m.end(), form, box, err, desc))
+            taken.append((m.start(), m.end()))
+    return sorted(calls, key=lambda c: c.start)
+
+
+def format_tool_call(box) -> str:
+    """The canonical text: ``<tool_call>[x1, y1, x2, y2]</tool_call>`` with integer coords."""
+    return "<tool_call>[" + ", ".join(str(int(round(v))) for v in box) + "]</tool_call>"
+
+
+# ----------------------------------------------------------------------------- boxes
+def check_box(box, width: int, height: int) -> tuple[tuple[float, float, float, float] | None,
+                                                        str | None]:
+    """Pixel box -> (box clamped to the image, None) or (None, reason). Never raises."""
+    try:
+        vals = [float(v) for v in box]
+    except (TypeError, ValueError):
+        return None, f"non-numeric box {box!r}"
+    if len(vals) != 4:
+        return None, f"expected 4 coordinates, got {len(vals)}"
+    if not all(math.isfinite(v) for v in vals):
+        return None, "coordinate is not finite"
+    x1, y1, x2, y2 = vals
+    if x1 > x2 or y1 > y2:
+        return None, f"swapped corners ({x1:g},{y1:g}) / ({x2:g},{y2:g})"
+    if x1 == x2 or y1 == y2:
+        return None, "zero-area box"
+    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+    cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+    if cx2 <= cx1 or cy2 <= cy1:
+        return None, f"box lies outside the {width}x{height} image"
+    return (cx1, cy1, cx2, cy2), None
+
+
+def to_space(box, space: str, orig_wh: tuple[int, int], model_wh: tuple[int, int]):
+    """Original-pixel box -> ``space`` (floats; round when writing text)."""
+    w, h = orig_wh
+    if space == "pixel":
+        return tuple(float(v) for v in box)
+    if space == "resized":
+        sx, sy = model_wh[0] / w, model_wh[1] / h
+        return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+    if space == "norm1000":
+        return (box[0] / w * 1000, box[1] / h * 1000, box[2] / w * 1000, box[3] / h * 1000)
+    raise ValueError(f"unknown coordinate space {space!r} (one of {SPACES})")
+
+
+def from_space(box, space: str, orig_wh: tuple[int, int], model_wh: tuple[int, int]):
+    """Box in ``space`` -> original pixels (floats)."""
+    w, h = orig_wh
+    if space == "pixel":
+        return tuple(float(v) for v in box)
+    if space == "resized":
+        sx, sy = w / model_wh[0], h / model_wh[1]
+        return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+    if space == "norm1000":
+        return (box[0] * w / 1000, box[1] * h / 1000, box[2] * w / 1000, box[3] * h / 1000)
+    raise ValueError(f"unknown coordinate space {space!r} (one of {SPACES})")
+
+
+# ----------------------------------------------------------------------------- resizing
+def model_input_size(width: int, height: int, factor: int) -> tuple[int, int]:
+    """(w, h) the Qwen processor will feed for an image of this size: qwen_vl_utils'
+    ``smart_resize`` with the pixel bounds in force now (ms-swift sets them from MAX_PIXELS)."""
+    from qwen_vl_utils import vision_process as vp
+
+    h, w = vp.smart_resize(height, width, factor=factor,
+                           min_pixels=vp.IMAGE_MIN_TOKEN_NUM * factor ** 2,
+                           max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2)
+    return w, h
+
+
+@dataclass(frozen=True)
+class CropPolicy:
+    """Sizes for one model family; ``main_short=0`` leaves the main image to MAX_PIXELS."""
+
+    family: str = "qwen2_5_vl"
+    main_short: int = 448
+    crop_max_short: int = 448
+    factor: int = field(default=0)
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}")
+        if self.main_short < 0 or self.crop_max_short <= 0:
+            raise ValueError("main_short must be >= 0 and crop_max_short > 0")
+        if not self.factor:
+            object.__setattr__(self, "factor", factor_of(self.family))
+
+    @property
+    def space(self) -> str:
+        return space_of(self.family)
+
+    def main_size(self, width: int, height: int) -> tuple[int, int]:
+        """Size the main image is given to the model at."""
+        if self.main_short:
+            s = self.main_short / min(width, height)
+            width, height = max(1, round(width * s)), max(1, round(height * s))
+        return model_input_size(width, height, self.factor)
+
+    def crop_size(self, width: int, height: int) -> tuple[int, int]:
+        short = min(width, height)
+        if short > self.crop_max_short:
+            s = self.crop_max_short / short
+            width, height = max(1, round(width * s)), max(1, round(height * s))
+        return model_input_size(width, height, self.factor)
+
+    def main_image(self, image: Image.Image) -> Image.Image:
+        """The main image exactly as the model will see it (bicubic, like qwen_vl_utils)."""
+        size = self.main_size(*image.size)
+        return image if size == image.size else image.resize(size, Image.BICUBIC)
+
+    def box_to_pixels(self, box, image_wh: tuple[int, int]):
+        """A box in the model's space (text the model read or wrote) -> original pixels."""
+        return from_space(box, self.space, image_wh, self.main_size(*image_wh))
+
+    def box_to_model(self, box, image_wh: tuple[int, int]):
+        return to_space(box, self.space, image_wh, self.main_size(*image_wh))
+
+    def grow(self, box, width: int, height: int):
+        """Widen a box to at least one merged patch per side (in original pixels), centred,
+        kept inside the image; thin strips also get context up to aspect ratio 150."""
+        x1, y1, x2, y2 = box
+        # at least one merged patch, and no thinner than 1/150 of the long side (the Qwen
+        # processors refuse aspect ratios over 200)
+        long_side = max(x2 - x1, y2 - y1)
+        need_w = min(max(self.factor, long_side / 150), width)
+        need_h = min(max(self.factor, long_side / 150), height)
+        if x2 - x1 < need_w:
+            cx = (x1 + x2) / 2
+            x1 = min(max(cx - need_w / 2, 0), width - need_w)
+            x2 = x1 + need_w
+        if y2 - y1 < need_h:
+            cy = (y1 + y2) / 2
+            y1 = min(max(cy - need_h / 2, 0), height - need_h)
+            y2 = y1 + need_h
+        return (x1, y1, x2, y2)
+
+    def crop(self, image: Image.Image, box_px) -> Image.Image:
+        """Cut a checked original-pixel box from the original image and size it."""
+        w, h = image.size
+        x1, y1, x2, y2 = self.grow(box_px, w, h)
+        left, top = int(math.floor(x1)), int(math.floor(y1))
+        right, bottom = int(math.ceil(x2)), int(math.ceil(y2))
+        region = image.crop((left, top, min(right, w), min(bottom, h)))
+        size = self.crop_size(*region.size)
+        return region if size == region.size else region.resize(size, Image.BICUBIC)
+
+    def execute(self, image: Image.Image, box_model) -> tuple[Image.Image | None,
+                                                               tuple | None, str | None]:
+        """A box as the model wrote it -> (crop, box in original pixels, None) or
+        (None, None, reason). The one function training and inference both call."""
+        try:
+            px = self.box_to_pixels(box_model, image.size)
+        except (TypeError, ValueError, IndexError) as exc:
+            return None, None, f"bad box {box_model!r}: {exc}"
+        checked, reason = check_box(px, *image.size)
+        if checked is None:
+            return None, None, reason
+        return self.crop(image, checked), checked, None
+
+
+def policy_from_env(family: str, env=None) -> CropPolicy:
+    """``SVP_CROP_MAIN_SHORT`` (448; 0 = leave to MAX_PIXELS), ``SVP_CROP_MAX_SHORT`` (448)."""
+    import os
+
+    env = os.environ if env is None else env
+    try:
+        main = int(env.get("SVP_CROP_MAIN_SHORT", 448))
+        crop = int(env.get("SVP_CROP_MAX_SHORT", 448))
+    except ValueError as exc:
+        raise ValueError(
+            f"SVP_CROP_MAIN_SHORT / SVP_CROP_MAX_SHORT must be integers: {exc}") from exc
+    return CropPolicy(family, main, crop)
