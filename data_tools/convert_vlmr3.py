@@ -59,7 +59,7 @@ class Skip(Exception):
 def convert_answer(answer: str, image_wh: tuple[int, int], family: str,
                    policy: CropPolicy | None) -> tuple[str, list[tuple[float, ...]]]:
     """Rewrite every crop request as a canonical tool call in the model's space; return the
-    new text and the checked boxes in original pixels (in order). Raises Skip on a bad box."""
+    new text and the boxes as written (integers, model space). Raises Skip on a bad box."""
     out, boxes, pos = [], [], 0
     for k, call in enumerate(parse_tool_calls(answer), 1):
         if call.box is None:
@@ -68,8 +68,9 @@ def convert_answer(answer: str, image_wh: tuple[int, int], family: str,
         if checked is None:
             raise Skip("bad_box", f"crop {k}: {reason}")
         model_box = checked if policy is None else policy.box_to_model(checked, image_wh)
+        model_box = tuple(float(round(v)) for v in model_box)  # what the text will say
         out += [answer[pos:call.start], format_tool_call(model_box)]
-        boxes.append(checked)
+        boxes.append(model_box)
         pos = call.end
     out.append(answer[pos:])
     return "".join(out), boxes
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 images = [str(path.resolve())]
                 if args.crops_dir and boxes:
                     text, crops = _attach_crops(text, boxes, image, policy, args.crops_dir,
-                                                f"{path.stem}_{lineno}_{q_i}")
+                                                f"{path.stem}_{lineno}_{q_i}",
+                                                args.family == "pixel")
                     images += crops
                 counts["crops"] += len(boxes)
                 counts["with_crops" if boxes else "without_crops"] += 1
@@ -178,12 +180,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _attach_crops(text: str, boxes, image: Image.Image, policy: CropPolicy, crops_dir: Path,
-                  stem: str) -> tuple[str, list[str]]:
+                  stem: str, pixel_space: bool) -> tuple[str, list[str]]:
     """Insert ``<image>`` after each ``</tool_call>`` and save the crops it refers to."""
     crops_dir.mkdir(parents=True, exist_ok=True)
     parts, files, pos = [], [], 0
     for k, (call, box) in enumerate(zip(parse_tool_calls(text), boxes, strict=True)):
-        crop = policy.crop(image, box)
+        # the crop of the box *as written* (rounded, model space), cut by the function the
+        # template and the inference loop call, so pre-cut files equal on-the-fly crops
+        if pixel_space:
+            crop = policy.crop(image, box)
+        else:
+            crop, _, reason = policy.execute(image, box)
+            if crop is None:
+                raise Skip("bad_box", f"crop {k + 1}: {reason} after rounding")
         out = crops_dir / f"{stem}_{k}.png"
         tmp = out.with_name(f".{out.name}.tmp.png")
         crop.save(tmp)
