@@ -130,7 +130,7 @@ class CropToolInference:
             by_budget: dict[int, list[int]] = {}
             for i, c in enumerate(configs):
                 by_budget.setdefault(c.max_tokens, []).append(i)
-            for budget, idx in by_budget.items():
+            for idx in by_budget.values():
                 outs = self.engine.infer([requests[i] for i in idx], configs[idx[0]],
                                          use_tqdm=False)
                 for i, out in zip(idx, outs, strict=True):
