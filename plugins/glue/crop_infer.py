@@ -68,7 +68,7 @@ class CropToolInference:
             if model_path is None:
                 raise ValueError("give model_path or an engine")
             engine = self._make_engine(model_path, model_type, adapters, family, backend,
-                                       max_batch_size)
+                                       max_batch_size, max_crops)
         self.engine = engine
         self.family = family or family_of(engine.template.template_meta.template_type)
         self.policy: CropPolicy = policy_from_env(self.family)
@@ -76,7 +76,8 @@ class CropToolInference:
         self.temperature, self.seed, self.system = temperature, seed, system
 
     @staticmethod
-    def _make_engine(model_path, model_type, adapters, family, backend, max_batch_size):
+    def _make_engine(model_path, model_type, adapters, family, backend, max_batch_size,
+                     max_crops):
         from swift.model import get_model_info_meta
 
         if model_type is None:
@@ -85,8 +86,10 @@ class CropToolInference:
         if backend == "vllm":
             from swift.infer_engine import VllmEngine
 
+            # the main image plus every crop must fit in one prompt
             return VllmEngine(model_path, model_type=model_type, template_type=template_type,
-                              adapters=adapters or None, max_num_seqs=max_batch_size)
+                              adapters=adapters or None, max_num_seqs=max_batch_size,
+                              limit_mm_per_prompt={"image": max_crops + 1})
         from swift.infer_engine import TransformersEngine
 
         return TransformersEngine(model_path, model_type=model_type, adapters=adapters or None,
