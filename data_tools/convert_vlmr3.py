@@ -56,7 +56,7 @@ class Skip(Exception):
         self.kind = kind
 
 
-def convert_answer(answer: str, image_wh: tuple[int, int], family: str,
+def convert_answer(answer: str, image_wh: tuple[int, int],
                    policy: CropPolicy | None) -> tuple[str, list[tuple[float, ...]]]:
     """Rewrite every crop request as a canonical tool call in the model's space; return the
     new text and the boxes as written (integers, model space). Raises Skip on a bad box."""
@@ -94,11 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.input.is_file():
         print(f"error: {args.input} does not exist", file=sys.stderr)
         return 2
-    policy = None
-    if args.family != "pixel":
-        policy = CropPolicy(args.family, args.main_short, args.crop_max_short)
-    elif args.crops_dir:
-        policy = CropPolicy("qwen2_5_vl", args.main_short, args.crop_max_short)
+    pixel_space = args.family == "pixel"
+    # sizes crops (and, unless pixel_space, converts boxes); pixel data crops like Qwen2.5-VL
+    policy = CropPolicy("qwen2_5_vl" if pixel_space else args.family, args.main_short,
+                        args.crop_max_short)
     base = Path(args.image_base_path) if args.image_base_path else args.input.parent
     lines = args.input.read_text(encoding="utf-8").splitlines()
     rows, counts, shown = [], Counter(), []
@@ -145,13 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                 a = qna.get("A3") if isinstance(qna, dict) else None
                 if not (isinstance(q, str) and q.strip() and isinstance(a, str) and a.strip()):
                     raise Skip("empty_text", "Q or A3 missing or empty")
-                text, boxes = convert_answer(a, image_wh, args.family, policy
-                                             if args.family != "pixel" else None)
+                text, boxes = convert_answer(a, image_wh, None if pixel_space else policy)
                 images = [str(path.resolve())]
                 if args.crops_dir and boxes:
                     text, crops = _attach_crops(text, boxes, image, policy, args.crops_dir,
                                                 f"{path.stem}_{lineno}_{q_i}",
-                                                args.family == "pixel")
+                                                pixel_space)
                     images += crops
                 counts["crops"] += len(boxes)
                 counts["with_crops" if boxes else "without_crops"] += 1

@@ -6,9 +6,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 ImageLike = Image.Image | np.ndarray
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:
@@ -23,6 +27,16 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
     if arr.dtype != np.uint8:
         arr = np.clip(arr, 0, 255).astype(np.uint8)
     return arr[..., :3]
+
+
+def squash_normalise(arr: np.ndarray, size: int, resample: int) -> torch.Tensor:
+    """RGB array -> [3,size,size] float tensor: squashed (aspect not kept, as SAMTok's
+    DirectResize), /255, ImageNet mean/std. Both back-ends differ only in size and filter."""
+    im = Image.fromarray(arr).resize((size, size), resample)
+    x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return (x - mean) / std
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
@@ -45,6 +59,11 @@ class MaskCodec(ABC):
     """
 
     name: str = "codec"
+    threshold: float = 0.0  # on the decoder's logits
+
+    @abstractmethod
+    def decode_logits(self, image: ImageLike, codes) -> torch.Tensor:
+        """Low-resolution mask logits [N, h, w] for codes [N, 2] (second may be -1)."""
 
     @abstractmethod
     def encode(self, image: ImageLike, masks: np.ndarray,
@@ -52,10 +71,17 @@ class MaskCodec(ABC):
         """``masks`` [N,H,W] (nonzero = in) at image size; ``boxes`` [N,4] pixel xyxy, derived
         from the masks when None. Returns int64 codes [N, 2] with values in 0..255."""
 
-    @abstractmethod
     def decode(self, image: ImageLike, codes: Sequence[Sequence[int]] | np.ndarray
                ) -> np.ndarray:
-        """Codes [N, 2] (second may be -1) -> bool masks [N, H, W] at the image's size."""
+        """Codes [N, 2] (second may be -1) -> bool masks [N, H, W] at the image's size:
+        logits upsampled bilinearly, then ``> threshold`` on the logits (SAMTok's rule)."""
+        arr = to_rgb_array(image)
+        h, w = arr.shape[:2]
+        logits = self.decode_logits(arr, codes)
+        if len(logits) == 0:
+            return np.zeros((0, h, w), dtype=bool)
+        up = F.interpolate(logits[:, None], size=(h, w), mode="bilinear", align_corners=False)
+        return (up[:, 0] > self.threshold).cpu().numpy()
 
     def encode_batch(self, images: Sequence[ImageLike], masks: Sequence[np.ndarray],
                      boxes: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:

@@ -24,10 +24,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from plugins.core.mask_codec.base import ImageLike, MaskCodec, masks_to_boxes, to_rgb_array
+from plugins.core.mask_codec.base import (
+    ImageLike,
+    MaskCodec,
+    masks_to_boxes,
+    squash_normalise,
+    to_rgb_array,
+)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_FORMAT = "svp-builtin-mask-codec/1"
 
 
@@ -336,12 +340,7 @@ class MaskTokenizer(nn.Module):
 
 def preprocess_image(image: ImageLike, size: int) -> torch.Tensor:
     """Squash to size x size (aspect not kept, as SAMTok's DirectResize), ImageNet-normalise."""
-    arr = to_rgb_array(image)
-    im = Image.fromarray(arr).resize((size, size), Image.BILINEAR)
-    x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return (x - mean) / std
+    return squash_normalise(to_rgb_array(image), size, Image.BILINEAR)
 
 
 def preprocess_masks(masks: np.ndarray, size: int) -> torch.Tensor:
@@ -365,6 +364,7 @@ class BuiltinCodec(MaskCodec):
     def __init__(self, model: MaskTokenizer, device: str = "cpu"):
         self.model = model.to(device).eval()
         self.cfg = model.cfg
+        self.threshold = model.cfg.threshold
         self.device = device
 
     @classmethod
@@ -438,15 +438,6 @@ class BuiltinCodec(MaskCodec):
         z = self.model.quantizer.embed_codes(codes_t)
         img_idx = torch.zeros(len(codes_t), dtype=torch.long, device=self.device)
         return self.model.decode_logits(feats, img_idx, z)
-
-    def decode(self, image, codes):
-        arr = to_rgb_array(image)
-        h, w = arr.shape[:2]
-        logits = self.decode_logits(arr, codes)
-        if len(logits) == 0:
-            return np.zeros((0, h, w), dtype=bool)
-        up = F.interpolate(logits[:, None], size=(h, w), mode="bilinear", align_corners=False)
-        return (up[:, 0] > self.cfg.threshold).cpu().numpy()
 
 
 def save_checkpoint(path: str | Path, model: MaskTokenizer, extra: dict | None = None) -> None:

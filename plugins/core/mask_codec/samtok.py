@@ -39,14 +39,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from plugins.core.mask_codec.base import ImageLike, MaskCodec, masks_to_boxes, to_rgb_array
+from plugins.core.mask_codec.base import (
+    ImageLike,
+    MaskCodec,
+    masks_to_boxes,
+    squash_normalise,
+    to_rgb_array,
+)
 
 WEIGHTS_NAME = "mask_tokenizer_256x2.pth"
 ARCH_NAME = "samtok_arch.json"  # optional: hydra overrides for a non-release architecture
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"
 IMAGE_SIZE = 1024
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 LOGIT_THRESHOLD = 0.5
 SAM2_INSTALL = "SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0"
 # SAM2 checkpoint parts the codec never runs (video memory); tolerated either way at load.
@@ -255,17 +259,14 @@ def check_state(model: nn.Module, state: dict, source: str) -> None:
 def preprocess(image: ImageLike) -> tuple[np.ndarray, torch.Tensor]:
     """RGB array and the normalised 1024x1024 tensor (DirectResize: squash, PIL bicubic)."""
     arr = to_rgb_array(image)
-    im = Image.fromarray(arr).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
-    x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return arr, (x - mean) / std
+    return arr, squash_normalise(arr, IMAGE_SIZE, Image.BICUBIC)
 
 
 class SamTokCodec(MaskCodec):
     """``samtok:DIR``: the released SAMTok tokenizer; codes are interchangeable with upstream's."""
 
     name = "samtok"
+    threshold = LOGIT_THRESHOLD
 
     def __init__(self, model: SamTokTokenizer, device: str = "cpu"):
         self.model = model.to(device).eval()
@@ -328,12 +329,3 @@ class SamTokCodec(MaskCodec):
             return self.model.decode_logits(top.expand(n, -1, -1, -1),
                                             [x.expand(n, -1, -1, -1) for x in high],
                                             embeds).float()
-
-    def decode(self, image, codes):
-        arr = to_rgb_array(image)
-        h, w = arr.shape[:2]
-        logits = self.decode_logits(arr, codes)
-        if len(logits) == 0:
-            return np.zeros((0, h, w), dtype=bool)
-        up = F.interpolate(logits[:, None], size=(h, w), mode="bilinear", align_corners=False)
-        return (up[:, 0] > LOGIT_THRESHOLD).cpu().numpy()
