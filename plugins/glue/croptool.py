@@ -23,6 +23,7 @@ import re
 from swift.template import Template
 from swift.template.register import TEMPLATE_MAPPING, register_template
 from swift.template.templates.qwen import Qwen2_5VLTemplate, Qwen3VLTemplate
+from swift.template.utils import get_token_backed_response_ids
 from swift.utils import get_logger
 
 from plugins.core.crop_tool import parse_tool_calls, policy_from_env
@@ -30,6 +31,7 @@ from plugins.core.crop_tool import parse_tool_calls, policy_from_env
 logger = get_logger()
 TEMPLATES = {"qwen2_5_vl_crop": "qwen2_5_vl", "qwen3_vl_crop": "qwen3_vl"}
 _IMAGE_TAG = "<image>"
+STOP = "</tool_call>"
 _FOLLOWED_BY_IMAGE = re.compile(r"\s*<image>")
 
 
@@ -44,11 +46,30 @@ class CropToolMixin:
             self._insert_crops(inputs)
         super()._preprocess_inputs(inputs)
 
+    def _id_images(self, content) -> int:
+        """Image pads inside an assistant message held as token ids (R-GRPO rollouts and
+        their training encode): each stands for one image of ``inputs.images``."""
+        ids = get_token_backed_response_ids(content)
+        return ids.count(self.image_token_id) if ids else 0
+
+    def _add_default_tags(self, inputs) -> None:
+        """The stock rule (missing ``<image>`` tags go in front of message 0) counts only
+        text tags; id-held crops must count too, or each would get a second tag."""
+        n_ids = sum(self._id_images(m.get("content")) for m in inputs.messages)
+        if not n_ids:
+            return super()._add_default_tags(inputs)
+        n_text = sum(m["content"].count(_IMAGE_TAG) for m in inputs.messages
+                     if isinstance(m.get("content"), str))
+        missing = len(inputs.images) - n_text - n_ids
+        if missing > 0:
+            first = next(m for m in inputs.messages if isinstance(m.get("content"), str))
+            first["content"] = _IMAGE_TAG * missing + first["content"]
+
     def _insert_crops(self, inputs) -> None:
         policy = policy_from_env(self.crop_family)
         images = list(inputs.images)
-        n_tags = sum(m["content"].count(_IMAGE_TAG) for m in inputs.messages
-                     if isinstance(m.get("content"), str))
+        n_tags = sum(m["content"].count(_IMAGE_TAG) if isinstance(m.get("content"), str)
+                     else self._id_images(m.get("content")) for m in inputs.messages)
         if n_tags < len(images):  # what ms-swift would do later: leading tags on message 0
             first = next(m for m in inputs.messages if isinstance(m.get("content"), str))
             first["content"] = _IMAGE_TAG * (len(images) - n_tags) + first["content"]
@@ -56,6 +77,7 @@ class CropToolMixin:
         for msg in inputs.messages:
             content = msg.get("content")
             if not isinstance(content, str):
+                ptr += self._id_images(content)  # crops already executed by the rollout
                 continue
             events = [(m.start(), m.end(), None)
                       for m in re.finditer(re.escape(_IMAGE_TAG), content)]
@@ -107,5 +129,8 @@ def register() -> None:
     from dataclasses import replace
 
     for name, base in TEMPLATES.items():
-        meta = replace(TEMPLATE_MAPPING[base], template_type=name, template_cls=_CLASSES[name])
+        stock = TEMPLATE_MAPPING[base]
+        # generation pauses at every call so the tool (inference loop, R-GRPO scheduler) runs
+        stop = list(stock.stop_words) + [s for s in (STOP,) if s not in stock.stop_words]
+        meta = replace(stock, template_type=name, template_cls=_CLASSES[name], stop_words=stop)
         register_template(meta, exist_ok=True)
