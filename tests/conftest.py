@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
+from http.server import HTTPServer
 
 import pytest
 
 from plugins.core.synthetic import write_llava_dataset, write_registry
 from plugins.core.tiny_model import cached_tiny_model
-from tests.helpers import CACHE
+from tests.helpers import CACHE, JudgeHandler
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -52,3 +54,12 @@ def trained_codec(tmp_path_factory):
                                        warmup=10, save_every=10_000),
                            itertools.cycle(scenes))
     return trainer.run(), scenes
+
+
+@pytest.fixture()
+def judge_url():
+    """A live OpenAI-compatible judge endpoint (tests.helpers.JudgeHandler) on localhost."""
+    server = HTTPServer(("127.0.0.1", 0), JudgeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()

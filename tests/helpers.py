@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,3 +69,37 @@ def last_checkpoint(output_dir: Path) -> Path:
     ckpts = sorted(output_dir.glob("v*/checkpoint-*"), key=lambda p: p.stat().st_mtime)
     assert ckpts, f"no checkpoint under {output_dir}"
     return ckpts[-1]
+
+
+class JudgeHandler(BaseHTTPRequestHandler):
+    """A tiny OpenAI-compatible endpoint: says 1 when the gold word appears in the answer."""
+
+    calls = 0
+
+    def do_GET(self):  # /v1/models
+        self._send({"data": [{"id": "judge-model"}]})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls += 1
+        prompt = body["messages"][0]["content"]
+        gold = prompt.split("Ground truth: ")[1].split("\n")[0]
+        pred = prompt.split("Model answer: ")[1].split("\n")[0]
+        if gold == "boom":
+            self.send_response(500)
+            self.end_headers()
+            return
+        verdict = "1" if gold.split()[-1] in pred else "0"
+        assert body["model"] == "judge-model" and body["temperature"] == 0.0
+        self._send({"choices": [{"message": {"content": f"Verdict: {verdict}"}}]})
+
+    def _send(self, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass

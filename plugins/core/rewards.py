@@ -41,8 +41,9 @@ _PUNCT = str.maketrans("", "", string.punctuation.replace(".", ""))
 # name -> (range, default weight, one-line formula); the README table is written from this
 REWARDS: dict[str, tuple[str, float, str]] = {
     "rgrpo_accuracy": ("[0, 1]", 1.0,
-                       "1 if the last <answer> matches the solution (letter / number within "
-                       "rtol 1e-2 / normalised exact / LLM judge), else 0"),
+                       "1 if the last <answer> matches the solution (option letter; integer "
+                       "exactly, decimal within rtol 1e-2; normalised exact; yes/no; else "
+                       "the LLM judge if configured), else 0"),
     "rgrpo_format": ("{0, 0.5, 1}", 0.5,
                      "0.5 for exactly <think>..</think><answer>..</answer>, +0.5 if also every "
                      "tool call parses and tags balance; 0 if the answer exceeds 1000 chars"),
@@ -294,6 +295,8 @@ def rule_match(pred: str, gold: str, rtol: float = 1e-2) -> bool | None:
             p = float(nums[-1].replace(",", ""))
         except ValueError:
             return False
+        if "." not in gold and "e" not in gold.lower():  # a count: the exact integer
+            return p == g
         return math.isfinite(p) and abs(p - g) <= max(1e-9, rtol * abs(g))
     np_, ng = normalise(pred), normalise(gold)
     if np_ == ng:
