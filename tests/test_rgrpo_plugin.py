@@ -78,3 +78,17 @@ def test_judge_from_the_environment_is_shared_by_accuracy_and_tool(monkeypatch, 
     monkeypatch.setattr(rgrpo._AccuracyMixin, "_judge_ready", False)
     monkeypatch.delenv("SVP_JUDGE_URL")
     assert _call("rgrpo_accuracy", [text], rollout_infos=[INFOS], solution=["the kitten"]) == [0.0]
+
+
+def test_readme_table_and_recipe_defaults_match_the_code():
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    recipe = (REPO / "recipes" / "rgrpo.sh").read_text()
+    names = re.search(r"REWARDS=\$\{REWARDS:-([^}]*)\}", recipe).group(1).split()
+    weights = re.search(r"REWARD_WEIGHTS=\$\{REWARD_WEIGHTS:-([^}]*)\}", recipe).group(1).split()
+    assert names == list(REWARDS)
+    for name, w in zip(names, weights, strict=True):
+        rng, default, formula = REWARDS[name]
+        assert float(w) == default
+        assert f"| `{name}` | {rng} | {default:g} | {formula} |" in readme
