@@ -14,6 +14,8 @@
 # the command only. MAX_PIXELS and SVP_CROP_* must equal the SFT run's values.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=recipes/crop_common.sh
+source "$ROOT/recipes/crop_common.sh"
 : "${MODEL:?set MODEL to the crop-SFT model (merged)}"
 MODEL_TYPE=${MODEL_TYPE:-qwen2_5_vl}
 TEMPLATE=${TEMPLATE:-${MODEL_TYPE}_crop}
@@ -36,29 +38,13 @@ MAX_COMPLETION_LENGTH=${MAX_COMPLETION_LENGTH:-1024}  # per round
 MAX_LENGTH=${MAX_LENGTH:-8192}
 TEMPERATURE=${TEMPERATURE:-1.0}
 BETA=${BETA:-0.0}                    # VLM-R3 and DeepEyes train without a KL term
-MAX_PIXELS=${MAX_PIXELS:-1003520}
-SVP_CROP_MAIN_SHORT=${SVP_CROP_MAIN_SHORT:-448}
-SVP_CROP_MAX_SHORT=${SVP_CROP_MAX_SHORT:-448}
 USE_VLLM=${USE_VLLM:-false}          # false | colocate | server
 VLLM_GPU_MEMORY=${VLLM_GPU_MEMORY:-0.5}
 VLLM_HOST=${VLLM_HOST:-127.0.0.1}
 VLLM_PORT=${VLLM_PORT:-8000}
 SAVE_STEPS=${SAVE_STEPS:-100}
-DTYPE=${DTYPE:-bfloat16}
-DEEPSPEED=${DEEPSPEED:-}             # zero2 | zero3 | empty
-NUM_WORKERS=${NUM_WORKERS:-4}
-GRAD_CKPT=${GRAD_CKPT:-true}
-EXTRA_ARGS=${EXTRA_ARGS:-}
 
-for f in $DATA; do
-  [[ -f "$f" ]] || { echo "error: data file not found: $f (set DATA)" >&2; exit 2; }
-done
-if [[ "${DRY_RUN:-0}" != 1 && ( "$MODEL" == /* || "$MODEL" == ./* ) && ! -d "$MODEL" ]]; then
-  echo "error: model directory not found: $MODEL" >&2; exit 2
-fi
-case "$TEMPLATE" in qwen2_5_vl_crop|qwen3_vl_crop) ;; *)
-  echo "error: TEMPLATE=$TEMPLATE; crop rollouts need qwen2_5_vl_crop or qwen3_vl_crop" >&2
-  exit 2;; esac
+crop_checks
 NPROC=${NPROC_PER_NODE:-1}
 if (( BATCH * GRAD_ACC * NPROC % NUM_GENERATIONS != 0 )); then
   echo "error: BATCH x GRAD_ACC x NPROC_PER_NODE = $((BATCH * GRAD_ACC * NPROC)) is not" \
@@ -108,7 +94,4 @@ esac
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 
-export MAX_PIXELS SVP_CROP_MAIN_SHORT SVP_CROP_MAX_SHORT
-echo "MAX_PIXELS=$MAX_PIXELS SVP_CROP_MAIN_SHORT=$SVP_CROP_MAIN_SHORT SVP_CROP_MAX_SHORT=$SVP_CROP_MAX_SHORT ${cmd[*]}"
-[[ "${DRY_RUN:-0}" == 1 ]] && exit 0
-exec "${cmd[@]}"
+crop_run "${cmd[@]}"

@@ -12,6 +12,8 @@
 # used by convert_vlmr3.py and, later, by rollouts and inference.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=recipes/crop_common.sh
+source "$ROOT/recipes/crop_common.sh"
 : "${MODEL:?set MODEL (or use recipes/sft_crop_qwen25vl_7b.sh / sft_crop_qwen3vl_8b.sh)}"
 MODEL_TYPE=${MODEL_TYPE:-qwen2_5_vl}
 TEMPLATE=${TEMPLATE:-${MODEL_TYPE}_crop}
@@ -29,25 +31,9 @@ GRAD_ACC=${GRAD_ACC:-4}
 WARMUP=${WARMUP:-0.1}
 WEIGHT_DECAY=${WEIGHT_DECAY:-0.01}
 MAX_LENGTH=${MAX_LENGTH:-4096}
-MAX_PIXELS=${MAX_PIXELS:-1003520}
-SVP_CROP_MAIN_SHORT=${SVP_CROP_MAIN_SHORT:-448}
-SVP_CROP_MAX_SHORT=${SVP_CROP_MAX_SHORT:-448}
 SAVE_STEPS=${SAVE_STEPS:-500}
-DTYPE=${DTYPE:-bfloat16}
-DEEPSPEED=${DEEPSPEED:-}             # zero2 | zero3 | empty
-NUM_WORKERS=${NUM_WORKERS:-4}
-GRAD_CKPT=${GRAD_CKPT:-true}
-EXTRA_ARGS=${EXTRA_ARGS:-}
 
-for f in $DATA; do
-  [[ -f "$f" ]] || { echo "error: data file not found: $f (set DATA)" >&2; exit 2; }
-done
-if [[ "$MODEL" == /* || "$MODEL" == ./* ]] && [[ ! -d "$MODEL" ]]; then
-  echo "error: model directory not found: $MODEL" >&2; exit 2
-fi
-case "$TEMPLATE" in qwen2_5_vl_crop|qwen3_vl_crop) ;; *)
-  echo "error: TEMPLATE=$TEMPLATE; the crop tool needs qwen2_5_vl_crop or qwen3_vl_crop" >&2
-  exit 2;; esac
+crop_checks
 
 # shellcheck disable=SC2206
 cmd=(swift sft
@@ -70,7 +56,4 @@ fi
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 
-export MAX_PIXELS SVP_CROP_MAIN_SHORT SVP_CROP_MAX_SHORT
-echo "MAX_PIXELS=$MAX_PIXELS SVP_CROP_MAIN_SHORT=$SVP_CROP_MAIN_SHORT SVP_CROP_MAX_SHORT=$SVP_CROP_MAX_SHORT ${cmd[*]}"
-[[ "${DRY_RUN:-0}" == 1 ]] && exit 0
-exec "${cmd[@]}"
+crop_run "${cmd[@]}"

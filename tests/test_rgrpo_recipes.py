@@ -51,7 +51,7 @@ def test_rgrpo_recipe_fails_fast(tmp_path):
     data.write_text("{}\n")
     bad = [({"REWARD_WEIGHTS": "1 1"}, "REWARD_WEIGHTS"),
            ({"NUM_GENERATIONS": "3"}, "not divisible by NUM_GENERATIONS=3"),
-           ({"TEMPLATE": "qwen2_5_vl"}, "need qwen2_5_vl_crop"),
+           ({"TEMPLATE": "qwen2_5_vl"}, "needs qwen2_5_vl_crop"),
            ({"USE_VLLM": "maybe"}, "USE_VLLM=maybe"),
            ({"DATA": str(tmp_path / "none.jsonl")}, "data file not found")]
     for env, message in bad:

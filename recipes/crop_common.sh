@@ -1,0 +1,31 @@
+# Sourced by the crop-tool recipes (sft_crop.sh, rgrpo.sh): the knobs both share and the
+# fail-fast checks, so SFT and R-GRPO agree on image sizes and refuse the same mistakes.
+MAX_PIXELS=${MAX_PIXELS:-1003520}
+SVP_CROP_MAIN_SHORT=${SVP_CROP_MAIN_SHORT:-448}
+SVP_CROP_MAX_SHORT=${SVP_CROP_MAX_SHORT:-448}
+DTYPE=${DTYPE:-bfloat16}
+DEEPSPEED=${DEEPSPEED:-}             # zero2 | zero3 | empty
+NUM_WORKERS=${NUM_WORKERS:-4}
+GRAD_CKPT=${GRAD_CKPT:-true}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+
+crop_checks() {  # crop_checks: DATA files exist, a local MODEL exists, TEMPLATE is a crop one
+  local f
+  for f in $DATA; do
+    [[ -f "$f" ]] || { echo "error: data file not found: $f (set DATA)" >&2; exit 2; }
+  done
+  if [[ "${DRY_RUN:-0}" != 1 && ( "$MODEL" == /* || "$MODEL" == ./* ) && ! -d "$MODEL" ]]; then
+    echo "error: model directory not found: $MODEL" >&2; exit 2
+  fi
+  case "$TEMPLATE" in qwen2_5_vl_crop|qwen3_vl_crop) ;; *)
+    echo "error: TEMPLATE=$TEMPLATE; the crop tool needs qwen2_5_vl_crop or qwen3_vl_crop" >&2
+    exit 2;; esac
+}
+
+crop_run() {  # crop_run CMD...: export the size knobs, print, and run unless DRY_RUN=1
+  export MAX_PIXELS SVP_CROP_MAIN_SHORT SVP_CROP_MAX_SHORT
+  echo "MAX_PIXELS=$MAX_PIXELS SVP_CROP_MAIN_SHORT=$SVP_CROP_MAIN_SHORT" \
+       "SVP_CROP_MAX_SHORT=$SVP_CROP_MAX_SHORT $*"
+  [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
+  exec "$@"
+}
