@@ -1,0 +1,152 @@
+"""Visual-thought tokens: which experts, how many pad tokens each, and the text around them.
+
+A visual thought for one expert is ``<|anchor_start|>`` + n x ``<|<expert>_pad|>`` +
+``<|anchor_end|>`` (notes/covt.md §1.1-1.3). The expert set is one option, upstream's
+``VISUAL_MODEL_ID`` (``"sam,depth,dino"``); per-expert counts default to upstream's (SAM 8,
+the others 4) and can be overridden as ``"sam:16,depth:4"``. Order is kept: it is the order
+of the groups in the text and of the auxiliary losses.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+ANCHOR_START = "<|anchor_start|>"
+ANCHOR_END = "<|anchor_end|>"
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    name: str          # VISUAL_MODEL_ID entry
+    pad: str           # its pad token
+    n_tokens: int      # default pad count
+    task: str          # how the text names what the tokens hold
+
+
+SPECS: dict[str, ExpertSpec] = {s.name: s for s in (
+    ExpertSpec("sam", "<|sam_pad|>", 8, "segmentation"),
+    ExpertSpec("depth", "<|depth_pad|>", 4, "depth map"),
+    ExpertSpec("dino", "<|dino_pad|>", 4, "perception feature"),
+    ExpertSpec("pidinet", "<|pidinet_pad|>", 4, "edge map"),
+    ExpertSpec("siglip", "<|siglip_pad|>", 4, "clip feature"),
+    ExpertSpec("metaclip", "<|metaclip_pad|>", 4, "metaclip feature"),
+)}
+DEFAULT_EXPERTS = "sam,depth,dino"
+
+
+@dataclass(frozen=True)
+class ThoughtConfig:
+    """The chosen experts in order, with their pad counts."""
+
+    experts: tuple[str, ...]
+    counts: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, option: str | None = None) -> ThoughtConfig:
+        """``"sam,depth,dino"`` or ``"sam:8,depth:4"`` (also space separated or a list)."""
+        option = DEFAULT_EXPERTS if option is None else option
+        items = option if isinstance(option, list | tuple) else option.replace(",", " ").split()
+        experts, counts = [], []
+        for item in items:
+            name, _, n = str(item).strip().partition(":")
+            name = name.strip().lower()
+            if name not in SPECS:
+                raise ValueError(f"unknown visual expert {name!r}; choose from "
+                                 f"{', '.join(SPECS)} (e.g. 'sam,depth,dino')")
+            if name in experts:
+                raise ValueError(f"visual expert {name!r} given twice in {option!r}")
+            try:
+                count = int(n) if n else SPECS[name].n_tokens
+            except ValueError as exc:
+                raise ValueError(f"bad token count in {item!r}") from exc
+            if not 1 <= count <= 256:
+                raise ValueError(f"token count for {name} must be 1..256, got {count}")
+            experts.append(name)
+            counts.append(count)
+        if not experts:
+            raise ValueError("no visual expert chosen")
+        return cls(tuple(experts), tuple(counts))
+
+    def count(self, expert: str) -> int:
+        return self.counts[self.experts.index(expert)]
+
+    def new_tokens(self) -> list[str]:
+        """Tokens to add to the tokenizer: the anchors and each chosen expert's pad."""
+        return [ANCHOR_START, ANCHOR_END] + [SPECS[e].pad for e in self.experts]
+
+    def group(self, expert: str) -> str:
+        return ANCHOR_START + SPECS[expert].pad * self.count(expert) + ANCHOR_END
+
+    def thought(self, experts=None) -> str:
+        return "".join(self.group(e) for e in (experts or self.experts))
+
+
+def _names(experts) -> str:
+    tasks = [SPECS[e].task for e in experts]
+    return tasks[0] if len(tasks) == 1 else ", ".join(tasks[:-1]) + " and " + tasks[-1]
+
+
+# ----------------------------------------------------------------------------- stages
+STAGES = ("understanding", "generation", "reasoning", "efficient")
+
+
+def build_turn(stage: str, question: str, answer: str, cfg: ThoughtConfig,
+               rng: random.Random | None = None) -> tuple[str, str]:
+    """(user text, assistant text) of one sample in ``stage`` (notes/covt.md §1.3).
+
+    understanding: the tokens follow the image in the prompt, the answer is unchanged;
+    generation: the question asks for the visual features and the answer is the tokens;
+    reasoning: ``<think> Because the <task> of the image is <tokens>, ... </think>`` then
+    ``<answer>``; efficient: like reasoning with a random non-empty subset of the experts
+    (order kept), or, one time in six, the plain answer. ``question`` may start with
+    ``<image>``; the tokens go right after it.
+    """
+    rng = rng or random.Random(0)
+    image = "<image>" if question.startswith("<image>") else ""
+    q = question[len(image):].lstrip("\n")
+    if stage == "understanding":
+        return image + cfg.thought() + "\n" + q, answer
+    if stage == "generation":
+        return f"{image}What is the {_names(cfg.experts)} of the image?", cfg.thought()
+    if stage in ("reasoning", "efficient"):
+        experts = list(cfg.experts)
+        if stage == "efficient":
+            if rng.randint(0, 5) == 0:
+                return image + q, answer
+            k = rng.randint(1, len(experts))
+            keep = set(rng.sample(experts, k))
+            experts = [e for e in experts if e in keep]
+        parts = [f"the {SPECS[e].task} of the image is {cfg.group(e)}" for e in experts]
+        because = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
+        return image + q, f"<think> Because {because}. </think>\n<answer> {answer} </answer>"
+    raise ValueError(f"unknown CoVT stage {stage!r} (one of {STAGES})")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Stage by optimizer step: [0, s1) understanding, [s1, s2) generation, [s2, s3)
+    reasoning, [s3, ...) efficient; expert losses stop at ``aux_until``. Derived from the
+    trainer's global step, so it survives resume (upstream counted samples in the Dataset
+    and restarted at 0 on resume)."""
+
+    s1: int = 4000
+    s2: int = 7000
+    s3: int = 10000
+    aux_until: int = 15000
+
+    def __post_init__(self):
+        if not 0 <= self.s1 <= self.s2 <= self.s3:
+            raise ValueError(f"stage boundaries must be ordered: {self}")
+
+    def stage(self, step: int) -> str:
+        if step < self.s1:
+            return "understanding"
+        if step < self.s2:
+            return "generation"
+        if step < self.s3:
+            return "reasoning"
+        return "efficient"
+
+    def aux_on(self, step: int) -> bool:
+        return step < self.aux_until
