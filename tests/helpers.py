@@ -64,6 +64,24 @@ def run_swift(subcommand: str, args: list[str], log: Path, env: dict[str, str],
     return proc.stdout
 
 
+def crop_setup(model_dir: Path, arch: str, folder: Path):
+    """(model, processor, crop template in train mode with the model attached, path of a
+    640x480 random scene) for the crop-template and R-GRPO token-level tests."""
+    import numpy as np
+    from PIL import Image
+    from swift.model import get_model_processor
+    from swift.template import get_template
+
+    model, processor = get_model_processor(str(model_dir), model_type=arch)
+    template = get_template(processor, template_type=f"{arch}_crop")
+    template.set_mode("train")
+    template.model = model
+    path = folder / "scene.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path)
+    return model, processor, template, path
+
+
 def last_checkpoint(output_dir: Path) -> Path:
     """The newest ``checkpoint-N`` ms-swift wrote under ``output_dir``."""
     ckpts = sorted(output_dir.glob("v*/checkpoint-*"), key=lambda p: p.stat().st_mtime)

@@ -4,7 +4,6 @@ the model's own ``get_rope_index``, the crop pixels equal to the inference loop'
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -12,6 +11,7 @@ from PIL import Image
 import plugins.croptool  # noqa: F401  (registers the templates)
 from plugins.core.crop_tool import CropPolicy, model_input_size
 from plugins.glue.croptool import CropToolMixin
+from tests.helpers import crop_setup
 
 VISION_START, VISION_END, IMAGE_PAD = 151652, 151653, 151655
 ANSWER = ("<think>look <tool_call>[10, 20, 200, 180]</tool_call> left part "
@@ -20,17 +20,9 @@ ANSWER = ("<think>look <tool_call>[10, 20, 200, 180]</tool_call> left part "
 
 @pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
 def setup(request, tiny_model, tmp_path_factory):
-    from swift.model import get_model_processor
-    from swift.template import get_template
-
     arch = request.param
-    model, processor = get_model_processor(str(tiny_model(arch)), model_type=arch)
-    template = get_template(processor, template_type=f"{arch}_crop")
-    template.set_mode("train")
-    template.model = model
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("img") / "scene.png"
-    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path)
+    model, processor, template, path = crop_setup(tiny_model(arch), arch,
+                                                  tmp_path_factory.mktemp("img"))
     return arch, model, processor, template, path
 
 

@@ -10,15 +10,14 @@ scheduler, ``OnPolicySample.apply_rollout_output`` and ms-swift's ``encode_sampl
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import plugins.rgrpo  # noqa: F401  (registers templates, rewards, scheduler)
 from plugins.core.crop_tool import CropPolicy
 from plugins.core.rewards import VISION_BLOCK, Trajectory
 from plugins.glue.rgrpo import CropToolScheduler, pending_call
+from tests.helpers import crop_setup
 
 TURNS = ["<think>look <tool_call>[10, 20, 200, 180]</tool_call>",
          " left part <tool_call>[300, 100, 420, 300]</tool_call>",
@@ -30,19 +29,13 @@ VISION_START = 151652
 @pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
 def env(request, tiny_model, tmp_path_factory):
     from swift.infer_engine import TransformersEngine
-    from swift.model import get_model_processor
     from swift.template import get_template
 
     arch = request.param
-    model, processor = get_model_processor(str(tiny_model(arch)), model_type=arch)
-    template = get_template(processor, template_type=f"{arch}_crop")
-    template.set_mode("train")
-    template.model = model
+    model, processor, template, path = crop_setup(tiny_model(arch), arch,
+                                                  tmp_path_factory.mktemp("img"))
     engine = TransformersEngine(model, template=get_template(processor,
                                                              template_type=f"{arch}_crop"))
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("img") / "scene.png"
-    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path)
     return arch, processor.tokenizer, template, engine, path
 
 

@@ -54,16 +54,10 @@ class CropToolMixin:
 
     def _add_default_tags(self, inputs) -> None:
         """The stock rule (missing ``<image>`` tags go in front of message 0) counts only
-        text tags; id-held crops must count too, or each would get a second tag."""
-        n_ids = sum(self._id_images(m.get("content")) for m in inputs.messages)
-        if not n_ids:
-            return super()._add_default_tags(inputs)
-        n_text = sum(m["content"].count(_IMAGE_TAG) for m in inputs.messages
-                     if isinstance(m.get("content"), str))
-        missing = len(inputs.images) - n_text - n_ids
-        if missing > 0:
-            first = next(m for m in inputs.messages if isinstance(m.get("content"), str))
-            first["content"] = _IMAGE_TAG * missing + first["content"]
+        text tags; with id-held crops it would give each a second tag. ``_insert_crops``
+        has already matched every image to a text tag or an id-held pad, so skip it then."""
+        if not any(self._id_images(m.get("content")) for m in inputs.messages):
+            super()._add_default_tags(inputs)
 
     def _insert_crops(self, inputs) -> None:
         policy = policy_from_env(self.crop_family)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import copy
 import re
+from collections import OrderedDict
+from functools import cached_property
 
 from swift.rewards import ORM, orms
 from swift.rollout import MultiTurnScheduler, multi_turns
@@ -75,7 +77,11 @@ class CropToolScheduler(MultiTurnScheduler):
         self.policy = policy_from_env(family)
         self.executed = 0
         self.failed = 0
+        # decoded main images, keyed by the identity of the request's images[0] (kept alive
+        # in the entry so the id cannot be reused): one decode per trajectory, not per crop
+        self._sources: OrderedDict[int, tuple] = OrderedDict()
 
+    @cached_property
     def _vision_ids(self) -> list[int]:
         return list(self.tokenizer.encode(R.VISION_BLOCK, add_special_tokens=False))
 
@@ -99,8 +105,7 @@ class CropToolScheduler(MultiTurnScheduler):
                 msg["content"] += STOP
         calls = parse_tool_calls(body)
         call = calls[-1] if calls and calls[-1].end == len(body) else None
-        state = infer_request.data_dict.setdefault("crop_tool", None) or self._new_state(
-            infer_request)
+        state = self._state(infer_request)
         crop, reason = None, None
         if call is None:
             reason = "no readable tool call before </tool_call>"
@@ -117,14 +122,13 @@ class CropToolScheduler(MultiTurnScheduler):
             infer_request.images.append(crop)
             state["executed"] += 1
             self.executed += 1
-            extra += self._vision_ids()
+            extra += self._vision_ids
         else:
             self.failed += 1
             extra += tok.encode(R.FEEDBACK.format(reason=reason), add_special_tokens=False)
             if self.failed in (1, 10, 100) or self.failed % 1000 == 0:
                 logger.warning(f"crop tool: rejected call ({reason}); {self.failed} rejected, "
                                f"{self.executed} executed so far")
-        infer_request.data_dict["crop_tool"] = state
         return {"infer_request": infer_request,
                 "response_token_ids": ids + extra,
                 "response_loss_mask": mask + [0] * len(extra),
@@ -133,12 +137,27 @@ class CropToolScheduler(MultiTurnScheduler):
 
     async def on_turn_end(self, infer_request, response_choice, current_turn) -> dict:
         """Attach the record on every round, so a trajectory without calls has one too."""
-        state = infer_request.data_dict.get("crop_tool") or self._new_state(infer_request)
-        infer_request.data_dict["crop_tool"] = state
-        return {"rollout_infos": {"crop_tool": copy.deepcopy(state)}}
+        return {"rollout_infos": {"crop_tool": copy.deepcopy(self._state(infer_request))}}
 
     def _source(self, infer_request):
-        return Template._load_image(infer_request.images[0], True)
+        """The original main image, decoded once per trajectory (small LRU)."""
+        key = infer_request.images[0]
+        hit = self._sources.get(id(key))
+        if hit is not None and hit[0] is key:
+            self._sources.move_to_end(id(key))
+            return hit[1]
+        image = Template._load_image(key, True)
+        self._sources[id(key)] = (key, image)
+        while len(self._sources) > 256:
+            self._sources.popitem(last=False)
+        return image
+
+    def _state(self, infer_request) -> dict:
+        """The trajectory's record, kept on the request; created on first use."""
+        state = infer_request.data_dict.get("crop_tool")
+        if state is None:
+            state = infer_request.data_dict["crop_tool"] = self._new_state(infer_request)
+        return state
 
     def _new_state(self, infer_request) -> dict:
         state = {"calls": [], "executed": 0, "space": self.policy.space,

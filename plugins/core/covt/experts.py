@@ -49,9 +49,6 @@ class Expert(ABC):
     def loss(self, pred: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
         """Unscaled loss of a prediction against the targets."""
 
-    def maps(self, pred: torch.Tensor, t: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """Pictures of a prediction and its target for one sample (uint8 HxW), if any."""
-        return {}
 
 
 def _pixels(images: list[Image.Image], size: int) -> torch.Tensor:
@@ -99,8 +96,7 @@ class StandInSam(Expert):
     def targets(self, images):
         embed = self.backbone(images)
         embed = embed / embed.norm(dim=1, keepdim=True).clamp_min(1e-6)
-        with torch.no_grad():
-            cand = self._logits(self.hidden_prompts.expand(len(images), -1, -1), embed) > 0
+        cand = self._logits(self.hidden_prompts.expand(len(images), -1, -1), embed) > 0
         masks = torch.zeros(len(images), self.max_masks, self.res, self.res)
         n = torch.zeros(len(images), dtype=torch.long)
         for b in range(len(images)):
@@ -117,10 +113,6 @@ class StandInSam(Expert):
     def loss(self, pred, t):
         return L.sam_loss(pred, t["masks"], t["n_masks"])
 
-    def maps(self, pred, t):
-        n = int(t["n_masks"][0])
-        return {"pred": _label_map(pred[0].sigmoid() > 0.5),
-                "target": _label_map(t["masks"][0, :n] > 0.5)}
 
 
 class StandInDepth(Expert):
@@ -153,8 +145,6 @@ class StandInDepth(Expert):
     def loss(self, pred, t):
         return L.l1_loss(pred, t["depth"].to(pred.dtype), "depth")
 
-    def maps(self, pred, t):
-        return {"pred": _gray(pred[0]), "target": _gray(t["depth"][0])}
 
 
 class StandInEdge(Expert):
@@ -184,8 +174,6 @@ class StandInEdge(Expert):
     def loss(self, pred, t):
         return L.l1_loss(pred, t["edges"].to(pred.dtype), "pidinet")
 
-    def maps(self, pred, t):
-        return {"pred": _gray(pred[0]), "target": _gray(t["edges"][0])}
 
 
 class StandInFeatures(Expert):
@@ -213,21 +201,6 @@ class StandInFeatures(Expert):
 
     def loss(self, pred, t):
         return L.mse_loss(pred, t["features"].to(pred.dtype), self.name)
-
-
-def _gray(x: torch.Tensor) -> np.ndarray:
-    x = x.detach().float()
-    lo, hi = x.min(), x.max()
-    return ((x - lo) / (hi - lo).clamp_min(1e-6) * 255).to(torch.uint8).cpu().numpy()
-
-
-def _label_map(masks: torch.Tensor) -> np.ndarray:
-    """k binary masks -> one uint8 map, mask i painted with level (i+1) * 255 // k."""
-    masks = masks.detach().bool().cpu()
-    out = torch.zeros(masks.shape[-2:], dtype=torch.uint8)
-    for i, m in enumerate(masks):
-        out[m] = (i + 1) * 255 // max(1, len(masks))
-    return out.numpy()
 
 
 def standin_experts(cfg) -> dict[str, Expert]:
