@@ -67,12 +67,18 @@ def test_stage_texts_follow_upstream():
 
 
 def test_schedule_is_a_function_of_the_global_step():
-    s = Schedule(2, 4, 6, aux_until=8)
+    s = Schedule.parse("understanding@0,generation@2,reasoning@4,efficient@6", aux_until=8)
     assert [s.stage(i) for i in range(8)] == ["understanding"] * 2 + ["generation"] * 2 + [
         "reasoning"] * 2 + ["efficient"] * 2
-    assert s.aux_on(7) and not s.aux_on(8)
-    with pytest.raises(ValueError):
-        Schedule(5, 4, 6)
+    assert s.aux_on(7) and not s.aux_on(8) and s.multi_stage
+    fixed = Schedule.parse("reasoning")
+    assert not fixed.multi_stage and fixed.stage(10**6) == "reasoning" and fixed.aux_on(10**6)
+    paper = Schedule.parse(None, aux_until=15000)
+    assert [paper.stage(i) for i in (0, 3999, 4000, 7000, 10000)] == [
+        "understanding", "understanding", "generation", "reasoning", "efficient"]
+    for bad in ("generation@5,reasoning@4", "reasoning@3", "dreaming", "sam@x"):
+        with pytest.raises(ValueError):
+            Schedule.parse(bad)
 
 
 # ----------------------------------------------------------------------------- heads + losses

@@ -16,17 +16,22 @@ import math
 from plugins.core.mask_tokens import mask_token_list
 
 
-def add_mask_tokens_to_tokenizer(tokenizer) -> list[str]:
-    """Add the mask tokens the tokenizer lacks; returns the tokens added."""
+def add_tokens_to_tokenizer(tokenizer, tokens: list[str], special: bool = False) -> list[str]:
+    """Add the ``tokens`` the tokenizer lacks (in order); returns the tokens added."""
     from tokenizers import AddedToken
 
     vocab = tokenizer.get_vocab()
-    missing = [t for t in mask_token_list() if t not in vocab]
+    missing = [t for t in tokens if t not in vocab]
     if missing:
-        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False, lstrip=False,
+        tokenizer.add_tokens([AddedToken(t, special=special, normalized=False, lstrip=False,
                                          rstrip=False, single_word=False) for t in missing],
-                             special_tokens=False)
+                             special_tokens=special)
     return missing
+
+
+def add_mask_tokens_to_tokenizer(tokenizer) -> list[str]:
+    """Add the mask tokens the tokenizer lacks; returns the tokens added."""
+    return add_tokens_to_tokenizer(tokenizer, mask_token_list())
 
 
 def init_new_rows(weight, old_len: int, new_ids: list[int], seed: int) -> None:
@@ -46,12 +51,19 @@ def init_new_rows(weight, old_len: int, new_ids: list[int], seed: int) -> None:
 
 
 def add_mask_tokens(model, tokenizer, seed: int = 0) -> dict:
-    """Add the tokens to ``tokenizer`` and grow/initialise ``model``'s embeddings in place.
+    """Add the mask tokens to ``tokenizer`` and grow/initialise ``model``'s embeddings."""
+    return add_tokens(model, tokenizer, [(mask_token_list(), False)], seed)
+
+
+def add_tokens(model, tokenizer, groups: list[tuple[list[str], bool]], seed: int = 0) -> dict:
+    """Add each group of (tokens, special) to ``tokenizer`` and grow/initialise ``model``'s
+    embeddings in place.
 
     Returns a summary: tokens added, rows before and after, whether the head is tied.
     """
     old_len = len(tokenizer)
-    added = add_mask_tokens_to_tokenizer(tokenizer)
+    added = [t for tokens, special in groups
+             for t in add_tokens_to_tokenizer(tokenizer, tokens, special)]
     emb = model.get_input_embeddings()
     rows_before = emb.weight.shape[0]
     if len(tokenizer) > rows_before:

@@ -15,6 +15,7 @@ and a loss can really go to 0.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,11 +25,23 @@ from PIL import Image
 from plugins.core.covt import losses as L
 
 
+@dataclass(frozen=True)
+class HeadShape:
+    """What a head must produce for one expert: ``n_queries`` rows of ``token_dim``, read
+    from ``n_tokens`` visual-thought hidden states."""
+
+    token_dim: int
+    n_tokens: int
+    n_queries: int
+
+
 class Expert(ABC):
     """One expert. ``token_dim`` / ``n_queries`` say what the head must produce."""
 
     name: str = ""
     token_dim: int = 0
+    #: bumped when what ``targets`` computes changes, so stale caches are refused
+    version: str = "1"
 
     def __init__(self, n_tokens: int):
         self.n_tokens = n_tokens
@@ -36,6 +49,13 @@ class Expert(ABC):
     def n_queries(self) -> int:
         """Rows the head outputs per sample (default: one per token)."""
         return self.n_tokens
+
+    def shape(self) -> HeadShape:
+        return HeadShape(self.token_dim, self.n_tokens, self.n_queries())
+
+    def fingerprint(self) -> str:
+        """Identifies the targets this expert computes (class, version, settings)."""
+        return f"{type(self).__name__}:{self.version}:{self.name}:{self.n_tokens}"
 
     @abstractmethod
     def targets(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:

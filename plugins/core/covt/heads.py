@@ -63,17 +63,21 @@ def _heads_for(dim: int) -> int:
 
 
 class CovtHeads(nn.Module):
-    """One head per chosen expert, keyed by expert name."""
+    """One head per chosen expert, keyed by expert name. ``shapes`` maps a name to an
+    :class:`~plugins.core.covt.experts.HeadShape` (or to an expert, whose shape is used)."""
 
-    def __init__(self, hidden: int, experts: dict):
+    def __init__(self, hidden: int, shapes: dict):
         super().__init__()
         heads = {}
-        for name, ex in experts.items():
+        for name, shape in shapes.items():
+            if hasattr(shape, "shape") and callable(shape.shape):
+                shape = shape.shape()
             if name == "depth":
-                heads[name] = TokenMLP(hidden, ex.token_dim)
+                heads[name] = TokenMLP(hidden, shape.token_dim)
             else:
-                heads[name] = AttentionHead(hidden, ex.token_dim, ex.n_tokens, ex.n_queries(),
-                                            _heads_for(ex.token_dim), positions=name == "sam")
+                heads[name] = AttentionHead(hidden, shape.token_dim, shape.n_tokens,
+                                            shape.n_queries, _heads_for(shape.token_dim),
+                                            positions=name == "sam")
         self.heads = nn.ModuleDict(heads)
 
     def forward(self, name: str, h: torch.Tensor) -> torch.Tensor:

@@ -123,30 +123,62 @@ def build_turn(stage: str, question: str, answer: str, cfg: ThoughtConfig,
     raise ValueError(f"unknown CoVT stage {stage!r} (one of {STAGES})")
 
 
+PAPER_SCHEDULE = "understanding@0,generation@4000,reasoning@7000,efficient@10000"
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """Stage by optimizer step: [0, s1) understanding, [s1, s2) generation, [s2, s3)
-    reasoning, [s3, ...) efficient; expert losses stop at ``aux_until``. Derived from the
-    trainer's global step, so it survives resume (upstream counted samples in the Dataset
-    and restarted at 0 on resume)."""
+    """Which stage each optimizer step trains, and until which step the expert losses count.
 
-    s1: int = 4000
-    s2: int = 7000
-    s3: int = 10000
-    aux_until: int = 15000
+    ``starts`` lists (first step, stage) in order. Built from the trainer's *global step*, so
+    a resumed run continues where it stopped (upstream counted samples inside the Dataset
+    and restarted at 0 on resume). ``Schedule.parse("reasoning")`` is one fixed stage;
+    ``"generation@0,reasoning@3000,efficient@6000"`` is upstream's second run; the default
+    is the paper's single run (notes/covt.md §2.2) with expert losses until step 15000.
+    """
+
+    starts: tuple[tuple[int, str], ...] = ((0, "understanding"), (4000, "generation"),
+                                           (7000, "reasoning"), (10000, "efficient"))
+    aux_until: int | None = 15000
 
     def __post_init__(self):
-        if not 0 <= self.s1 <= self.s2 <= self.s3:
-            raise ValueError(f"stage boundaries must be ordered: {self}")
+        if not self.starts or self.starts[0][0] != 0:
+            raise ValueError(f"a CoVT schedule must start at step 0: {self.starts}")
+        steps = [s for s, _ in self.starts]
+        if steps != sorted(steps) or len(set(steps)) != len(steps):
+            raise ValueError(f"stage start steps must increase: {self.starts}")
+        for _, stage in self.starts:
+            if stage not in STAGES:
+                raise ValueError(f"unknown CoVT stage {stage!r} (one of {', '.join(STAGES)})")
+        if self.aux_until is not None and self.aux_until < 0:
+            raise ValueError(f"aux_until must be >= 0, got {self.aux_until}")
+
+    @classmethod
+    def parse(cls, text: str | None, aux_until: int | None = None) -> Schedule:
+        """``"reasoning"`` | ``"stage@step,stage@step,..."`` | ``"paper"`` (``None``: paper)."""
+        text = (text or "paper").strip()
+        if text == "paper":
+            text = PAPER_SCHEDULE
+        starts = []
+        for item in text.replace(" ", "").split(","):
+            stage, _, step = item.partition("@")
+            try:
+                starts.append((int(step) if step else 0, stage))
+            except ValueError as exc:
+                raise ValueError(f"bad CoVT schedule entry {item!r} in {text!r} "
+                                 f"(expected stage@step)") from exc
+        return cls(tuple(starts), aux_until)
+
+    @property
+    def multi_stage(self) -> bool:
+        return len(self.starts) > 1
 
     def stage(self, step: int) -> str:
-        if step < self.s1:
-            return "understanding"
-        if step < self.s2:
-            return "generation"
-        if step < self.s3:
-            return "reasoning"
-        return "efficient"
+        current = self.starts[0][1]
+        for start, stage in self.starts:
+            if step >= start:
+                current = stage
+        return current
 
     def aux_on(self, step: int) -> bool:
-        return step < self.aux_until
+        return self.aux_until is None or step < self.aux_until
