@@ -39,8 +39,14 @@ from swift.utils import get_logger
 from plugins.core.covt.cache import TargetCache, image_key, split_batch
 from plugins.core.covt.compute import aux_factor, covt_losses
 from plugins.core.covt.heads import CovtHeads
-from plugins.core.covt.tokens import (ANCHOR_START, SPECS, STAGES, Schedule, ThoughtConfig,
-                                      build_turn)
+from plugins.core.covt.tokens import (
+    ANCHOR_START,
+    SPECS,
+    STAGES,
+    Schedule,
+    ThoughtConfig,
+    build_turn,
+)
 
 logger = get_logger()
 MODEL_TYPE = "covt_qwen2_5_vl"
@@ -381,7 +387,7 @@ class _Runtime:
             for name, expert in self.experts.items():
                 with torch.no_grad():
                     per = split_batch(expert.targets(images), len(todo))
-                for i, t in zip(todo, per):
+                for i, t in zip(todo, per, strict=True):
                     out[i] = out[i] or {}
                     out[i][name] = t
         return out
