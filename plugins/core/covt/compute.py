@@ -57,7 +57,8 @@ def covt_losses(hidden: torch.Tensor, input_ids: torch.Tensor, pad_ids: dict[str
         rows, pos, short = thought_positions(input_ids, pad_ids[name], expert.n_tokens)
         if short:
             out.skipped[f"{name}: incomplete token group (truncated?)"] += len(short)
-        keep = [(r, p) for r, p in zip(rows, pos, strict=True) if targets[r] is not None and name in targets[r]]
+        keep = [(r, p) for r, p in zip(rows, pos, strict=True)
+                if targets[r] is not None and name in targets[r]]
         if len(keep) < len(rows):
             out.skipped[f"{name}: no image / targets"] += len(rows) - len(keep)
         if not keep:
