@@ -71,6 +71,19 @@ class Expert(ABC):
 
 
 
+def depth_from_tokens(tokens: torch.Tensor, feats: torch.Tensor, res: int) -> torch.Tensor:
+    """Upstream's depth reconstruction: token i scores layer i's patch features
+    (``tokens`` [B, k, d], ``feats`` [B, k, d, g, g]); maps upsampled to ``res``, averaged."""
+    maps = torch.einsum("bkd,bkdhw->bkhw", tokens, feats)
+    return F.interpolate(maps, size=(res, res), mode="bilinear", align_corners=False).mean(1)
+
+
+def edges_from_kernels(kernels: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    """Upstream's edge decoding: each token is a 1x1 kernel over the mid features
+    (``kernels`` [B, k, C], ``feats`` [B, C, H, W]); sigmoid of the mean map."""
+    return torch.einsum("bkd,bdhw->bkhw", kernels, feats).mean(1).sigmoid()
+
+
 def _pixels(images: list[Image.Image], size: int) -> torch.Tensor:
     arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR),
                                dtype=np.float32) / 255.0 for im in images])
@@ -147,11 +160,8 @@ class StandInDepth(Expert):
         gen = torch.Generator().manual_seed(seed + 1)
         self.hidden_tokens = torch.randn(n_tokens, self.token_dim, generator=gen)
 
-    def _depth(self, tokens, feats):  # tokens [B, k, d], feats [B, k, d, g, g]
-        maps = torch.einsum("bkd,bkdhw->bkhw", tokens, feats)
-        maps = F.interpolate(maps, size=(self.res, self.res), mode="bilinear",
-                             align_corners=False)
-        return maps.mean(1)
+    def _depth(self, tokens, feats):
+        return depth_from_tokens(tokens, feats, self.res)
 
     def targets(self, images):
         b = len(images)
@@ -180,8 +190,7 @@ class StandInEdge(Expert):
         self.hidden_tokens = torch.randn(n_tokens, self.token_dim, generator=gen)
 
     def _edges(self, tokens, feats):  # unit kernels at a fixed gain
-        kernels = 8.0 * F.normalize(tokens, dim=-1)
-        return torch.einsum("bkd,bdhw->bkhw", kernels, feats).mean(1).sigmoid()
+        return edges_from_kernels(8.0 * F.normalize(tokens, dim=-1), feats)
 
     def targets(self, images):
         feats = self.backbone(images)
