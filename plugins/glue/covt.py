@@ -38,6 +38,7 @@ from swift.utils import get_logger
 
 from plugins.core.covt.cache import TargetCache, image_key, split_batch
 from plugins.core.covt.compute import aux_factor, covt_losses
+from plugins.core.covt.experts import build_experts
 from plugins.core.covt.heads import CovtHeads
 from plugins.core.covt.tokens import (
     ANCHOR_START,
@@ -101,13 +102,7 @@ class CovtSettings:
                    _env("SVP_COVT_CACHE"))
 
     def build_experts(self) -> dict:
-        if self.backend == "standin":
-            from plugins.core.covt.experts import standin_experts
-
-            return standin_experts(self.thought)
-        from plugins.core.covt.real import real_experts
-
-        return real_experts(self.thought)
+        return build_experts(self.thought, self.backend)
 
     def head_shapes(self) -> dict:
         if self.backend == "standin":
@@ -221,6 +216,8 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
     """Stages the rows, carries each sample's image / cached targets to the loss, and adds
     the expert losses to the LM loss (scaled like it), logging each one."""
 
+    stage_rows = True  # False: encode rows as written (replaying a generated answer)
+
     @cached_property
     def covt(self) -> CovtSettings:
         return CovtSettings.from_env()
@@ -268,7 +265,7 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
         return stage
 
     def _encode(self, inputs):
-        stage = self._stage_messages(inputs) if self.is_training else None
+        stage = self._stage_messages(inputs) if self.is_training and self.stage_rows else None
         image = inputs.images[0] if inputs.images else None
         encoded = super()._encode(inputs)
         ids = encoded.get("input_ids") or []
@@ -401,7 +398,11 @@ class _Runtime:
         if trainer is None:
             return
         metrics = trainer.custom_metrics["train" if training else "eval"]
-        stages = [STAGES.index(e["stage"]) for e in extras if e and e.get("stage")]
+        present = [e for e in extras if e is not None]
+        if present:  # share of samples whose targets came from the cache
+            hits = [float(e.get("targets") is not None) for e in present]
+            metrics["covt_cached"].update(torch.tensor(hits))
+        stages = [STAGES.index(e["stage"]) for e in present if e.get("stage")]
         if stages:  # which stage the batch was built for (0 understanding .. 3 efficient)
             metrics["covt_stage"].update(torch.tensor(stages, dtype=torch.float32))
         for name, loss in res.parts.items():

@@ -247,3 +247,15 @@ def standin_experts(cfg) -> dict[str, Expert]:
             out[name] = StandInFeatures(name, n, pooled=name in ("siglip", "metaclip"),
                                         seed=41 + len(out))
     return out
+
+
+def build_experts(cfg, backend: str) -> dict[str, Expert]:
+    """The experts of a :class:`ThoughtConfig`: ``"standin"`` or ``"real"`` (checkpoints
+    from the ``SVP_COVT_<EXPERT>_CKPT`` variables, see :mod:`plugins.core.covt.real`)."""
+    if backend == "standin":
+        return standin_experts(cfg)
+    if backend == "real":
+        from plugins.core.covt.real import real_experts
+
+        return real_experts(cfg)
+    raise ValueError(f"unknown CoVT expert backend {backend!r}: use 'real' or 'standin'")

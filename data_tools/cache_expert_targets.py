@@ -1,0 +1,133 @@
+"""Precompute the CoVT experts' targets for a dataset, so training reads them from disk instead
+of running SAM's automatic mask generator, Depth Anything, DINOv2, ... every step.
+
+    python data_tools/cache_expert_targets.py --dataset train.jsonl --cache covt_cache \\
+        --experts sam,depth,dino [--backend real] [--num_shards 8 --shard_index 3]
+
+Rows are ms-swift rows (``images``) or LLaVA rows (``image``, relative to ``--image_root``);
+each row's first image is the one the experts see (notes/covt.md §1.3). One file per
+distinct picture (keyed by its pixels, see plugins/core/covt/cache.py), written atomically:
+a rerun skips what is done, so an interrupted run resumes, and ``--shard_index`` splits the
+work between processes or GPUs. Unreadable images are counted and listed, never fatal.
+Training uses the cache with ``SVP_COVT_CACHE=<dir>`` and falls back to on-the-fly targets
+for any picture the cache lacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from plugins.core.covt.cache import TargetCache, image_key, split_batch  # noqa: E402
+from plugins.core.covt.experts import build_experts  # noqa: E402
+from plugins.core.covt.tokens import ThoughtConfig  # noqa: E402
+
+
+def read_rows(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return json.loads(text)
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from exc
+    return rows
+
+
+def first_image(row: dict, root: Path | None) -> str | None:
+    img = row.get("images") or row.get("image")
+    if isinstance(img, list):
+        img = img[0] if img else None
+    if isinstance(img, dict):
+        img = img.get("path")
+    if not img:
+        return None
+    p = Path(img)
+    return str(p if p.is_absolute() or root is None else root / p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", required=True, type=Path, nargs="+")
+    ap.add_argument("--cache", required=True, type=Path)
+    ap.add_argument("--experts", default="sam,depth,dino", help="upstream's VISUAL_MODEL_ID")
+    ap.add_argument("--backend", default="real", choices=["real", "standin"])
+    ap.add_argument("--image_root", type=Path, default=None)
+    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--num_shards", type=int, default=1)
+    ap.add_argument("--shard_index", type=int, default=0)
+    args = ap.parse_args(argv)
+    if not 0 <= args.shard_index < args.num_shards:
+        ap.error(f"--shard_index must be in [0, {args.num_shards})")
+
+    paths: dict[str, None] = {}
+    missing_image = 0
+    for ds in args.dataset:
+        for row in read_rows(ds):
+            p = first_image(row, args.image_root)
+            if p is None:
+                missing_image += 1
+            else:
+                paths.setdefault(p)
+    todo = [p for i, p in enumerate(paths) if i % args.num_shards == args.shard_index]
+
+    cfg = ThoughtConfig.parse(args.experts)
+    experts = build_experts(cfg, args.backend)
+    cache = TargetCache(args.cache, {n: e.fingerprint() for n, e in experts.items()})
+    cache.check_meta(create=True)
+
+    counts: Counter = Counter()
+    bad: list[str] = []
+    batch: list[tuple[str, Image.Image]] = []
+
+    def flush():
+        if not batch:
+            return
+        images = [im for _, im in batch]
+        per = {n: split_batch(e.targets(images), len(images)) for n, e in experts.items()}
+        for i, (key, _) in enumerate(batch):
+            cache.save(key, {n: per[n][i] for n in experts})
+        counts["computed"] += len(batch)
+        batch.clear()
+
+    seen: set[str] = set()
+    for p in tqdm(todo, desc=f"expert targets ({','.join(cfg.experts)})", unit="img"):
+        try:
+            with Image.open(p) as f:
+                im = f.convert("RGB")
+        except (OSError, ValueError) as exc:
+            bad.append(f"{p}: {exc}")
+            counts["unreadable"] += 1
+            continue
+        key = image_key(im)
+        if key in seen or cache.has(key, cfg.experts):
+            counts["already cached"] += 1
+            continue
+        seen.add(key)
+        batch.append((key, im))
+        if len(batch) >= args.batch_size:
+            flush()
+    flush()
+
+    print(f"cache {args.cache}: shard {args.shard_index}/{args.num_shards}, {len(todo)} images; "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+          + (f"; rows without an image {missing_image}" if missing_image else ""))
+    for line in bad[:20]:
+        print(f"  unreadable: {line}")
+    return 1 if todo and counts["unreadable"] == len(todo) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# CoVT on Qwen2.5-VL-7B: the four curricula (understanding -> generation -> reasoning ->
+# efficient reasoning) from ordinary LLaVA data, one LoRA run per entry of RUNS with a LoRA
+# merge after each, so every run starts from the previous one's merged model.
+#
+#   DATA=data/llava.jsonl SVP_COVT_EXPERTS=sam,depth,dino \
+#   SVP_COVT_SAM_CKPT=ckpt/sam_vit_h_4b8939.pth SVP_COVT_DEPTH_CKPT=ckpt/depth-anything-v2-large \
+#   SVP_COVT_DINO_CKPT=ckpt/dinov2-large SVP_COVT_CACHE=covt_cache NPROC_PER_NODE=4 \
+#   bash recipes/covt_qwen25vl_7b.sh
+#
+# RUNS: space-separated SCHEDULE:STEPS[:AUX_UNTIL]. SCHEDULE is a stage or a step schedule
+# (stage@step,...), as SVP_COVT_SCHEDULE takes; AUX_UNTIL is the step after which that run
+# trains the LM loss only. Default: the paper's four stages, 4000/3000/3000/5000 steps.
+# Upstream's released two-run setting is
+#   RUNS="understanding:6000 generation@0,reasoning@3000,efficient@6000:10000:8000".
+# A run whose .done marker exists is skipped; an interrupted run resumes from its newest
+# checkpoint and continues its stage schedule (the stage follows the global step). FORCE=1
+# reruns everything; DRY_RUN=1 prints the commands. Knobs: LR, BATCH, GRAD_ACC, LORA_RANK,
+# LORA_ALPHA, LORA_DROPOUT, MAX_PIXELS, MAX_LENGTH, SAVE_STEPS, NUM_WORKERS, GRAD_CKPT, DTYPE,
+# DEEPSPEED, TRAIN_NEW_ROWS (1: embed_tokens / lm_head trainable so the new tokens can be
+# emitted; they are then saved with each checkpoint), EXTRA_ARGS.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(dirname "$HERE")"
+BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}
+DATA=${DATA:?set DATA (LLaVA conversations JSON/JSONL with images)}
+WORK_DIR=${WORK_DIR:-output/covt_$(basename "$BASE_MODEL")}
+RUNS=${RUNS:-"understanding:4000 generation:3000 reasoning:3000 efficient:5000"}
+export SVP_COVT_EXPERTS=${SVP_COVT_EXPERTS:-sam,depth,dino}
+export SVP_COVT_BACKEND=${SVP_COVT_BACKEND:-real}
+LR=${LR:-5e-5}
+BATCH=${BATCH:-1}
+GRAD_ACC=${GRAD_ACC:-1}
+LORA_RANK=${LORA_RANK:-16}
+LORA_ALPHA=${LORA_ALPHA:-32}
+LORA_DROPOUT=${LORA_DROPOUT:-0.01}
+MAX_PIXELS=${MAX_PIXELS:-200704}  # 448x448, upstream's training resolution (256 tokens)
+MAX_LENGTH=${MAX_LENGTH:-4096}
+SAVE_STEPS=${SAVE_STEPS:-500}
+NUM_WORKERS=${NUM_WORKERS:-4}
+GRAD_CKPT=${GRAD_CKPT:-true}
+DTYPE=${DTYPE:-bfloat16}
+TRAIN_NEW_ROWS=${TRAIN_NEW_ROWS:-1}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+DRY=${DRY_RUN:-0}
+PLUGIN="$REPO/plugins/covt.py"
+
+[[ "$DRY" == 1 || -e "$DATA" ]] || { echo "covt: DATA=$DATA not found" >&2; exit 2; }
+[[ "$SVP_COVT_BACKEND" == real || "$SVP_COVT_BACKEND" == standin ]] \
+  || { echo "covt: SVP_COVT_BACKEND must be real or standin" >&2; exit 2; }
+save_modules=(covt_heads)
+[[ "$TRAIN_NEW_ROWS" == 1 ]] && save_modules+=(embed_tokens lm_head)
+ds_args=()
+[[ -n "${DEEPSPEED:-}" ]] && ds_args=(--deepspeed "$DEEPSPEED")
+newest_checkpoint() { ls -dt "$1"/v*/checkpoint-* 2>/dev/null | head -1 || true; }
+run() {
+  echo "+ $*"
+  [[ "$DRY" == 1 ]] || "$@"
+}
+
+model="$BASE_MODEL"
+i=0
+for entry in $RUNS; do
+  i=$((i + 1))
+  IFS=: read -r schedule steps aux <<< "$entry"
+  [[ "$steps" =~ ^[0-9]+$ ]] || { echo "covt: bad RUNS entry '$entry' (SCHEDULE:STEPS[:AUX_UNTIL])" >&2; exit 2; }
+  [[ -z "$aux" || "$aux" =~ ^[0-9]+$ ]] || { echo "covt: bad AUX_UNTIL in '$entry'" >&2; exit 2; }
+  name="run${i}_${schedule%%@*}"
+  out="$WORK_DIR/$name"
+  merged="$WORK_DIR/${name}_merged"
+  if [[ "${FORCE:-0}" != 1 && -e "$merged/.done" ]]; then
+    echo "[covt] $name: done, skipped"
+    model="$merged"
+    continue
+  fi
+  resume=()
+  ckpt=$(newest_checkpoint "$out")
+  if [[ "${FORCE:-0}" != 1 && -e "$out/.done" ]]; then
+    echo "[covt] $name: trained, merging $ckpt"
+  else
+    [[ -n "$ckpt" && "${FORCE:-0}" != 1 ]] && resume=(--resume_from_checkpoint "$ckpt") \
+      && echo "[covt] $name: resuming from $ckpt"
+    echo "[covt] $name: schedule $schedule, $steps steps${aux:+, expert losses until step $aux}"
+    run env SVP_COVT_SCHEDULE="$schedule" SVP_COVT_AUX_UNTIL="${aux:-}" \
+      swift sft --external_plugins "$PLUGIN" --model "$model" \
+      --model_type covt_qwen2_5_vl --template qwen2_5_vl_covt --callbacks covt_stage \
+      --dataset "$DATA" --max_steps "$steps" --tuner_type lora --target_modules all-linear \
+      --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --lora_dropout "$LORA_DROPOUT" \
+      --modules_to_save "${save_modules[@]}" --freeze_vit true \
+      --learning_rate "$LR" --weight_decay 0.1 --warmup_ratio 0.05 \
+      --lr_scheduler_type cosine --per_device_train_batch_size "$BATCH" \
+      --gradient_accumulation_steps "$GRAD_ACC" --max_pixels "$MAX_PIXELS" \
+      --max_length "$MAX_LENGTH" --truncation_strategy delete --torch_dtype "$DTYPE" \
+      --gradient_checkpointing "$GRAD_CKPT" --dataloader_num_workers "$NUM_WORKERS" \
+      --save_steps "$SAVE_STEPS" --logging_steps 5 --report_to tensorboard \
+      --output_dir "$out" "${resume[@]}" "${ds_args[@]}" $EXTRA_ARGS
+    [[ "$DRY" == 1 ]] || touch "$out/.done"
+    ckpt=$(newest_checkpoint "$out")
+  fi
+  [[ "$DRY" == 1 && -z "$ckpt" ]] && ckpt="$out/vN-DATE/checkpoint-$steps"
+  [[ "$DRY" == 1 ]] || rm -rf "$merged"  # a partial merge from an interrupted run
+  run swift export --external_plugins "$PLUGIN" --adapters "$ckpt" --merge_lora true \
+    --model_type covt_qwen2_5_vl --output_dir "$merged"
+  [[ "$DRY" == 1 ]] || touch "$merged/.done"
+  model="$merged"
+done
+echo "[covt] final model: $model"
