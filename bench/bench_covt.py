@@ -9,7 +9,8 @@ data, seed and batch:
   covt-cache + expert losses, targets read from data_tools/cache_expert_targets.py's cache
 
 Time per step is taken from the trainer's log between the first and the last logged step
-(the first step carries start-up; the log has whole seconds, so use >= 20 steps). Defaults run the tiny model with the stand-in experts on CPU;
+(the first step carries start-up; the log has whole seconds, so use >= 20 steps).
+Defaults run the tiny model with the stand-in experts on CPU;
 ``--model`` / ``--backend real`` (with the SVP_COVT_<EXPERT>_CKPT variables) measure a real
 setting on a GPU machine.
 
