@@ -140,23 +140,18 @@ def test_heads_receive_gradients_experts_none(loaded, tuner):
 
 def test_heads_restored_from_a_checkpoint_and_mismatch_refused(covt_env, tiny_model, tmp_path,
                                                               monkeypatch):
-    from safetensors.torch import save_file
     from swift.model import get_model_processor
 
     import plugins.covt  # noqa: F401
 
     base = tiny_model("qwen2_5_vl")
-    model, _ = get_model_processor(str(base), model_type="covt_qwen2_5_vl")
+    model, processor = get_model_processor(str(base), model_type="covt_qwen2_5_vl")
     with torch.no_grad():
         for p in model.covt_heads.parameters():
             p.add_(1.0)
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    for f in base.iterdir():
-        if f.suffix != ".safetensors":
-            (ckpt / f.name).symlink_to(f)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(ckpt / "model.safetensors"))
+    ckpt = tmp_path / "ckpt"  # a full-tuning checkpoint, saved the way the trainer saves it
+    model.save_pretrained(ckpt)
+    processor.save_pretrained(ckpt)
     again, _ = get_model_processor(str(ckpt), model_type="covt_qwen2_5_vl")
     for (n, a), b in zip(model.covt_heads.state_dict().items(),
                          again.covt_heads.state_dict().values(), strict=True):
