@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -37,16 +36,10 @@ def make_data(root: Path, n: int, experts: str) -> tuple[Path, Path]:
     """Raw LLaVA-style rows, and the same rows staged for the reasoning stage (the text the
     CoVT template trains on), so the stock run sees the very same token sequences."""
     from plugins.core.covt.tokens import ThoughtConfig, build_turn
-    from plugins.core.synthetic import draw_shape_image
+    from plugins.core.synthetic import write_messages_dataset
 
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    rng, rows = random.Random(0), []
-    for i in range(n):
-        img, s = draw_shape_image(rng, 448, 336)
-        img.save(root / "images" / f"{i}.png")
-        rows.append({"messages": [{"role": "user", "content": "<image>\nWhat shape is this?"},
-                                  {"role": "assistant", "content": f"A {s.colour} {s.shape}."}],
-                     "images": [str(root / "images" / f"{i}.png")]})
+    raw = write_messages_dataset(root, n, 448, 336)
+    rows = [json.loads(line) for line in raw.read_text().splitlines()]
     cfg = ThoughtConfig.parse(experts)
     staged = []
     for r in rows:
@@ -55,8 +48,7 @@ def make_data(root: Path, n: int, experts: str) -> tuple[Path, Path]:
         u, b = build_turn("reasoning", q, a, cfg)
         staged.append(dict(r, messages=[{"role": "user", "content": u},
                                         {"role": "assistant", "content": b}]))
-    raw, pre = root / "train.jsonl", root / "staged.jsonl"
-    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pre = root / "staged.jsonl"
     pre.write_text("".join(json.dumps(r) + "\n" for r in staged))
     return raw, pre
 

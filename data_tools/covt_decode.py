@@ -73,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     enc = template.encode({"messages": [{"role": "user", "content": question},
                                         {"role": "assistant", "content": answer}],
                            "images": [image]})
-    enc.pop("covt", None)
+    enc.pop("covt", None)  # the experts run below on the image itself
     batch = template.data_collator([enc])
-    batch.pop("covt", None)
     runtime = covt._runtime(template.covt, model)
     with torch.no_grad():
         model(**{k: v for k, v in batch.items() if k not in ("labels", "text_position_ids")})

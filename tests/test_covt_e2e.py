@@ -14,7 +14,7 @@ import pytest
 from safetensors import safe_open
 
 from data_tools import cache_expert_targets
-from plugins.core.synthetic import draw_shape_image
+from plugins.core.synthetic import write_messages_dataset
 from tests.helpers import REPO, SWIFT, last_checkpoint, offline_env, run_swift
 
 COVT = {"SVP_COVT_BACKEND": "standin", "SVP_COVT_EXPERTS": "sam,depth",
@@ -23,18 +23,8 @@ COVT = {"SVP_COVT_BACKEND": "standin", "SVP_COVT_EXPERTS": "sam,depth",
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    import random
-
     root = tmp_path_factory.mktemp("covt")
-    (root / "images").mkdir()
-    rng, rows = random.Random(0), []
-    for i in range(16):
-        img, s = draw_shape_image(rng, 112, 84)
-        img.save(root / "images" / f"{i}.png")
-        rows.append({"messages": [{"role": "user", "content": "<image>\nWhat shape is this?"},
-                                  {"role": "assistant", "content": f"A {s.colour} {s.shape}."}],
-                     "images": [str(root / "images" / f"{i}.png")]})
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_messages_dataset(root, 16)
     return root
 
 

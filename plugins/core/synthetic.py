@@ -90,6 +90,26 @@ def write_llava_dataset(out_dir: str | Path, n: int = 24, seed: int = 0,
     return ann
 
 
+def write_messages_dataset(out_dir: str | Path, n: int, width: int = 112, height: int = 84,
+                           seed: int = 0) -> Path:
+    """``n`` shape pictures and ``out_dir/train.jsonl`` in ms-swift's ``messages`` form with
+    absolute image paths ("What shape is this?" -> "A <colour> <shape>.")."""
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        img, s = draw_shape_image(rng, width, height)
+        path = (out / "images" / f"{i}.png").resolve()
+        img.save(path)
+        rows.append({"messages": [{"role": "user", "content": "<image>\nWhat shape is this?"},
+                                  {"role": "assistant", "content": f"A {s.colour} {s.shape}."}],
+                     "images": [str(path)]})
+    ann = out / "train.jsonl"
+    ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ann
+
+
 def write_registry(path: str | Path, datasets: dict[str, tuple[str | Path, str | Path | None]]
                    ) -> Path:
     """Write a registry YAML mapping names to (annotation_path, data_path)."""

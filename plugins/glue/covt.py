@@ -48,6 +48,7 @@ from plugins.core.covt.tokens import (
     ThoughtConfig,
     build_turn,
 )
+from plugins.glue.vocab import grow_vocabulary
 
 logger = get_logger()
 MODEL_TYPE = "covt_qwen2_5_vl"
@@ -105,8 +106,8 @@ class CovtSettings:
         return build_experts(self.thought, self.backend)
 
     def head_shapes(self) -> dict:
-        if self.backend == "standin":
-            return {n: e.shape() for n, e in self.build_experts().items()}
+        if self.backend == "standin":  # tiny: build (once, shared with the loss) and ask
+            return {n: e.shape() for n, e in _experts(self).items()}
         from plugins.core.covt.real import real_head_shapes
 
         return real_head_shapes(self.thought)
@@ -160,22 +161,10 @@ class CovtQwen2_5VLLoader(Qwen2_5VLLoader):
 
     def _add_new_special_tokens(self, model, processor, config):
         super()._add_new_special_tokens(model, processor, config)
-        from plugins.core.vocab import add_tokens, add_tokens_to_tokenizer
-
-        thought = CovtSettings.from_env().thought
-        anchors, pads = thought.new_tokens()[:2], thought.new_tokens()[2:]
-        tokenizer = self._get_tokenizer(processor)
-        if model is None or getattr(self, "return_dummy_model", False):
-            add_tokens_to_tokenizer(tokenizer, anchors, special=True)
-            add_tokens_to_tokenizer(tokenizer, pads)
-            return
-        from swift.model.patcher import get_lm_head_model
-        from swift.utils import HfConfigFactory
-
-        summary = add_tokens(get_lm_head_model(model, self.model_meta), tokenizer,
-                             [(anchors, True), (pads, False)], seed=1)
+        tokens = CovtSettings.from_env().thought.new_tokens()  # anchors special, pads not
+        summary = grow_vocabulary(self, model, processor, config,
+                                  [(tokens[:2], True), (tokens[2:], False)], seed=1)
         if summary["added"]:
-            HfConfigFactory.set_config_attr(config, "vocab_size", summary["rows_after"])
             logger.info(f"covt: added {summary['added']} visual-thought tokens")
 
 
@@ -236,11 +225,17 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
 
     @cached_property
     def target_cache(self) -> TargetCache | None:
+        """Reader only (this may run in dataloader workers, which must not load experts);
+        the fingerprints are checked where the experts live, in the training step."""
         if not self.covt.cache:
             return None
-        cache = TargetCache(self.covt.cache, _fingerprints(self.covt))
+        cache = TargetCache(self.covt.cache, {})
         cache.check_meta(create=False)
         return cache
+
+    @cached_property
+    def pad_id_set(self) -> frozenset[int]:
+        return frozenset(self.pad_ids.values())
 
     # -- data
     def _stage_messages(self, inputs) -> str | None:
@@ -269,7 +264,7 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
         image = inputs.images[0] if inputs.images else None
         encoded = super()._encode(inputs)
         ids = encoded.get("input_ids") or []
-        if image is not None and any(t in self.pad_ids.values() for t in ids):
+        if image is not None and not self.pad_id_set.isdisjoint(ids):
             extra = {"image": image, "targets": None, "stage": stage}
             if self.target_cache is not None:
                 extra["targets"] = self.target_cache.load(image_key(image),
@@ -328,10 +323,6 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
         return outputs
 
 
-def _fingerprints(settings: CovtSettings) -> dict[str, str]:
-    return {n: e.fingerprint() for n, e in _experts(settings).items()}
-
-
 _EXPERTS: dict = {}
 
 
@@ -361,7 +352,9 @@ class _Runtime:
             raise ValueError("covt: could not find the language model's final norm")
         norms[0].register_forward_hook(self._capture)
         self.experts = _experts(settings)
-        self.counts: Counter = Counter()
+        if settings.cache:  # refuse targets made by other experts before the first update
+            TargetCache(settings.cache, {n: e.fingerprint() for n, e in self.experts.items()}
+                        ).check_meta(create=False)
         self.logged_skips: Counter = Counter()
 
     def _capture(self, module, args, output):
@@ -375,11 +368,9 @@ class _Runtime:
                 continue
             if e.get("targets") is not None:
                 out[i] = e["targets"]
-                self.counts["cache_hit"] += 1
             else:
                 todo.append(i)
         if todo:
-            self.counts["on_the_fly"] += len(todo)
             images = [extras[i]["image"] for i in todo]
             for name, expert in self.experts.items():
                 with torch.no_grad():

@@ -22,8 +22,8 @@ from swift.model.register import ModelLoader
 from swift.template import Template
 from swift.utils import get_logger
 
-from plugins.core.mask_tokens import MT_END, MT_START, MaskTokenLogitsProcessor
-from plugins.core.vocab import add_mask_tokens, add_mask_tokens_to_tokenizer
+from plugins.core.mask_tokens import MT_END, MT_START, MaskTokenLogitsProcessor, mask_token_list
+from plugins.glue.vocab import grow_vocabulary
 
 logger = get_logger()
 _MARK = "_svp_masktok_patched"
@@ -71,19 +71,10 @@ def _patch_model_loader() -> None:
 
     def add_tokens(self, model, processor, config):
         original(self, model, processor, config)
-        tokenizer = self._get_tokenizer(processor)
-        if model is None or getattr(self, "return_dummy_model", False):
-            added = add_mask_tokens_to_tokenizer(tokenizer)
-            if added:
-                logger.info(f"masktok: added {len(added)} mask tokens to the tokenizer")
-            return
-        from swift.model.patcher import get_lm_head_model
-        from swift.utils import HfConfigFactory
-
-        lm = get_lm_head_model(model, self.model_meta)
-        summary = add_mask_tokens(lm, tokenizer)
-        if summary["added"]:
-            HfConfigFactory.set_config_attr(config, "vocab_size", summary["rows_after"])
+        summary = grow_vocabulary(self, model, processor, config, [(mask_token_list(), False)])
+        if summary["added"] and "rows_after" not in summary:
+            logger.info(f"masktok: added {summary['added']} mask tokens to the tokenizer")
+        elif summary["added"]:
             logger.info(f"masktok: added {summary['added']} mask tokens; embedding rows "
                         f"{summary['rows_before']} -> {summary['rows_after']}")
 

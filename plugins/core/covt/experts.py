@@ -84,8 +84,10 @@ def edges_from_kernels(kernels: torch.Tensor, feats: torch.Tensor) -> torch.Tens
     return torch.einsum("bkd,bdhw->bkhw", kernels, feats).mean(1).sigmoid()
 
 
-def _pixels(images: list[Image.Image], size: int) -> torch.Tensor:
-    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR),
+def rgb_batch(images: list[Image.Image], size: int,
+              resample=Image.BILINEAR) -> torch.Tensor:
+    """Square-resized RGB in [0, 1], [B, 3, size, size]."""
+    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), resample),
                                dtype=np.float32) / 255.0 for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2)
 
@@ -106,7 +108,7 @@ class _Frozen(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, images) -> torch.Tensor:
-        return F.gelu(self.conv(_pixels(images, self.size) - 0.5))
+        return F.gelu(self.conv(rgb_batch(images, self.size) - 0.5))
 
 
 class StandInSam(Expert):

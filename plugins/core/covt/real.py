@@ -34,7 +34,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from plugins.core.covt import losses as L
-from plugins.core.covt.experts import Expert, HeadShape, depth_from_tokens, edges_from_kernels
+from plugins.core.covt.experts import (
+    Expert,
+    HeadShape,
+    depth_from_tokens,
+    edges_from_kernels,
+    rgb_batch,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,9 +81,7 @@ def device() -> torch.device:
 def _rgb(images, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
          resample=Image.BICUBIC) -> torch.Tensor:
     """Square-resized, normalised RGB batch [B, 3, size, size]."""
-    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), resample), np.float32)
-                    for im in images]) / 255.0
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2)
+    x = rgb_batch(images, size, resample)
     m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
     s = torch.tensor(std, dtype=torch.float32)[:, None, None]
     return (x - m) / s
