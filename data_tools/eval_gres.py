@@ -13,7 +13,7 @@ or the gRefCOCO files (``--grefs``, ``--instances``, ``--split``) with ids
 ``gres:SPLIT:REF:SENT``. Generated masks are decoded with the codec at the image's size and
 their union is scored as the official evaluator does (plugins/core/gres_metrics.py); an
 answer without mask tokens is an empty ("no target") prediction. Writes per-sample results
-and the metrics to --out.
+(with the predicted mask as RLE, for data_tools/visualize.py) and the metrics to --out.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from plugins.core.coco import rle_to_mask  # noqa: E402
+from plugins.core.coco import mask_to_rle, rle_to_mask  # noqa: E402
 from plugins.core.gres_data import load_gres, target_masks  # noqa: E402
 from plugins.core.gres_metrics import format_metrics, gres_metrics, score_sample  # noqa: E402
 from plugins.core.mask_tokens import parse_gres_answer  # noqa: E402
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (_, gt) in enumerate(pairs):
         by_image[gt["image"]].append(i)
     scores: list = [None] * len(pairs)
+    pred_rles: list = [None] * len(pairs)  # kept so data_tools/visualize.py needs no codec
     for name, idxs in tqdm(by_image.items(), desc="eval gres", unit="image"):
         image = Image.open(Path(args.image_root) / name).convert("RGB")
         codes = [list(it.codes) for i in idxs for it in items[i]]
@@ -152,14 +153,17 @@ def main(argv: list[str] | None = None) -> int:
             n = len(items[i])
             pred_mask = decoded[start:start + n].any(0) if n else np.zeros_like(target)
             start += n
+            pred_rles[i] = mask_to_rle(pred_mask)
             scores[i] = score_sample(gt["id"], pred_mask, target, pred_no_target=not n,
                                      no_target=gt["no_target"])
             if overlay_dir and i < args.max_overlays:
                 safe = gt["id"].replace(":", "_").replace("/", "_")
                 mask_overlay(image, target, pred_mask, title=f"IoU {scores[i].iou:.2f}").save(
                     overlay_dir / f"{safe}.png")
-    per_sample = [{**s.to_dict(), "n_pred_masks": len(it), "answer": text}
-                  for s, it, text in zip(scores, items, answers, strict=True)]
+    per_sample = [{**s.to_dict(), "n_pred_masks": len(it), "answer": text, "pred_rle": rle,
+                   "image": pair[1]["image"]}
+                  for s, it, text, rle, pair in zip(scores, items, answers, pred_rles, pairs,
+                                                    strict=True)]
     metrics = gres_metrics(scores)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

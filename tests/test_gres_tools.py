@@ -131,16 +131,22 @@ def test_eval_oracle_answers_and_no_target_answers(sgres, trained_codec, tmp_pat
     assert m["samples"] == len(rows) and m["N-acc"] == 100.0 and m["T-acc"] == 100.0
     # per-sample IoU = the codec's own reconstruction of the union, computed here directly
     codec = tokenize_gres.load_codec(f"builtin:{codec_path}")
-    expected = []
+    expected, preds = [], []
     for r in rows:
         if r["no_target"]:
             expected.append(1.0)
+            preds.append(None)
             continue
         codes = [list(it.codes) for it in parse_gres_answer(r["conversations"][1]["value"])]
         pred = codec.decode(Image.open(sgres["images"] / r["image"]), codes).any(0)
         t = rle_to_mask(r["target_rle"])
         expected.append((pred & t).sum() / (pred | t).sum())
+        preds.append(pred)
     assert [x["iou"] for x in res["samples"]] == pytest.approx(expected)
+    # the predicted masks are kept (RLE) for data_tools/visualize.py; no-target ones empty
+    for sample, pred in zip(res["samples"], preds, strict=True):
+        kept = rle_to_mask(sample["pred_rle"])
+        assert np.array_equal(kept, pred) if pred is not None else not kept.any()
     assert m["gIoU"] == pytest.approx(100 * np.mean(expected))
     assert len(list((tmp_path / "ov").glob("*.png"))) == min(20, len(rows))
     # 2. answering "No target." everywhere: N-acc 100, T-acc 0, cIoU 0

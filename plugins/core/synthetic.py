@@ -30,15 +30,18 @@ class ShapeSample:
     size: tuple[int, int]
 
 
-def draw_shape_image(rng: random.Random, width: int, height: int) -> tuple[Image.Image,
-                                                                            ShapeSample]:
-    """A textured background with one filled shape covering 20-60% of the shorter side."""
+def draw_shape_image(rng: random.Random, width: int, height: int,
+                     within: tuple[int, int, int, int] | None = None
+                     ) -> tuple[Image.Image, ShapeSample]:
+    """A textured background with one filled shape covering 20-60% of the shorter side (of
+    the ``within`` box, x1 y1 x2 y2, when given: the shape then lies inside it)."""
     img = _textured_background(rng, width, height)
     shape = rng.choice(SHAPES)
     colour = rng.choice(sorted(COLOURS))
-    side = int(min(width, height) * rng.uniform(0.2, 0.6))
-    x1 = rng.randint(0, width - side)
-    y1 = rng.randint(0, height - side)
+    ox, oy, rx, ry = within or (0, 0, width, height)
+    side = int(min(rx - ox, ry - oy) * rng.uniform(0.2, 0.6))
+    x1 = ox + rng.randint(0, rx - ox - side)
+    y1 = oy + rng.randint(0, ry - oy - side)
     box = (x1, y1, x1 + side, y1 + side)
     draw = ImageDraw.Draw(img)
     fill = COLOURS[colour]
@@ -108,6 +111,44 @@ def write_messages_dataset(out_dir: str | Path, n: int, width: int = 112, height
     ann = out / "train.jsonl"
     ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return ann
+
+
+def write_crop_questions(out_dir: str | Path, n: int, seed: int = 0, width: int = 224,
+                         height: int = 168) -> dict[str, Path]:
+    """Crop-tool questions about one small shape per picture, in the *upstream* formats, so
+    the demo runs the real converters on them.
+
+    The shape lies inside one quarter of the picture and the reasoning crops that quarter,
+    a task a tiny model can learn on CPU in a minute (four distinct boxes). Writes
+    ``images/crop_*.png``, ``vlir.jsonl`` (VLM-R3's SFT format: ``QnA`` with an ``A3`` whose
+    reasoning asks for ``{Crop shape [x1, y1, x2, y2]}`` in original pixels) and
+    ``rl.jsonl`` (VLM-R3's RL format: question, answer = the colour, ``bbox`` = the shape's
+    own box) for the same pictures. Returns the paths.
+    """
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    sft, rl = [], []
+    hw, hh = width // 2, height // 2
+    quarters = [(0, 0, hw, hh), (hw, 0, width, hh), (0, hh, hw, height), (hw, hh, width, height)]
+    for i in range(n):
+        quarter = rng.choice(quarters)
+        img, s = draw_shape_image(rng, width, height, within=quarter)
+        fname = f"crop_{i:04d}.png"
+        img.save(out / "images" / fname)
+        question = "What colour is the shape?"
+        answer = (f"<think>\nThe {s.shape} is small; look closer. "
+                  f"{{Crop {s.shape} [{', '.join(str(v) for v in quarter)}]}}\n"
+                  f"It is {s.colour}.\n</think>\n\n<answer>{s.colour}</answer>")
+        sft.append({"image_path": fname, "QnA": [{"Q": question, "A3": answer}]})
+        rl.append({"image_path": fname, "question": question, "answer": s.colour,
+                   "bbox": list(s.box), "source": "synthetic"})
+    paths = {"images": out / "images", "vlir": out / "vlir.jsonl", "rl": out / "rl.jsonl"}
+    for key, rows in (("vlir", sft), ("rl", rl)):
+        tmp = paths[key].with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(paths[key])
+    return paths
 
 
 def write_registry(path: str | Path, datasets: dict[str, tuple[str | Path, str | Path | None]]
