@@ -5,12 +5,20 @@
     python data_tools/demo.py --out demo_out --stage sft     # one stage again (needs earlier ones)
     python data_tools/demo.py --list
 
-Stages available now (the capability issues add theirs): build the tiny Qwen2.5-VL, write a
-synthetic LLaVA dataset and its registry, check it, fine-tune with `swift sft` (LoRA) on
-``shapes%50`` through the registry plugin, run `swift infer`; train the builtin mask codec,
-turn synthetic gRefCOCO data into mask-token conversations, fine-tune on them, generate
-with constrained decoding and score with the GRES metrics; then write ``report.md`` with
-each stage's command and wall time, loss curves, metrics and pictures.
+All four capabilities, each through the recipe or tool a user runs on GPUs:
+- registry: synthetic LLaVA data + registry, check_data, `swift sft` (LoRA) on ``shapes%50``
+  via recipes/sft_registry.sh, `swift infer`;
+- mask tokens: train the builtin mask codec, synthetic gRefCOCO -> tokenize_gres, mask-token
+  SFT via recipes/sft_qwen25vl_3b.sh, `swift infer` with constrained decoding, eval_gres;
+- crop tool + R-GRPO: synthetic VLM-R3 data -> convert_vlmr3 / convert_rl, crop SFT and
+  merge via recipes/vlmr3_qwen25vl_7b.sh, crop_infer executing the crops, then a few R-GRPO
+  steps with crop rollouts and the six rewards (same recipe, grpo stage);
+- CoVT: a few steps of recipes/covt_qwen25vl_7b.sh with stand-in experts through three
+  stages, then covt_decode on the merged model;
+then data_tools/visualize.py (mask overlays, crop chains, visual-thought maps) and
+``report.md`` (commands, wall times, loss / reward / aux-loss curves, metrics, pictures).
+Each stage prints what it runs and the training steps as they are logged; its full output
+is in ``logs/``; ``--stage NAME`` reruns one stage from the earlier stages' records.
 """
 
 from __future__ import annotations
@@ -38,7 +46,15 @@ ARCH = "qwen2_5_vl"
 SWIFT = str(Path(sys.executable).parent / "swift")
 # Lines of a swift run worth echoing to the console (the full output goes to the stage log).
 _ECHO = re.compile(r"\{'loss'|\{'train_runtime'|rows from|rows ->|^\w*Error|^Traceback|"
-                   r"last_model_checkpoint|saved to result_path|bad rows")
+                   r"last_model_checkpoint|saved to result_path|bad rows|^\[vlmr3\]|"
+                   r"^\[covt\]|^crops \d|zero tokens|^wrote |written")
+
+
+def _quote(arg: str) -> str:
+    """Shell quoting that keeps a shown command on one line (newlines as bash ``$'\\n'``)."""
+    if "\n" not in arg:
+        return shlex.quote(arg)
+    return "$'" + arg.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
 @dataclass
@@ -87,8 +103,8 @@ class Demo:
         """Run a command (``knobs``: extra environment, shown in front of it), echo the
         interesting lines, keep the whole output in logs/."""
         knobs = knobs or {}
-        shown = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in knobs.items()),
-                          *(shlex.quote(c) for c in cmd)])
+        shown = " ".join([*(f"{k}={_quote(v)}" for k, v in knobs.items()),
+                          *(_quote(c) for c in cmd)])
         shown = shown.replace(str(self.out) + "/", "").replace(str(REPO) + "/", "")
         rec.commands.append(shown)
         print(f"  $ {shown}", flush=True)
@@ -150,7 +166,6 @@ def stage_sft(demo: Demo, rec: StageRecord) -> None:
     out_dir = demo.out / "sft"
     shutil.rmtree(out_dir, ignore_errors=True)  # ms-swift appends to logging.jsonl otherwise
     steps = "4" if demo.smoke else "40"
-    rec.notes.append("through recipes/sft_registry.sh, the recipe users run on GPUs")
     knobs = dict(
         MODEL=model, MODEL_TYPE=ARCH, DATASETS="shapes%50", OUTPUT_DIR=str(out_dir),
         TUNER="lora", LORA_RANK="16", LORA_ALPHA="32", LR="2e-3", MAX_STEPS=steps,
@@ -240,12 +255,169 @@ def stage_mask_eval(demo: Demo, rec: StageRecord) -> None:
     out = demo.run(rec, [sys.executable, str(REPO / "data_tools" / "eval_gres.py"),
                          "--pred", str(result), "--gt", data["val"], "--image-root",
                          data["images"], "--codec", f"builtin:{codec}", "--out",
-                         str(result.parent / "results.json"), "--overlays",
-                         str(result.parent / "overlays"), "--max-overlays", "6"],
+                         str(result.parent / "results.json")],
                    "eval_gres.log")
     print("    " + out.strip().replace("\n", "\n    "))
-    rec.outputs.update(results=str(result.parent / "results.json"),
-                       overlays=str(result.parent / "overlays"))
+    rec.outputs["results"] = str(result.parent / "results.json")
+
+
+# Crop-tool reasoning + Regional GRPO: CPU-sized images (the recipes' 448 would be slow here);
+# SFT, inference and R-GRPO must agree on them, as the recipes check.
+CROP_SIZES = {"SVP_CROP_MAIN_SHORT": "112", "SVP_CROP_MAX_SHORT": "112"}
+
+
+def stage_crop_data(demo: Demo, rec: StageRecord) -> None:
+    from plugins.core.synthetic import write_crop_questions
+
+    src = demo.out / "crop_src"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(demo.out / "crop", ignore_errors=True)
+    n = 8 if demo.smoke else 32
+    paths = write_crop_questions(src, n=n, seed=4)
+    held = write_crop_questions(src / "heldout", n=2 if demo.smoke else 4, seed=5)
+    rec.commands.append(f"write_crop_questions(n={n}) -> crop_src/ (VLM-R3 formats: vlir.jsonl "
+                        "with {Crop ...} reasoning, rl.jsonl with answer + bbox)")
+    crop = demo.out / "crop"
+    demo.run(rec, [sys.executable, str(REPO / "data_tools" / "convert_vlmr3.py"),
+                   "--input", str(paths["vlir"]), "--image_base_path", str(paths["images"]),
+                   "--output", str(crop / "crop_sft.jsonl"), "--family", ARCH,
+                   "--main-short", CROP_SIZES["SVP_CROP_MAIN_SHORT"],
+                   "--crop-max-short", CROP_SIZES["SVP_CROP_MAX_SHORT"]], "convert_vlmr3.log")
+    demo.run(rec, [sys.executable, str(REPO / "data_tools" / "convert_rl.py"),
+                   "--input", str(paths["rl"]), "--image_base_path", str(paths["images"]),
+                   "--output", str(crop / "rgrpo.jsonl")], "convert_rl.log")
+    batch = crop / "heldout.jsonl"
+    rows = [json.loads(x) for x in held["rl"].read_text().splitlines()]
+    batch.write_text("".join(json.dumps({"image": str(held["images"] / r["image_path"]),
+                                         "question": r["question"], "answer": r["answer"],
+                                         "bbox": r["bbox"]}) + "\n" for r in rows))
+    first = json.loads((crop / "crop_sft.jsonl").read_text().splitlines()[0])
+    rec.outputs.update(sft=str(crop / "crop_sft.jsonl"), rl=str(crop / "rgrpo.jsonl"),
+                       heldout=str(batch), example=first["messages"][1]["content"])
+    print(f"  {n} crop SFT rows, {n} R-GRPO rows, {len(rows)} held-out questions")
+
+
+def _vlmr3(demo: Demo, rec: StageRecord, stages: str, log: str, **knobs: str) -> None:
+    """recipes/vlmr3_qwen25vl_7b.sh (the chain users run) with CPU-sized settings."""
+    data = demo.record("crop_data").outputs
+    base = dict(
+        BASE_MODEL=demo.record("tiny_model").outputs["model"], MODEL_TYPE=ARCH,
+        SFT_DATA=data["sft"], RL_DATA=data["rl"], WORK_DIR=str(demo.out / "vlmr3"),
+        STAGES=stages, **CROP_SIZES)
+    demo.run(rec, ["bash", str(REPO / "recipes" / "vlmr3_qwen25vl_7b.sh")], log,
+             {**base, **knobs})
+
+
+def stage_crop_sft(demo: Demo, rec: StageRecord) -> None:
+    work = demo.out / "vlmr3"
+    for sub in (work / "sft", work / "sft_merged"):  # full tuning: sft_merged is a link
+        sub.unlink() if sub.is_symlink() else shutil.rmtree(sub, ignore_errors=True)
+    steps = "4" if demo.smoke else "80"
+    rec.notes.append(f"full tuning, {steps} steps: enough for a random tiny model to learn the "
+                     "call format; the 7B recipe's default is LoRA + merge")
+    _vlmr3(demo, rec, "sft merge", "crop_sft.log",
+           SFT_TUNER="full", SFT_LR="5e-3", SFT_MAX_STEPS=steps, SFT_SAVE_STEPS=steps,
+           SFT_BATCH="4", SFT_GRAD_ACC="1", SFT_WARMUP="0", SFT_NUM_WORKERS="0",
+           SFT_GRAD_CKPT="false", SFT_DTYPE="float32",
+           SFT_EXTRA_ARGS="--lr_scheduler_type constant --check_model false "
+                          "--save_only_model true --logging_steps 2")
+    run = next((work / "sft").glob("v*"))
+    rec.outputs.update(model=str(work / "sft_merged"),
+                       logging=str(run / "logging.jsonl"))
+
+
+def stage_crop_infer(demo: Demo, rec: StageRecord) -> None:
+    model = demo.record("crop_sft").outputs["model"]
+    heldout = demo.record("crop_data").outputs["heldout"]
+    out = demo.out / "crop_infer" / "results.json"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    out.parent.mkdir(parents=True)
+    prefix = []
+    if demo.smoke:  # 4 SFT steps teach nothing; a prefilled call still runs the crop path
+        prefix = ["--assistant_prefix",
+                  "<think>\nLook closer. <tool_call>[0, 0, 70, 56]</tool_call>"]
+        rec.notes.append("smoke setting: the answer is prefilled with one tool call")
+    demo.run(rec, [sys.executable, str(REPO / "data_tools" / "crop_infer.py"),
+                   "--model_path", model, "--model_type", ARCH, "--batch_file", heldout,
+                   "--max_new_tokens", "48", "--max_crops", "2", "--temperature", "0",
+                   *prefix, "--output_json", str(out)], "crop_infer.log", dict(CROP_SIZES))
+    rec.outputs["results"] = str(out)
+
+
+def stage_rgrpo(demo: Demo, rec: StageRecord) -> None:
+    shutil.rmtree(demo.out / "vlmr3" / "rgrpo", ignore_errors=True)
+    steps = "1" if demo.smoke else "6"
+    _vlmr3(demo, rec, "grpo", "rgrpo.log",
+           RL_NUM_GENERATIONS="4", RL_BATCH="4", RL_GRAD_ACC="1", RL_MAX_STEPS=steps,
+           RL_MAX_TURNS="3", RL_MAX_COMPLETION_LENGTH="40", RL_LR="1e-5",
+           RL_TEMPERATURE="1.0", RL_DTYPE="float32", RL_NUM_WORKERS="0",
+           RL_GRAD_CKPT="false",
+           RL_EXTRA_ARGS="--check_model false --save_strategy no --logging_steps 1")
+    run = next((demo.out / "vlmr3" / "rgrpo").glob("v*"))
+    rec.outputs.update(logging=str(run / "logging.jsonl"),
+                       completions=str(run / "completions.jsonl"))
+
+
+COVT_KNOBS = {"SVP_COVT_BACKEND": "standin", "SVP_COVT_EXPERTS": "sam,depth"}
+
+
+def stage_covt(demo: Demo, rec: StageRecord) -> None:
+    from plugins.core.synthetic import write_messages_dataset
+
+    work = demo.out / "covt"
+    shutil.rmtree(work, ignore_errors=True)
+    data = write_messages_dataset(work / "data", 8 if demo.smoke else 16, seed=6)
+    rec.commands.append(f"write_messages_dataset(n={8 if demo.smoke else 16}) -> "
+                        "covt/data/train.jsonl")
+    steps = 3 if demo.smoke else 30
+    runs = f"understanding@0,generation@{steps // 3},reasoning@{2 * steps // 3}:{steps}"
+    rec.notes.append("stand-in experts (random frozen networks with the real experts' "
+                     "interfaces): no SAM / Depth Anything weights offline")
+    demo.run(rec, ["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")], "covt.log", {
+        **COVT_KNOBS, "BASE_MODEL": demo.record("tiny_model").outputs["model"],
+        "DATA": str(data), "WORK_DIR": str(work), "RUNS": runs, "LR": "1e-3", "BATCH": "2",
+        "SAVE_STEPS": str(steps), "NUM_WORKERS": "0", "GRAD_CKPT": "false",
+        "DTYPE": "float32", "TRAIN_NEW_ROWS": "0", "MAX_PIXELS": "50176",
+        "EXTRA_ARGS": "--check_model false --logging_steps 1"})
+    name = f"run1_{runs.split('@')[0]}"
+    run = next((work / name).glob("v*"))
+    rec.outputs.update(model=str(work / f"{name}_merged"), logging=str(run / "logging.jsonl"),
+                       data=str(data))
+
+
+def stage_covt_decode(demo: Demo, rec: StageRecord) -> None:
+    from plugins.core.covt.tokens import ThoughtConfig, build_turn
+
+    covt = demo.record("covt").outputs
+    row = json.loads(Path(covt["data"]).read_text().splitlines()[0])
+    question = row["messages"][0]["content"]
+    _, answer = build_turn("reasoning", question, row["messages"][1]["content"],
+                           ThoughtConfig.parse(COVT_KNOBS["SVP_COVT_EXPERTS"]))
+    out = demo.out / "covt_decode"
+    shutil.rmtree(out, ignore_errors=True)
+    demo.run(rec, [sys.executable, str(REPO / "data_tools" / "covt_decode.py"), "--model",
+                   covt["model"], "--image", row["images"][0], "--question", question,
+                   "--answer", answer, "--out", str(out)], "covt_decode.log", dict(COVT_KNOBS))
+    rec.outputs["decoded"] = str(out / "decoded.json")
+
+
+def stage_visualize(demo: Demo, rec: StageRecord) -> None:
+    """data_tools/visualize.py on the three kinds of output: masks, crop chains, thoughts."""
+    tool = [sys.executable, str(REPO / "data_tools" / "visualize.py")]
+    vis = demo.out / "vis"
+    shutil.rmtree(vis, ignore_errors=True)
+    gres = demo.record("gres_data").outputs
+    demo.run(rec, [*tool, "masks", "--results", demo.record("mask_eval").outputs["results"],
+                   "--gt", gres["val"], "--image-root", gres["images"], "--out",
+                   str(vis / "masks"), "--max", "8"], "visualize_masks.log")
+    crop = demo.record("crop_infer").outputs["results"]
+    demo.run(rec, [*tool, "crops", "--results", crop, "--batch_file",
+                   demo.record("crop_data").outputs["heldout"], "--out", str(vis / "crops")],
+             "visualize_crops.log")
+    demo.run(rec, [*tool, "thoughts", "--decoded", demo.record("covt_decode").outputs["decoded"],
+                   "--out", str(vis / "thoughts.png")], "visualize_thoughts.log")
+    rec.outputs.update(masks=str(vis / "masks" / "sheet.png"),
+                       crops=str(vis / "crops" / "sheet.png"), thoughts=str(vis / "thoughts.png"))
 
 
 def stage_report(demo: Demo, rec: StageRecord) -> None:
@@ -273,6 +445,18 @@ STAGES = [
     Stage("gres_data", "Synthetic gRefCOCO -> mask-token conversations", stage_gres_data),
     Stage("mask_sft", "Mask-token SFT via recipes/sft_qwen25vl_3b.sh", stage_mask_sft),
     Stage("mask_eval", "swift infer (constrained) + eval_gres", stage_mask_eval),
+    Stage("crop_data", "Synthetic VLM-R3 data -> crop SFT rows + R-GRPO rows", stage_crop_data),
+    Stage("crop_sft", "Crop-tool SFT via recipes/vlmr3_qwen25vl_7b.sh (sft, merge)",
+          stage_crop_sft),
+    Stage("crop_infer", "Inference that executes the crops (data_tools/crop_infer.py)",
+          stage_crop_infer),
+    Stage("rgrpo", "Regional GRPO with crop rollouts via recipes/vlmr3_qwen25vl_7b.sh (grpo)",
+          stage_rgrpo),
+    Stage("covt", "CoVT with stand-in experts via recipes/covt_qwen25vl_7b.sh", stage_covt),
+    Stage("covt_decode", "Decode the visual-thought tokens (data_tools/covt_decode.py)",
+          stage_covt_decode),
+    Stage("visualize", "Pictures: masks, crop chains, visual thoughts (data_tools/visualize.py)",
+          stage_visualize),
     Stage("report", "Write report.md", stage_report),
 ]
 

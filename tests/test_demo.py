@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from data_tools.demo import STAGES
+from plugins.core.rewards import REWARDS
 from tests.helpers import REPO, offline_env
 
 
@@ -18,27 +23,60 @@ def demo(out, *args: str) -> str:
     return proc.stdout
 
 
+def log_rows(path: Path) -> list[dict]:
+    return [r for r in map(json.loads, path.read_text().splitlines())
+            if "global_step/max_steps" in r and "train_runtime" not in r]
+
+
 @pytest.mark.slow
 def test_demo_smoke_and_rerun_one_stage(tmp_path):
     out = demo(tmp_path)
-    for name in ("tiny_model", "data", "check_data", "sft", "infer", "codec", "gres_data",
-                 "mask_sft", "mask_eval", "report"):
-        assert f"] {name}: " in out
+    names = [s.name for s in STAGES]
+    assert names == ["tiny_model", "data", "check_data", "sft", "infer", "codec", "gres_data",
+                     "mask_sft", "mask_eval", "crop_data", "crop_sft", "crop_infer", "rgrpo",
+                     "covt", "covt_decode", "visualize", "report"]
+    for i, name in enumerate(names, 1):
+        assert f"[{i}/{len(names)}] {name}: " in out
     report = (tmp_path / "report.md").read_text()
-    assert "| sft | swift sft (LoRA) on shapes%50 via recipes/sft_registry.sh" in report
-    assert "DATASETS=shapes%50" in report and "swift infer" in report
+    # every stage: a row with its wall time and the command it ran (also printed)
+    for name in names[:-1]:
+        row = next(x for x in report.splitlines() if x.startswith(f"| {name} | "))
+        assert re.search(r"\| \d+\.\d s \| `", row), row
+    assert "DATASETS=shapes%50" in report and "bash recipes/vlmr3_qwen25vl_7b.sh" in report
+    assert "bash recipes/covt_qwen25vl_7b.sh" in out and "data_tools/visualize.py crops" in out
+
+    # registry + mask tokens
     assert "--dataset shapes%50" in (tmp_path / "logs" / "sft.log").read_text()
-    assert "![training loss](sft_loss.png)" in report
-    assert (tmp_path / "sft_loss.png").stat().st_size > 1000
-    assert report.count("| ![](data/images/heldout_") == 8
     assert "shapes         12       0        12      50%         6" in report
-    assert "## GRES metrics" in report and "| gIoU | cIoU | N-acc | T-acc |" in report
-    assert "## Mask codec" in report and (tmp_path / "mask_sft_loss.png").is_file()
-    assert list((tmp_path / "mask_eval" / "overlays").glob("*.png"))
+    assert report.count("| ![](data/images/heldout_") == 8
+    assert "| gIoU | cIoU | N-acc | T-acc |" in report and "## 2. Mask tokens" in report
+    # crop tool: every held-out question had its crop executed and drawn
+    results = json.loads((tmp_path / "crop_infer" / "results.json").read_text())
+    assert len(results) == 2
+    assert all(len(r["tool_calls"]) == len(r["crops"]) == 1 for r in results)
+    assert all(Path(c).is_file() for r in results for c in r["crops"])
+    assert "| 0 | 1 | 0 |" in report
+    # R-GRPO: each of the six rewards logged and tabled per step
+    grpo = log_rows(next((tmp_path / "vlmr3" / "rgrpo").glob("v*/logging.jsonl")))
+    assert grpo and all(f"rewards/{n}/mean" in grpo[0] for n in REWARDS)
+    assert "| step | " + " | ".join(sorted(REWARDS)) in report
+    assert list((tmp_path / "vlmr3" / "rgrpo").glob("v*/completions.jsonl"))
+    # CoVT: per-expert losses at each step, the stage moving with the global step
+    covt = log_rows(next((tmp_path / "covt").glob("run1_*/v*/logging.jsonl")))
+    assert [int(float(r["covt_stage"])) for r in covt] == [0, 1, 2]
+    assert all(float(r[k]) > 0 for r in covt for k in ("covt_sam", "covt_depth", "covt_aux"))
+    assert "| first step (1) |" in report and "| sam |" in report and "| depth |" in report
+    # pictures: curves and the three kinds of visualisation, linked from the report
+    for png in ("sft_loss.png", "mask_sft_loss.png", "crop_sft_loss.png", "rgrpo_rewards.png",
+                "covt_losses.png", "vis/masks/sheet.png", "vis/crops/sheet.png",
+                "vis/thoughts.png"):
+        assert f"]({png})" in report, png
+        assert (tmp_path / png).stat().st_size > 2000, png
 
     again = demo(tmp_path, "--stage", "infer")
     assert "[1/1] infer" in again and "report:" in again
-    assert (tmp_path / "report.md").read_text().count("heldout_") == 8
+    rerun = (tmp_path / "report.md").read_text()
+    assert rerun.count("heldout_") == 8 and "![CoVT losses](covt_losses.png)" in rerun
 
 
 def test_stage_without_its_inputs_says_what_to_run(tmp_path):
@@ -47,3 +85,14 @@ def test_stage_without_its_inputs_says_what_to_run(tmp_path):
                           env=offline_env(), timeout=300)
     assert proc.returncode != 0
     assert "stage 'sft' has not run yet" in proc.stderr
+
+
+def test_shown_commands_stay_on_one_line_and_run_in_bash():
+    from data_tools.demo import _quote
+
+    arg = "<image>\nWhat's this?\\n"
+    shown = _quote(arg)
+    assert "\n" not in shown
+    echoed = subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True,
+                            text=True, check=True).stdout
+    assert echoed == arg
