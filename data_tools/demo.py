@@ -4,6 +4,7 @@
     python data_tools/demo.py --out demo_out                 # every stage, then the report
     python data_tools/demo.py --out demo_out --stage sft     # one stage again (needs earlier ones)
     python data_tools/demo.py --list
+    python data_tools/demo.py --out demo_out --export docs/demo   # publish report + pictures
 
 All four capabilities, each through the recipe or tool a user runs on GPUs:
 - registry: synthetic LLaVA data + registry, check_data, `swift sft` (LoRA) on ``shapes%50``
@@ -133,7 +134,7 @@ class Demo:
 
 def stage_tiny_model(demo: Demo, rec: StageRecord) -> None:
     cache = REPO / ".cache" / "tiny_models"
-    rec.commands.append(f"cached_tiny_model({ARCH!r}, {cache})  "
+    rec.commands.append(f"cached_tiny_model({ARCH!r}, '{cache.relative_to(REPO)}')  "
                         f"# = python data_tools/make_tiny_model.py --arch {ARCH} --out DIR")
     path = cached_tiny_model(ARCH, cache)
     rec.outputs["model"] = str(path)
@@ -147,7 +148,8 @@ def stage_data(demo: Demo, rec: StageRecord) -> None:
     heldout = write_llava_dataset(data, n=8, seed=2, name="heldout")
     reg = write_registry(data / "datasets.yaml", {
         "shapes": (shapes.name, "images"), "heldout": (heldout.name, "images")})
-    rec.commands.append(f"write_llava_dataset(n={n}) + write_registry -> {reg}")
+    rec.commands.append(f"write_llava_dataset(n={n}) + write_registry -> "
+                        f"{reg.relative_to(demo.out)}")
     rec.outputs.update(registry=str(reg), train=str(shapes), heldout=str(heldout))
     print(f"  wrote {n} + 8 synthetic shape images and {reg}")
 
@@ -468,10 +470,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only these stages (repeatable); default: all")
     ap.add_argument("--smoke", action="store_true", help="smallest setting (used by tests)")
     ap.add_argument("--list", action="store_true", help="list the stages and exit")
+    ap.add_argument("--export", type=Path, default=None, metavar="DIR",
+                    help="copy the finished report and its pictures to DIR, then exit")
     args = ap.parse_args(argv)
     if args.list:
         for s in STAGES:
             print(f"{s.name:<12} {s.title}")
+        return 0
+    if args.export:
+        from data_tools.demo_report import export_report
+
+        print(f"exported {export_report(args.out, args.export)}")
         return 0
     demo = Demo(args.out, smoke=args.smoke)
     chosen = [s for s in STAGES if not args.stage or s.name in args.stage]

@@ -313,3 +313,30 @@ def write_report(out: Path, stage_names: list[str]) -> Path:
     tmp.write_text("\n".join(lines))
     tmp.replace(report)
     return report
+
+
+def export_report(out: Path, dest: Path) -> Path:
+    """Copy ``report.md`` and every local picture it shows into ``dest`` (same relative
+    paths), so a finished demo can be published, e.g. as the README's example report."""
+    import re
+    import shutil
+
+    out, dest = Path(out), Path(dest)
+    text = (out / "report.md").read_text()
+    links = sorted(set(re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)))
+    missing = [ln for ln in links if not (out / ln).is_file()]
+    if missing:
+        raise SystemExit(f"{out / 'report.md'} shows pictures that are not there: {missing[:5]}")
+    outside = [ln for ln in links if ln.startswith("..") or Path(ln).is_absolute()]
+    if outside:
+        raise SystemExit(f"pictures outside {out} cannot be exported: {outside[:5]}")
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for ln in links:
+        (tmp / ln).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / ln, tmp / ln)
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "report.md").write_text(text)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    return dest / "report.md"

@@ -73,6 +73,12 @@ def test_demo_smoke_and_rerun_one_stage(tmp_path):
         assert f"]({png})" in report, png
         assert (tmp_path / png).stat().st_size > 2000, png
 
+    # the publishable copy holds every picture the report shows
+    pub = tmp_path.parent / f"{tmp_path.name}_published"
+    demo(tmp_path, "--export", str(pub))
+    shown = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", (pub / "report.md").read_text())
+    assert len(shown) >= 16 and all((pub / x).is_file() for x in shown)
+
     again = demo(tmp_path, "--stage", "infer")
     assert "[1/1] infer" in again and "report:" in again
     rerun = (tmp_path / "report.md").read_text()
