@@ -54,8 +54,9 @@ def make_data(root: Path, n: int, experts: str) -> tuple[Path, Path]:
 
 
 def step_time(out: Path) -> float:
-    logs = [json.loads(x) for x in next(out.glob("v0-*/logging.jsonl")).read_text().splitlines()]
-    steps = [r for r in logs if "global_step/max_steps" in r and "train_runtime" not in r]
+    from plugins.core.swift_log import step_rows
+
+    steps = step_rows(next(out.glob("v0-*/logging.jsonl")))
     t = [float(r["elapsed_time"].rstrip("s")) if isinstance(r["elapsed_time"], str)
          else r["elapsed_time"] for r in steps]
     if len(t) < 3:

@@ -40,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from plugins.core.sharded import write_atomic  # noqa: E402
 from plugins.core.synthetic import write_llava_dataset, write_registry  # noqa: E402
 from plugins.core.tiny_model import cached_tiny_model  # noqa: E402
 
@@ -95,9 +96,7 @@ class Demo:
         return StageRecord(**json.loads(path.read_text()))
 
     def save(self, rec: StageRecord) -> None:
-        tmp = self.stages_dir / f".{rec.name}.json.tmp"
-        tmp.write_text(json.dumps(rec.__dict__, indent=2))
-        tmp.replace(self.stages_dir / f"{rec.name}.json")
+        write_atomic(self.stages_dir / f"{rec.name}.json", json.dumps(rec.__dict__, indent=2))
 
     def run(self, rec: StageRecord, cmd: list[str], log_name: str,
             knobs: dict[str, str] | None = None) -> str:
@@ -368,9 +367,9 @@ def stage_covt(demo: Demo, rec: StageRecord) -> None:
 
     work = demo.out / "covt"
     shutil.rmtree(work, ignore_errors=True)
-    data = write_messages_dataset(work / "data", 8 if demo.smoke else 16, seed=6)
-    rec.commands.append(f"write_messages_dataset(n={8 if demo.smoke else 16}) -> "
-                        "covt/data/train.jsonl")
+    n = 8 if demo.smoke else 16
+    data = write_messages_dataset(work / "data", n, seed=6)
+    rec.commands.append(f"write_messages_dataset(n={n}) -> covt/data/train.jsonl")
     steps = 3 if demo.smoke else 30
     runs = f"understanding@0,generation@{steps // 3},reasoning@{2 * steps // 3}:{steps}"
     rec.notes.append("stand-in experts (random frozen networks with the real experts' "

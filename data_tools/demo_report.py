@@ -10,21 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import groupby
 from pathlib import Path
 
-
-def read_log(logging_jsonl: Path) -> list[dict]:
-    """The per-step rows of ms-swift's logging.jsonl, with ``step`` added (summary rows such
-    as ``train_runtime`` are left out)."""
-    if not Path(logging_jsonl).is_file():
-        return []
-    rows = []
-    for line in Path(logging_jsonl).read_text().splitlines():
-        row = json.loads(line)
-        if "global_step/max_steps" in row and "train_runtime" not in row:
-            row["step"] = int(str(row["global_step/max_steps"]).split("/")[0])
-            rows.append(row)
-    return rows
+from plugins.core.covt.tokens import STAGES as COVT_STAGES
+from plugins.core.sharded import write_atomic
+from plugins.core.swift_log import step_rows
 
 
 def curves_png(series: dict[str, tuple[list[int], list[float]]], out_png: Path, title: str,
@@ -60,13 +51,6 @@ def curves_png(series: dict[str, tuple[list[int], list[float]]], out_png: Path, 
     return True
 
 
-def loss_curve_png(logging_jsonl: Path, out_png: Path, title: str) -> bool:
-    """Training loss per step from ms-swift's logging.jsonl."""
-    rows = [r for r in read_log(logging_jsonl) if "loss" in r]
-    return curves_png({"loss": ([r["step"] for r in rows], [float(r["loss"]) for r in rows])},
-                      out_png, title, "training loss")
-
-
 def _rel(path: str | Path, out: Path) -> str:
     return os.path.relpath(path, out)
 
@@ -91,10 +75,11 @@ def _fence(text: str) -> list[str]:
 
 def _loss_section(lines: list[str], out: Path, rec: dict, png_name: str, heading: str,
                   title: str) -> None:
-    logging_jsonl = Path(rec["outputs"]["logging"])
+    rows = [r for r in step_rows(rec["outputs"]["logging"]) if "loss" in r]
+    losses = [float(r["loss"]) for r in rows]
     lines += [heading, ""]
-    if loss_curve_png(logging_jsonl, out / png_name, title):
-        losses = [float(r["loss"]) for r in read_log(logging_jsonl) if "loss" in r]
+    if curves_png({"loss": ([r["step"] for r in rows], losses)}, out / png_name, title,
+                  "training loss"):
         lines += [f"![{title}]({png_name})", "",
                   f"Loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} logged steps.",
                   ""]
@@ -209,7 +194,7 @@ def _crop_tool(lines: list[str], records: dict, out: Path) -> None:
 
 
 def _rgrpo(lines: list[str], rec: dict, out: Path) -> None:
-    rows = [r for r in read_log(Path(rec["outputs"]["logging"])) if "reward" in r]
+    rows = [r for r in step_rows(rec["outputs"]["logging"]) if "reward" in r]
     lines += ["### Regional GRPO (`recipes/vlmr3_qwen25vl_7b.sh`, stage grpo)", ""]
     if not rows:
         lines += ["(no reward was logged)", ""]
@@ -250,18 +235,15 @@ def _covt(lines: list[str], records: dict, out: Path) -> None:
     if "covt" not in records:
         return
     lines += ["## 4. Visual-expert auxiliary losses (CoVT)", ""]
-    rows = [r for r in read_log(Path(records["covt"]["outputs"]["logging"])) if "covt_aux" in r]
+    rows = [r for r in step_rows(records["covt"]["outputs"]["logging"]) if "covt_aux" in r]
     if rows:
         steps = [r["step"] for r in rows]
         names = sorted(k for k in rows[0] if k.startswith("covt_")
                        and k not in ("covt_stage", "covt_cached"))
-        stage_names = ("understanding", "generation", "reasoning", "efficient")
-        bands, start = [], steps[0]
-        for i, r in enumerate(rows):
-            last = i + 1 == len(rows) or rows[i + 1]["covt_stage"] != r["covt_stage"]
-            if last:
-                bands.append((start, r["step"], stage_names[int(float(r["covt_stage"]))]))
-                start = rows[i + 1]["step"] if i + 1 < len(rows) else start
+        bands = []  # (first step, last step, stage) of each run of equal logged stages
+        for stage, run in groupby(rows, key=lambda r: int(float(r["covt_stage"]))):
+            run = list(run)
+            bands.append((run[0]["step"], run[-1]["step"], COVT_STAGES[stage]))
         series = {n: (steps, [float(r[n]) for r in rows]) for n in names}
         series["LM + aux loss"] = (steps, [float(r["loss"]) for r in rows])
         if curves_png(series, out / "covt_losses.png", "CoVT losses per step (stand-in experts)",
@@ -272,7 +254,7 @@ def _covt(lines: list[str], records: dict, out: Path) -> None:
         for label, r in (("first step", first), ("last step", last)):
             lines.append(f"| {label} ({r['step']}) | " + " | ".join(
                 f"{float(r[n]):.3f}" for n in names) + f" | {float(r['loss']):.3f} | "
-                f"{stage_names[int(float(r['covt_stage']))]} |")
+                f"{COVT_STAGES[int(float(r['covt_stage']))]} |")
         lines += ["", "The stage follows the global step (`SVP_COVT_SCHEDULE`); `covt_aux` is "
                   "the weighted sum added to the LM loss.", ""]
     if "covt_decode" in records:
@@ -309,9 +291,7 @@ def write_report(out: Path, stage_names: list[str]) -> Path:
     _crop_tool(lines, records, out)
     _covt(lines, records, out)
     report = out / "report.md"
-    tmp = out / ".report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(report)
+    write_atomic(report, "\n".join(lines))
     return report
 
 

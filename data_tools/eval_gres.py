@@ -160,10 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 safe = gt["id"].replace(":", "_").replace("/", "_")
                 mask_overlay(image, target, pred_mask, title=f"IoU {scores[i].iou:.2f}").save(
                     overlay_dir / f"{safe}.png")
-    per_sample = [{**s.to_dict(), "n_pred_masks": len(it), "answer": text, "pred_rle": rle,
-                   "image": pair[1]["image"]}
-                  for s, it, text, rle, pair in zip(scores, items, answers, pred_rles, pairs,
-                                                    strict=True)]
+    per_sample = [{**s.to_dict(), "n_pred_masks": len(it), "answer": text, "pred_rle": rle}
+                  for s, it, text, rle in zip(scores, items, answers, pred_rles, strict=True)]
     metrics = gres_metrics(scores)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -66,15 +66,20 @@ def masks(args) -> int:
                          "data_tools/eval_gres.py --out)")
     gts = {g["id"]: g for g in load_ground_truth(argparse.Namespace(gt=str(args.gt)))}
     tiles, captions, skipped = [], [], []
+    images: dict[str, Image.Image | OSError] = {}  # GRES asks several questions per picture
     for s in tqdm(samples[:args.max], desc="masks", unit="sample"):
         gt = gts.get(s["id"])
         if gt is None:
             skipped.append(f"{s['id']}: not in {args.gt}")
             continue
-        try:
-            image = Image.open(Path(args.image_root) / gt["image"]).convert("RGB")
-        except OSError as exc:
-            skipped.append(f"{s['id']}: {exc}")
+        if gt["image"] not in images:
+            try:
+                images[gt["image"]] = Image.open(Path(args.image_root) / gt["image"]).convert("RGB")
+            except OSError as exc:
+                images[gt["image"]] = exc
+        image = images[gt["image"]]
+        if isinstance(image, OSError):
+            skipped.append(f"{s['id']}: {image}")
             continue
         pred = rle_to_mask(s["pred_rle"])
         tile = mask_overlay(image, gt["target"](), pred)

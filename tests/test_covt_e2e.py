@@ -6,7 +6,6 @@ merges (the second run restores the first run's heads)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from safetensors import safe_open
 
 from data_tools import cache_expert_targets
+from plugins.core.swift_log import step_rows
 from plugins.core.synthetic import write_messages_dataset
 from tests.helpers import REPO, SWIFT, last_checkpoint, offline_env, run_swift
 
@@ -42,8 +42,7 @@ def sft(model, data, out, log, *extra, env=None, steps=8):
 
 def steps_of(out: Path, version: str = "v0") -> list[dict]:
     run = next(out.glob(f"{version}-*"))
-    rows = [json.loads(x) for x in (run / "logging.jsonl").read_text().splitlines()]
-    return [r for r in rows if "covt_sam" in r and "train_runtime" not in r]
+    return [r for r in step_rows(run / "logging.jsonl") if "covt_sam" in r]
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import pytest
 
 from data_tools.demo import STAGES
 from plugins.core.rewards import REWARDS
+from plugins.core.swift_log import step_rows
 from tests.helpers import REPO, offline_env
 
 
@@ -21,11 +22,6 @@ def demo(out, *args: str) -> str:
                           env=offline_env(), timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc.stdout
-
-
-def log_rows(path: Path) -> list[dict]:
-    return [r for r in map(json.loads, path.read_text().splitlines())
-            if "global_step/max_steps" in r and "train_runtime" not in r]
 
 
 @pytest.mark.slow
@@ -57,12 +53,12 @@ def test_demo_smoke_and_rerun_one_stage(tmp_path):
     assert all(Path(c).is_file() for r in results for c in r["crops"])
     assert "| 0 | 1 | 0 |" in report
     # R-GRPO: each of the six rewards logged and tabled per step
-    grpo = log_rows(next((tmp_path / "vlmr3" / "rgrpo").glob("v*/logging.jsonl")))
+    grpo = step_rows(next((tmp_path / "vlmr3" / "rgrpo").glob("v*/logging.jsonl")))
     assert grpo and all(f"rewards/{n}/mean" in grpo[0] for n in REWARDS)
     assert "| step | " + " | ".join(sorted(REWARDS)) in report
     assert list((tmp_path / "vlmr3" / "rgrpo").glob("v*/completions.jsonl"))
     # CoVT: per-expert losses at each step, the stage moving with the global step
-    covt = log_rows(next((tmp_path / "covt").glob("run1_*/v*/logging.jsonl")))
+    covt = step_rows(next((tmp_path / "covt").glob("run1_*/v*/logging.jsonl")))
     assert [int(float(r["covt_stage"])) for r in covt] == [0, 1, 2]
     assert all(float(r[k]) > 0 for r in covt for k in ("covt_sam", "covt_depth", "covt_aux"))
     assert "| first step (1) |" in report and "| sam |" in report and "| depth |" in report

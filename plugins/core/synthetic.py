@@ -143,11 +143,11 @@ def write_crop_questions(out_dir: str | Path, n: int, seed: int = 0, width: int 
         sft.append({"image_path": fname, "QnA": [{"Q": question, "A3": answer}]})
         rl.append({"image_path": fname, "question": question, "answer": s.colour,
                    "bbox": list(s.box), "source": "synthetic"})
+    from plugins.core.sharded import write_atomic
+
     paths = {"images": out / "images", "vlir": out / "vlir.jsonl", "rl": out / "rl.jsonl"}
     for key, rows in (("vlir", sft), ("rl", rl)):
-        tmp = paths[key].with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(paths[key])
+        write_atomic(paths[key], "".join(json.dumps(r) + "\n" for r in rows))
     return paths
 
 
