@@ -29,14 +29,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def make_data(root: Path, n: int, experts: str) -> tuple[Path, Path]:
     """Raw LLaVA-style rows, and the same rows staged for the reasoning stage (the text the
     CoVT template trains on), so the stock run sees the very same token sequences."""
-    from plugins.core.covt.tokens import ThoughtConfig, build_turn
-    from plugins.core.synthetic import write_messages_dataset
+    from svp.covt.tokens import ThoughtConfig, build_turn
+    from svp.testing.synthetic import write_messages_dataset
 
     raw = write_messages_dataset(root, n, 448, 336)
     rows = [json.loads(line) for line in raw.read_text().splitlines()]
@@ -54,7 +53,7 @@ def make_data(root: Path, n: int, experts: str) -> tuple[Path, Path]:
 
 
 def step_time(out: Path) -> float:
-    from plugins.core.swift_log import step_rows
+    from svp.common.run_log import step_rows
 
     steps = step_rows(next(out.glob("v0-*/logging.jsonl")))
     t = [float(r["elapsed_time"].rstrip("s")) if isinstance(r["elapsed_time"], str)
@@ -73,14 +72,14 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=2)
     args = ap.parse_args()
     if args.model is None:
-        from plugins.core.tiny_model import cached_tiny_model
+        from svp.testing.tiny_model import cached_tiny_model
 
         args.model = str(cached_tiny_model("qwen2_5_vl", REPO / ".cache" / "tiny_models"))
     swift = str(Path(sys.executable).parent / "swift")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data, staged = make_data(root, 4 * args.batch, args.experts)
-        from plugins.core.covt.tokens import ThoughtConfig
+        from svp.covt.tokens import ThoughtConfig
 
         new_tokens = ThoughtConfig.parse(args.experts).new_tokens()
         env = dict(os.environ, SVP_COVT_BACKEND=args.backend, SVP_COVT_EXPERTS=args.experts,

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def make_data(root: Path, n: int, arch: str) -> tuple[list[dict], list[dict]]:
@@ -31,7 +30,7 @@ def make_data(root: Path, n: int, arch: str) -> tuple[list[dict], list[dict]]:
     from PIL import Image
 
     from data_tools import convert_vlmr3
-    from plugins.core.crop_tool import CropPolicy
+    from svp.croptool.geometry import CropPolicy
 
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
     from swift.template import get_template
 
     import plugins.croptool  # noqa: F401
-    from plugins.core.tiny_model import cached_tiny_model
+    from svp.testing.tiny_model import cached_tiny_model
 
     model_dir = cached_tiny_model(args.arch, REPO / ".cache" / "tiny_models")
     model, processor = get_model_processor(str(model_dir), model_type=args.arch)

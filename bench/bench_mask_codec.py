@@ -20,30 +20,28 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from plugins.core.coco import annotation_to_mask  # noqa: E402
-from plugins.core.mask_codec.builtin import BuiltinCodec  # noqa: E402
-from plugins.core.mask_codec.train import (  # noqa: E402
+from svp.masktok.coco import annotation_to_mask
+from svp.masktok.codec.builtin import BuiltinCodec
+from svp.masktok.codec.train import (
     CodecTrainer,
     TrainConfig,
     heldout_synthetic,
     reconstruction_iou,
 )
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def coco_fixture_scene():
     """The fixture's polygons (image 98304) painted on a textured stand-in of its size."""
     from PIL import Image
 
-    from plugins.core.synthetic import _textured_background
+    from svp.testing.synthetic import _textured_background
     from tests.helpers import coco_fixture
 
     inst = json.loads(coco_fixture().read_text())

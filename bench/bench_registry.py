@@ -16,17 +16,15 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def make_images(folder: Path, n: int) -> list[Path]:
-    from plugins.core.synthetic import draw_shape_image
+    from svp.testing.synthetic import draw_shape_image
 
     rng = random.Random(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from swift.dataset import load_dataset
 
-    from plugins.glue.datasets import RegistryDatasetLoader, register
+    from svp.dataset_registry.swift_plugin import RegistryDatasetLoader, register
 
     work = Path(tempfile.mkdtemp(prefix="bench_registry_"))
     images = make_images(work / "images", args.images)

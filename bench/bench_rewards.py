@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.pop("SVP_JUDGE_URL", None)
 
 WORDS = ("the sign above the door shows a small red symbol next to the window while the "
@@ -32,8 +31,8 @@ WORDS = ("the sign above the door shows a small red symbol next to the window wh
 
 
 def make_batch(n: int, seed: int = 0) -> tuple[list[str], dict]:
-    from plugins.core.crop_tool import CropPolicy
-    from plugins.core.rewards import FEEDBACK, VISION_BLOCK
+    from svp.croptool.geometry import CropPolicy
+    from svp.croptool.rewards import FEEDBACK, VISION_BLOCK
 
     rng = random.Random(seed)
     policy = CropPolicy("qwen2_5_vl")
@@ -94,7 +93,7 @@ def main(argv=None) -> int:
     from swift.rewards import orms
 
     import plugins.rgrpo  # noqa: F401
-    from plugins.core.rewards import REWARDS
+    from svp.croptool.rewards import REWARDS
 
     comps, cols = make_batch(args.completions)
     print(f"batch: {len(comps)} completions, mean {statistics.mean(map(len, comps)):.0f} chars, "

@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from plugins.core.vocab import add_mask_tokens  # noqa: E402
+from svp.common.vocab import add_mask_tokens
 
 
 def main(argv: list[str] | None = None) -> int:

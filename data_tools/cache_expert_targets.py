@@ -6,7 +6,7 @@ of running SAM's automatic mask generator, Depth Anything, DINOv2, ... every ste
 
 Rows are ms-swift rows (``images``) or LLaVA rows (``image``, relative to ``--image_root``);
 each row's first image is the one the experts see (notes/covt.md §1.3). One file per
-distinct picture (keyed by its pixels, see plugins/core/covt/cache.py), written atomically:
+distinct picture (keyed by its pixels, see svp/covt/cache.py), written atomically:
 a rerun skips what is done, so an interrupted run resumes, and ``--shard_index`` splits the
 work between processes or GPUs. Unreadable images are counted and listed, never fatal.
 Training uses the cache with ``SVP_COVT_CACHE=<dir>`` and falls back to on-the-fly targets
@@ -21,15 +21,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from PIL import Image
+from tqdm import tqdm
 
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from plugins.core.covt.cache import TargetCache, image_key, split_batch  # noqa: E402
-from plugins.core.covt.experts import build_experts  # noqa: E402
-from plugins.core.covt.tokens import ThoughtConfig  # noqa: E402
+from svp.covt.cache import TargetCache, image_key, split_batch
+from svp.covt.experts import build_experts
+from svp.covt.tokens import ThoughtConfig
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -4,7 +4,7 @@
     python data_tools/check_data.py --registry data/datasets.yaml --dataset gres%50 dam
     SVP_DATASET_REGISTRY=data/datasets.yaml python data_tools/check_data.py --max-shown 100
 
-Runs the same reader and validator that ``plugins/datasets.py`` runs inside ``swift sft``
+Runs the same reader and validator that ``plugins/dataset_registry.py`` runs inside ``swift sft``
 (without importing ms-swift, so it takes seconds). Exit status 0 only when every named
 dataset is clean; 1 when problems were found; 2 on a usage or registry error.
 """
@@ -12,12 +12,9 @@ dataset is clean; 1 when problems were found; 2 on a usage or registry error.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from plugins.core.registry import (  # noqa: E402
+from svp.dataset_registry.registry import (
     Problem,
     RegistryError,
     ValidationReport,

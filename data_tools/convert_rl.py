@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from PIL import Image
+from tqdm import tqdm
 
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from plugins.core.crop_tool import check_box  # noqa: E402
-from plugins.core.sharded import write_atomic  # noqa: E402
+from svp.common.sharded import write_atomic
+from svp.croptool.geometry import check_box
 
 SHOW_FIRST = 10
 RESERVED = {"image_path", "image", "question", "answer", "solution", "gt_boxes", "bbox",

@@ -13,7 +13,7 @@ request (``{Crop ...}``, ``{"bbox_2d": ...}`` or a ``<tool_call>``) is rewritten
 ``<tool_call>[x1, y1, x2, y2]</tool_call>`` **in the model's coordinate space** (--family:
 Qwen2.5-VL pixels of the resized main image, Qwen3-VL 0..1000; ``pixel`` keeps the originals).
 
-Crops: with --crops-dir each crop is cut now (plugins/core/crop_tool.py policy, the same code
+Crops: with --crops-dir each crop is cut now (svp/croptool/geometry.py policy, the same code
 the template and the inference loop run), saved as PNG, and ``<image>`` follows its
 ``</tool_call>``; the rows then train with any Qwen-VL template. Without it, the rows carry
 only the calls and the crop template (plugins/croptool.py) cuts the crops on the fly.
@@ -27,23 +27,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from PIL import Image
+from tqdm import tqdm
 
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from plugins.core.crop_tool import (  # noqa: E402
+from svp.common.sharded import write_atomic
+from svp.croptool.geometry import (
     CropPolicy,
     check_box,
     format_tool_call,
     parse_tool_calls,
 )
-from plugins.core.sharded import write_atomic  # noqa: E402
 
 SHOW_FIRST = 10
 

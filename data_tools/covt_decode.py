@@ -20,9 +20,6 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -40,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from swift.model import get_model_processor
     from swift.template import get_template
 
-    from plugins.core.covt.decode import decode_sequence, render
-    from plugins.glue import covt
+    from svp.covt import swift_plugin as covt
+    from svp.covt.decode import decode_sequence, render
 
     covt.register()
     model, processor = get_model_processor(args.model, model_type=covt.MODEL_TYPE,

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: image not found: {missing[0]}", file=sys.stderr)
         return 2
 
-    from plugins.glue.crop_infer import CropToolInference, save_results
+    from svp.croptool.swift_inference import CropToolInference, save_results
 
     inf = CropToolInference(args.model_path, model_type=args.model_type, adapters=args.adapters,
                             max_crops=args.max_crops, max_new_tokens=args.max_new_tokens,

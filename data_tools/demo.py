@@ -37,12 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from svp.common.sharded import write_atomic
+from svp.testing.synthetic import write_llava_dataset, write_registry
+from svp.testing.tiny_model import cached_tiny_model
 
-from plugins.core.sharded import write_atomic  # noqa: E402
-from plugins.core.synthetic import write_llava_dataset, write_registry  # noqa: E402
-from plugins.core.tiny_model import cached_tiny_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 ARCH = "qwen2_5_vl"
 SWIFT = str(Path(sys.executable).parent / "swift")
@@ -204,7 +203,7 @@ def stage_codec(demo: Demo, rec: StageRecord) -> None:
 
 
 def stage_gres_data(demo: Demo, rec: StageRecord) -> None:
-    from plugins.core.synthetic import write_synthetic_gres
+    from svp.testing.synthetic import write_synthetic_gres
 
     src = demo.out / "gres_src"
     shutil.rmtree(src, ignore_errors=True)
@@ -268,7 +267,7 @@ CROP_SIZES = {"SVP_CROP_MAIN_SHORT": "112", "SVP_CROP_MAX_SHORT": "112"}
 
 
 def stage_crop_data(demo: Demo, rec: StageRecord) -> None:
-    from plugins.core.synthetic import write_crop_questions
+    from svp.testing.synthetic import write_crop_questions
 
     src = demo.out / "crop_src"
     shutil.rmtree(src, ignore_errors=True)
@@ -363,7 +362,7 @@ COVT_KNOBS = {"SVP_COVT_BACKEND": "standin", "SVP_COVT_EXPERTS": "sam,depth"}
 
 
 def stage_covt(demo: Demo, rec: StageRecord) -> None:
-    from plugins.core.synthetic import write_messages_dataset
+    from svp.testing.synthetic import write_messages_dataset
 
     work = demo.out / "covt"
     shutil.rmtree(work, ignore_errors=True)
@@ -387,7 +386,7 @@ def stage_covt(demo: Demo, rec: StageRecord) -> None:
 
 
 def stage_covt_decode(demo: Demo, rec: StageRecord) -> None:
-    from plugins.core.covt.tokens import ThoughtConfig, build_turn
+    from svp.covt.tokens import ThoughtConfig, build_turn
 
     covt = demo.record("covt").outputs
     row = json.loads(Path(covt["data"]).read_text().splitlines()[0])

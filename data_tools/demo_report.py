@@ -13,9 +13,9 @@ import os
 from itertools import groupby
 from pathlib import Path
 
-from plugins.core.covt.tokens import STAGES as COVT_STAGES
-from plugins.core.sharded import write_atomic
-from plugins.core.swift_log import step_rows
+from svp.common.run_log import step_rows
+from svp.common.sharded import write_atomic
+from svp.covt.tokens import STAGES as COVT_STAGES
 
 
 def curves_png(series: dict[str, tuple[list[int], list[float]]], out_png: Path, title: str,

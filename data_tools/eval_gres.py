@@ -11,7 +11,7 @@ truth by ``id`` when both have one, else by (image file name, question text), el
 order. Ground truth: the JSONL written by tokenize_gres.py (``target_rle``, ``no_target``),
 or the gRefCOCO files (``--grefs``, ``--instances``, ``--split``) with ids
 ``gres:SPLIT:REF:SENT``. Generated masks are decoded with the codec at the image's size and
-their union is scored as the official evaluator does (plugins/core/gres_metrics.py); an
+their union is scored as the official evaluator does (svp/masktok/gres_metrics.py); an
 answer without mask tokens is an empty ("no target") prediction. Writes per-sample results
 (with the predicted mask as RLE, for data_tools/visualize.py) and the metrics to --out.
 """
@@ -25,14 +25,12 @@ import sys
 from collections import defaultdict, deque
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from plugins.core.coco import mask_to_rle, rle_to_mask  # noqa: E402
-from plugins.core.gres_data import load_gres, target_masks  # noqa: E402
-from plugins.core.gres_metrics import format_metrics, gres_metrics, score_sample  # noqa: E402
-from plugins.core.mask_tokens import parse_gres_answer  # noqa: E402
+from svp.masktok.coco import mask_to_rle, rle_to_mask
+from svp.masktok.gres_data import load_gres, target_masks
+from svp.masktok.gres_metrics import format_metrics, gres_metrics, score_sample
+from svp.masktok.tokens import parse_gres_answer
 
 
 def _question(row: dict) -> str:
@@ -123,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from plugins.core.mask_codec import load_codec
-    from plugins.core.overlay import mask_overlay
+    from svp.common.overlay import mask_overlay
+    from svp.masktok.codec import load_codec
 
     preds = [json.loads(x) for x in Path(args.pred).read_text(encoding="utf-8").splitlines()
              if x.strip()]

@@ -6,18 +6,14 @@
 
 The directory holds a small config of the real architecture, a locally built byte-level BPE
 tokenizer with every Qwen special token at its real id, the chat template and the default
-image/video processors (see plugins/core/tiny_model.py for why the ids matter).
+image/video processors (see svp/testing/tiny_model.py for why the ids matter).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from plugins.core.tiny_model import ARCHES, TinySpec, build_tiny_model  # noqa: E402
+from svp.testing.tiny_model import ARCHES, TinySpec, build_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,19 +28,17 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from plugins.core.coco import annotation_to_mask  # noqa: E402
-from plugins.core.mask_codec import load_codec, masks_to_boxes  # noqa: E402
-from plugins.core.mask_tokens import codes_to_text  # noqa: E402
-from plugins.core.sharded import (  # noqa: E402
+from svp.common.sharded import (
     run_sharded,
     summary_line,
     write_atomic,
     write_registry_entry,
 )
+from svp.masktok.coco import annotation_to_mask
+from svp.masktok.codec import load_codec, masks_to_boxes
+from svp.masktok.tokens import codes_to_text
 
 DIRECT_QUESTIONS = (
     "Please describe the region {mask} in detail.",

@@ -25,9 +25,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from plugins.core.gres_data import (  # noqa: E402
+from svp.common.sharded import (
+    run_sharded,
+    summary_line,
+    write_atomic,
+    write_registry_entry,
+)
+from svp.masktok.codec import load_codec, masks_to_boxes
+from svp.masktok.gres_data import (
     GresError,
     GresSample,
     answer,
@@ -36,13 +41,6 @@ from plugins.core.gres_data import (  # noqa: E402
     question,
     target_masks,
     union_rle,
-)
-from plugins.core.mask_codec import load_codec, masks_to_boxes  # noqa: E402
-from plugins.core.sharded import (  # noqa: E402
-    run_sharded,
-    summary_line,
-    write_atomic,
-    write_registry_entry,
 )
 
 

@@ -17,12 +17,9 @@ import argparse
 import json
 import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from plugins.core.mask_codec.builtin import BuiltinCodec, CodecConfig  # noqa: E402
-from plugins.core.mask_codec.train import (  # noqa: E402
+from svp.masktok.codec.builtin import BuiltinCodec, CodecConfig
+from svp.masktok.codec.train import (
     CodecTrainer,
     TrainConfig,
     coco_scenes,

@@ -27,9 +27,6 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def _save(img, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,8 +53,8 @@ def masks(args) -> int:
     from tqdm import tqdm
 
     from data_tools.eval_gres import load_ground_truth
-    from plugins.core.coco import rle_to_mask
-    from plugins.core.overlay import mask_overlay
+    from svp.common.overlay import mask_overlay
+    from svp.masktok.coco import rle_to_mask
 
     res = _read_json(args.results, "eval_gres.py results")
     samples = res.get("samples") if isinstance(res, dict) else None
@@ -95,7 +92,7 @@ def crops(args) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from plugins.core.overlay import crop_chain
+    from svp.common.overlay import crop_chain
 
     results = _read_json(args.results, "crop_infer.py results")
     results = results if isinstance(results, list) else [results]
@@ -129,7 +126,7 @@ def thoughts(args) -> int:
     """covt_decode.py's pictures (image | decoded from the tokens | the expert) stacked."""
     from PIL import Image
 
-    from plugins.core.overlay import contact_sheet
+    from svp.common.overlay import contact_sheet
 
     decoded = _read_json(args.decoded, "covt_decode.py output")
     experts = decoded.get("experts") or {}
@@ -147,7 +144,7 @@ def thoughts(args) -> int:
 
 
 def _finish(out: Path, tiles, captions, skipped: list[str], cols: int) -> int:
-    from plugins.core.overlay import contact_sheet
+    from svp.common.overlay import contact_sheet
 
     if tiles:
         _save(contact_sheet(tiles, captions, cols=cols), out / "sheet.png")

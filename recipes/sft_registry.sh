@@ -43,7 +43,7 @@ if [[ "$MODEL" == /* || "$MODEL" == ./* ]] && [[ ! -d "$MODEL" ]]; then
   echo "error: model directory not found: $MODEL" >&2; exit 2
 fi
 
-plugin_files=("$ROOT/plugins/datasets.py")
+plugin_files=("$ROOT/plugins/dataset_registry.py")
 for p in $PLUGINS; do
   f="$ROOT/plugins/${p%.py}.py"
   [[ -f "$f" ]] || { echo "error: no plugin entry $f (PLUGINS=$PLUGINS)" >&2; exit 2; }

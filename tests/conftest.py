@@ -8,8 +8,8 @@ from http.server import HTTPServer
 
 import pytest
 
-from plugins.core.synthetic import write_llava_dataset, write_registry
-from plugins.core.tiny_model import cached_tiny_model
+from svp.testing.synthetic import write_llava_dataset, write_registry
+from svp.testing.tiny_model import cached_tiny_model
 from tests.helpers import CACHE, JudgeHandler
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,8 +44,8 @@ def trained_codec(tmp_path_factory):
     """
     import itertools
 
-    from plugins.core.mask_codec.builtin import CodecConfig
-    from plugins.core.mask_codec.train import CodecTrainer, TrainConfig, synthetic_scenes
+    from svp.masktok.codec.builtin import CodecConfig
+    from svp.masktok.codec.train import CodecTrainer, TrainConfig, synthetic_scenes
 
     scenes = list(itertools.islice(synthetic_scenes(3), 4))
     out = tmp_path_factory.mktemp("codec")

@@ -39,6 +39,14 @@ TRAIN_ARGS = ["--check_model", "false", "--per_device_train_batch_size", "2",
               "--dataloader_num_workers", "0", "--report_to", "tensorboard"]
 
 
+def load_entry(name: str):
+    """Import ``plugins/<name>.py`` exactly as ``--external_plugins`` does (by path; a second
+    call is a no-op in ms-swift too). Returns the module."""
+    from swift.utils.utils import import_external_file
+
+    return import_external_file(str(REPO / "plugins" / f"{name}.py"))
+
+
 def offline_env(**extra: str) -> dict[str, str]:
     """The environment every subprocess gets: CPU only, no hub, our package importable."""
     env = dict(os.environ)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from data_tools.demo import STAGES
-from plugins.core.rewards import REWARDS
-from plugins.core.swift_log import step_rows
+from svp.common.run_log import step_rows
+from svp.croptool.rewards import REWARDS
 from tests.helpers import REPO, offline_env
 
 

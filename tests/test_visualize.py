@@ -1,4 +1,4 @@
-"""data_tools/visualize.py and the drawing helpers it uses (plugins/core/overlay.py)."""
+"""data_tools/visualize.py and the drawing helpers it uses (svp/common/overlay.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pytest
 from PIL import Image
 
 from data_tools import visualize
-from plugins.core.coco import mask_to_rle
-from plugins.core.overlay import (
+from svp.common.overlay import (
     BOX_COLOURS,
     _boundary,
     contact_sheet,
     crop_chain,
     mask_overlay,
 )
+from svp.masktok.coco import mask_to_rle
 
 GREEN, RED = (0, 255, 0), (255, 0, 0)
 

@@ -1,1 +1,0 @@
-"""ms-swift glue: the classes our entry modules register (importable, hence picklable)."""

@@ -1,0 +1,25 @@
+"""Growing a model's vocabulary while ms-swift loads it (shared by the mask-token and CoVT
+loaders): tokens go into the tokenizer, and, when a real model is loaded, into its input
+embeddings / LM head (svp/common/vocab.py) with the config's ``vocab_size`` kept in step."""
+
+from __future__ import annotations
+
+
+def grow_vocabulary(loader, model, processor, config, groups: list[tuple[list[str], bool]],
+                    seed: int = 0) -> dict:
+    """Add each group of (tokens, special) the tokenizer lacks. Returns the summary of
+    :func:`svp.common.vocab.add_tokens` (tokenizer only: ``added``, ``tokenizer_len``)."""
+    from svp.common.vocab import add_tokens, add_tokens_to_tokenizer
+
+    tokenizer = loader._get_tokenizer(processor)
+    if model is None or getattr(loader, "return_dummy_model", False):
+        added = [t for tokens, special in groups
+                 for t in add_tokens_to_tokenizer(tokenizer, tokens, special)]
+        return {"added": len(added), "tokenizer_len": len(tokenizer)}
+    from swift.model.patcher import get_lm_head_model
+    from swift.utils import HfConfigFactory
+
+    summary = add_tokens(get_lm_head_model(model, loader.model_meta), tokenizer, groups, seed)
+    if summary["added"]:
+        HfConfigFactory.set_config_attr(config, "vocab_size", summary["rows_after"])
+    return summary

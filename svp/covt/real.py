@@ -1,0 +1,388 @@
+"""The real experts behind the :class:`~svp.covt.experts.Expert` interface.
+
+Each loads an explicit local checkpoint named by an environment variable and stops with a
+message naming the variable and the file to get when it is missing (nothing downloads):
+
+======== ========================= ==================================================
+expert   variable                  checkpoint (upstream's choice)
+======== ========================= ==================================================
+sam      SVP_COVT_SAM_CKPT         ``sam_vit_h_4b8939.pth`` (segment-anything; B/L too)
+depth    SVP_COVT_DEPTH_CKPT       folder of ``Depth-Anything-V2-Large-hf``
+dino     SVP_COVT_DINO_CKPT        folder of ``facebook/dinov2-large``
+pidinet  SVP_COVT_PIDINET_CKPT     ``table5_pidinet.pth`` (carv4 PiDiNet, sa + dil)
+siglip   SVP_COVT_SIGLIP_CKPT      folder of ``google/siglip2-large-patch16-256``
+metaclip SVP_COVT_METACLIP_CKPT    folder of ``facebook/metaclip-h14-fullcc2.5b``
+======== ========================= ==================================================
+
+Numerics follow notes/covt.md §1.6 with its bugs fixed: the depth expert gets RGB (upstream
+fed BGR), PIDINet weights and architecture match (carv4 weights in the carv4 network;
+upstream loaded the all-vanilla ``table5_baseline`` through the carv4 converter), and every
+expert runs under ``no_grad`` for its targets while gradients reach the tokens through the
+frozen decoders. Experts run on CUDA when available, in float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from svp.covt import losses as L
+from svp.covt.experts import (
+    Expert,
+    HeadShape,
+    depth_from_tokens,
+    edges_from_kernels,
+    rgb_batch,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ENV = {"sam": "SVP_COVT_SAM_CKPT", "depth": "SVP_COVT_DEPTH_CKPT", "dino": "SVP_COVT_DINO_CKPT",
+       "pidinet": "SVP_COVT_PIDINET_CKPT", "siglip": "SVP_COVT_SIGLIP_CKPT",
+       "metaclip": "SVP_COVT_METACLIP_CKPT"}
+WHAT = {"sam": "the SAM checkpoint file sam_vit_h_4b8939.pth (github.com/facebookresearch/"
+               "segment-anything)",
+        "depth": "a folder with Depth-Anything-V2-Large-hf (config.json + weights)",
+        "dino": "a folder with facebook/dinov2-large",
+        "pidinet": "the PiDiNet checkpoint table5_pidinet.pth (github.com/hellozhuo/pidinet)",
+        "siglip": "a folder with google/siglip2-large-patch16-256",
+        "metaclip": "a folder with facebook/metaclip-h14-fullcc2.5b"}
+# head shapes of upstream's checkpoints, used when the checkpoint is not at hand (merging)
+DEFAULT_DIMS = {"sam": (256, None), "depth": (1024, None), "dino": (1024, 1025),
+                "pidinet": (60, None), "siglip": (1024, 1), "metaclip": (1024, 1)}
+
+
+def checkpoint(name: str, required: bool = True) -> Path | None:
+    value = os.environ.get(ENV[name])
+    if not value:
+        if not required:
+            return None
+        raise FileNotFoundError(f"CoVT expert {name!r} needs {WHAT[name]}: set {ENV[name]} to its "
+                                f"local path (nothing is downloaded), or use "
+                                f"SVP_COVT_BACKEND=standin for a dry run")
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"{ENV[name]}={value}: no such file or folder (expected "
+                                f"{WHAT[name]})")
+    return path
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _rgb(images, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+         resample=Image.BICUBIC) -> torch.Tensor:
+    """Square-resized, normalised RGB batch [B, 3, size, size]."""
+    x = rgb_batch(images, size, resample)
+    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return (x - m) / s
+
+
+def _hf_config(path: Path) -> dict:
+    return json.loads((path / "config.json").read_text())
+
+
+class _Captured:
+    """Forward hook that keeps a module's last output."""
+
+    def __init__(self, module):
+        self.value = None
+        module.register_forward_hook(self)
+
+    def __call__(self, module, args, output):
+        self.value = output
+
+
+# ----------------------------------------------------------------------------- SAM
+def _sam_arch(state: dict, ckpt) -> dict:
+    """segment-anything's image-encoder settings, read from a checkpoint's tensors: width
+    from the patch embedding, depth from the blocks, heads from the relative-position
+    tables (head width), global-attention blocks from their full-size tables. So ViT-B/L/H
+    and smaller test encoders all load by the same code."""
+    key = "image_encoder.patch_embed.proj.weight"
+    if key not in state:
+        raise ValueError(f"{ckpt}: not a segment-anything SAM checkpoint ({key} missing)")
+    dim = state[key].shape[0]
+    blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith("image_encoder.blocks.")})
+    rel = [state[f"image_encoder.blocks.{i}.attn.rel_pos_h"] for i in blocks]
+    grid = max(r.shape[0] for r in rel)
+    return {"encoder_embed_dim": dim, "encoder_depth": len(blocks),
+            "encoder_num_heads": dim // rel[0].shape[1],
+            "encoder_global_attn_indexes": [i for i, r in zip(blocks, rel, strict=True)
+                                            if r.shape[0] == grid]}
+
+
+class SamExpert(Expert):
+    """SAM (segment-anything). Targets: the 64x64 image embedding of the 256x256 image and
+    the automatic mask generator's top ``max_masks`` masks by predicted IoU x stability
+    (one encoder pass: the embedding is taken from the generator's own run). Decoding:
+    each token is one sparse prompt to the frozen mask decoder, with the no-mask dense
+    prompt, single-mask output -> 256x256 logits."""
+
+    name, token_dim, res, max_masks = "sam", 256, 256, 8
+    version = "1"
+
+    def __init__(self, n_tokens: int = 8, ckpt: Path | None = None, points_per_side: int = 32):
+        super().__init__(n_tokens)
+        import importlib
+
+        from segment_anything import SamAutomaticMaskGenerator
+
+        ckpt = ckpt or checkpoint("sam")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        sam = importlib.import_module("segment_anything.build_sam")._build_sam(**_sam_arch(state,
+                                                                                     ckpt))
+        sam.load_state_dict(state, strict=True)
+        self.variant = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(
+            sam.image_encoder.patch_embed.proj.out_channels, "custom")
+        self.sam = sam.to(device()).eval().requires_grad_(False)
+        self.amg = SamAutomaticMaskGenerator(self.sam, points_per_side=points_per_side)
+        self._embed = _Captured(self.sam.image_encoder)
+
+    def fingerprint(self) -> str:
+        return f"{super().fingerprint()}:{self.variant}:pps{self.amg.point_grids[0].shape[0]}"
+
+    @torch.no_grad()
+    def targets(self, images):
+        embeds, masks = [], torch.zeros(len(images), self.max_masks, self.res, self.res)
+        n = torch.zeros(len(images), dtype=torch.long)
+        for b, im in enumerate(images):
+            arr = np.asarray(im.convert("RGB").resize((self.res, self.res), Image.BILINEAR))
+            found = self.amg.generate(arr)
+            embeds.append(self._embed.value[0].float().cpu())
+            found.sort(key=lambda m: m["predicted_iou"] * m["stability_score"], reverse=True)
+            for i, m in enumerate(found[: self.max_masks]):
+                masks[b, i] = torch.from_numpy(m["segmentation"]).float()
+            n[b] = min(len(found), self.max_masks)
+        return {"embed": torch.stack(embeds), "masks": masks, "n_masks": n}
+
+    def decode(self, z, t):
+        dec, pe = self.sam.mask_decoder, self.sam.prompt_encoder
+        dense_w = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        out = []
+        for b in range(z.shape[0]):
+            emb = t["embed"][b: b + 1].to(z.device, z.dtype)
+            dense = dense_w.to(z.dtype).expand(z.shape[1], -1, *emb.shape[-2:])
+            logits, _ = dec(image_embeddings=emb, image_pe=pe.get_dense_pe().to(z.dtype),
+                            sparse_prompt_embeddings=z[b][:, None, :],
+                            dense_prompt_embeddings=dense, multimask_output=False)
+            out.append(F.interpolate(logits, size=(self.res, self.res), mode="bilinear",
+                                     align_corners=False)[:, 0])
+        return torch.stack(out)
+
+    def loss(self, pred, t):
+        return L.sam_loss(pred, t["masks"].to(pred.device), t["n_masks"])
+
+
+# ----------------------------------------------------------------------------- Depth Anything v2
+class DepthExpert(Expert):
+    """Depth Anything v2 (transformers). Input: RGB squashed to 518x518 (37x37 patches).
+    Targets: the backbone's feature maps at its ``out_indices`` (upstream's layers
+    4/11/17/23 for ViT-L), one per token, and the model's relative depth upsampled to
+    256x256. Decoding: :func:`depth_from_tokens`."""
+
+    name, res, size = "depth", 256, 518
+    version = "1"
+
+    def __init__(self, n_tokens: int = 4, ckpt: Path | None = None):
+        super().__init__(n_tokens)
+        from transformers import DepthAnythingForDepthEstimation
+
+        ckpt = ckpt or checkpoint("depth")
+        self.model = DepthAnythingForDepthEstimation.from_pretrained(str(ckpt)).to(device())
+        self.model.eval().requires_grad_(False)
+        layers = len(self.model.config.backbone_config.out_indices)
+        if n_tokens != layers:
+            raise ValueError(f"depth tokens must be one per Depth Anything feature layer "
+                             f"({layers}), got {n_tokens}")
+        self.token_dim = self.model.config.backbone_config.hidden_size
+        self.patch = self.model.config.backbone_config.patch_size
+        self._feats = _Captured(self.model.backbone)
+
+    @torch.no_grad()
+    def targets(self, images):
+        x = _rgb(images, self.size).to(device())
+        depth = self.model(pixel_values=x).predicted_depth  # [B, 518, 518], ReLU'd by the head
+        g = self.size // self.patch
+        feats = []
+        for f in self._feats.value.feature_maps:  # [B, (1+)g*g, C] or [B, C, g, g]
+            if f.dim() == 3:
+                f = f[:, -g * g:].transpose(1, 2).reshape(f.shape[0], -1, g, g)
+            feats.append(f)
+        depth = F.interpolate(depth[:, None].float(), size=(self.res, self.res), mode="bilinear",
+                              align_corners=False)[:, 0]
+        return {"feats": torch.stack(feats, 1).float().cpu(), "depth": depth.relu().cpu()}
+
+    def decode(self, z, t):
+        return depth_from_tokens(z, t["feats"].to(z.device, z.dtype), self.res)
+
+    def loss(self, pred, t):
+        return L.l1_loss(pred, t["depth"].to(pred.device, pred.dtype), "depth")
+
+
+# ----------------------------------------------------------------------------- feature experts
+class _HFFeatures(Expert):
+    """A transformers vision model whose features are the target (MSE, no decoder)."""
+
+    version = "1"
+
+    def __init__(self, name: str, n_tokens: int, ckpt: Path | None, processor_kwargs=None):
+        super().__init__(n_tokens)
+        from transformers import AutoImageProcessor
+
+        self.name = name
+        self.ckpt = ckpt or checkpoint(name)
+        self.processor = AutoImageProcessor.from_pretrained(str(self.ckpt),
+                                                            **(processor_kwargs or {}))
+        self.model = self._load().to(device()).eval().requires_grad_(False)
+
+    def _load(self):
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(str(self.ckpt))
+
+    def _pixels(self, images):
+        x = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        return x["pixel_values"].to(device())
+
+    def decode(self, z, t):
+        return z
+
+    def loss(self, pred, t):
+        return L.mse_loss(pred, t["features"].to(pred.device, pred.dtype), self.name)
+
+
+class DinoExpert(_HFFeatures):
+    """DINOv2 at 448x448 (upstream's crop): the final-norm token sequence, CLS + patches."""
+
+    size = 448
+
+    def __init__(self, n_tokens: int = 4, ckpt: Path | None = None):
+        super().__init__("dino", n_tokens, ckpt,
+                         {"size": {"shortest_edge": self.size},
+                          "crop_size": {"height": self.size, "width": self.size}})
+        cfg = self.model.config
+        self.token_dim = cfg.hidden_size
+        self._queries = 1 + (self.size // cfg.patch_size) ** 2
+
+    def n_queries(self):
+        return self._queries
+
+    @torch.no_grad()
+    def targets(self, images):
+        out = self.model(pixel_values=self._pixels(images))
+        return {"features": out.last_hidden_state.float().cpu()}
+
+
+class PooledExpert(_HFFeatures):
+    """SigLIP / MetaCLIP: the pooled image embedding (``get_image_features``) [1, D]."""
+
+    def __init__(self, name: str, n_tokens: int = 4, ckpt: Path | None = None):
+        super().__init__(name, n_tokens, ckpt)
+        cfg = self.model.config
+        self.token_dim = (getattr(cfg, "projection_dim", None) if name == "metaclip" else None
+                          ) or cfg.vision_config.hidden_size
+
+    def n_queries(self):
+        return 1
+
+    @torch.no_grad()
+    def targets(self, images):
+        out = self.model.get_image_features(pixel_values=self._pixels(images))
+        pooled = out if isinstance(out, torch.Tensor) else out.pooler_output
+        return {"features": pooled[:, None, :].float().cpu()}
+
+
+# ----------------------------------------------------------------------------- PIDINet
+def _pidinet_module():
+    """controlnet-aux's PiDiNet network code, loaded by file so that the package's
+    ``__init__`` (every other detector and its dependencies) is not imported."""
+    spec = importlib.util.find_spec("controlnet_aux")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the PIDINet expert needs the network code of controlnet-aux: "
+                          "pip install --no-deps controlnet-aux==0.0.10 opencv-python-headless")
+    path = Path(next(iter(spec.submodule_search_locations))) / "pidi" / "model.py"
+    mod_spec = importlib.util.spec_from_file_location("svp_pidinet_model", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+class PidinetExpert(Expert):
+    """PiDiNet carv4 (+ spatial attention, dilation) with its matching checkpoint. Input:
+    256x256 RGB, ImageNet-normalised. Targets: the first side output ``sigmoid(e1)`` (the
+    edge map upstream supervises) and block-1's 60-channel mid features; decoding:
+    :func:`edges_from_kernels` with the raw tokens as kernels."""
+
+    name, token_dim, res = "pidinet", 60, 256
+    version = "1"
+
+    def __init__(self, n_tokens: int = 4, ckpt: Path | None = None):
+        super().__init__(n_tokens)
+        ckpt = ckpt or checkpoint("pidinet")
+        net = _pidinet_module().pidinet()
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        self.net = net.to(device()).eval().requires_grad_(False)
+        self._mid = _Captured(self.net.block1_3)
+
+    @torch.no_grad()
+    def targets(self, images):
+        side = self.net(_rgb(images, self.res).to(device()))[0]  # sigmoid(e1) [B, 1, H, W]
+        return {"feats": self._mid.value.float().cpu(), "edges": side[:, 0].float().cpu()}
+
+    def decode(self, z, t):
+        return edges_from_kernels(z, t["feats"].to(z.device, z.dtype))
+
+    def loss(self, pred, t):
+        return L.l1_loss(pred, t["edges"].to(pred.device, pred.dtype), "pidinet")
+
+
+# ----------------------------------------------------------------------------- sets
+def real_expert(name: str, n_tokens: int) -> Expert:
+    if name == "sam":
+        return SamExpert(n_tokens)
+    if name == "depth":
+        return DepthExpert(n_tokens)
+    if name == "dino":
+        return DinoExpert(n_tokens)
+    if name == "pidinet":
+        return PidinetExpert(n_tokens)
+    return PooledExpert(name, n_tokens)
+
+
+def real_experts(cfg) -> dict[str, Expert]:
+    return {name: real_expert(name, cfg.count(name)) for name in cfg.experts}
+
+
+def real_head_shapes(cfg) -> dict[str, HeadShape]:
+    """Head shapes of the real experts, read from the checkpoints' configs when they are
+    set (cheap: config.json only), else upstream's checkpoints' shapes."""
+    out = {}
+    for name in cfg.experts:
+        dim, queries = DEFAULT_DIMS[name]
+        path = checkpoint(name, required=False)
+        if path is not None and path.is_dir() and (path / "config.json").exists():
+            c = _hf_config(path)
+            if name == "depth":
+                dim = c["backbone_config"]["hidden_size"]
+            elif name == "dino":
+                dim = c["hidden_size"]
+                queries = 1 + (DinoExpert.size // c["patch_size"]) ** 2
+            elif name == "metaclip":
+                dim = c.get("projection_dim") or c["vision_config"]["hidden_size"]
+            elif name == "siglip":
+                dim = c["vision_config"]["hidden_size"]
+        n = cfg.count(name)
+        out[name] = HeadShape(dim, n, queries or n)
+    return out

@@ -1,0 +1,427 @@
+"""ms-swift side of CoVT: the ``covt_qwen2_5_vl`` model type that owns the heads, the
+``qwen2_5_vl_covt`` template that stages the data and adds the expert losses, and the
+``covt_stage`` callback that lets the template follow the trainer's global step.
+
+Settings (environment, so ``swift sft|export|infer`` and dataloader workers all see them):
+
+- ``SVP_COVT_EXPERTS``   upstream's ``VISUAL_MODEL_ID``: ``sam,depth,dino`` (``sam:16,...``)
+- ``SVP_COVT_BACKEND``   ``real`` (checkpoints below) or ``standin`` (seeded tiny experts)
+- ``SVP_COVT_SCHEDULE``  ``paper`` | a stage | ``generation@0,reasoning@3000,...``
+- ``SVP_COVT_AUX_UNTIL`` global step after which only the LM loss counts (unset: never)
+- ``SVP_COVT_WEIGHTS``   per-expert weights on top of upstream's scales, ``sam=1,depth=2``
+- ``SVP_COVT_CACHE``     target cache made by ``data_tools/cache_expert_targets.py``
+- ``SVP_COVT_<EXPERT>_CKPT`` checkpoints of the real experts (see svp/covt/real.py)
+
+Rows are ordinary LLaVA conversations; the template rewrites the first question/answer as
+the stage of the current step prescribes (notes/covt.md §1.3). Rows that already hold
+``<|anchor_start|>`` are trained as written.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from swift.callbacks import TrainerCallback, callbacks_map
+from swift.model import ModelArch, ModelMeta, register_model
+from swift.model.models.qwen import Qwen2_5VLLoader
+from swift.model.register import MODEL_MAPPING
+from swift.template.register import TEMPLATE_MAPPING, register_template
+from swift.template.templates.qwen import Qwen2_5VLTemplate
+from swift.utils import get_logger
+
+from svp.common.swift_vocab import grow_vocabulary
+from svp.covt.cache import TargetCache, image_key, split_batch
+from svp.covt.compute import aux_factor, covt_losses
+from svp.covt.experts import build_experts
+from svp.covt.heads import CovtHeads
+from svp.covt.tokens import (
+    ANCHOR_START,
+    SPECS,
+    STAGES,
+    Schedule,
+    ThoughtConfig,
+    build_turn,
+)
+
+logger = get_logger()
+MODEL_TYPE = "covt_qwen2_5_vl"
+TEMPLATE = "qwen2_5_vl_covt"
+CALLBACK = "covt_stage"
+HEADS_ATTR = "covt_heads"
+CLOCK_ENV = "SVP_COVT_CLOCK"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name, default)
+    return value if value not in ("", None) else default
+
+
+def _parse_weights(text: str | None, experts) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in (text or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        name, _, w = item.partition("=")
+        if name not in experts:
+            raise ValueError(f"SVP_COVT_WEIGHTS names {name!r}, not one of the chosen experts "
+                             f"{', '.join(experts)}")
+        try:
+            out[name] = float(w)
+        except ValueError as exc:
+            raise ValueError(f"SVP_COVT_WEIGHTS: bad weight in {item!r}") from exc
+    return out
+
+
+@dataclass
+class CovtSettings:
+    thought: ThoughtConfig
+    backend: str
+    schedule: Schedule
+    weights: dict[str, float] = field(default_factory=dict)
+    cache: str | None = None
+
+    @classmethod
+    def from_env(cls) -> CovtSettings:
+        thought = ThoughtConfig.parse(_env("SVP_COVT_EXPERTS"))
+        backend = _env("SVP_COVT_BACKEND", "real")
+        if backend not in ("real", "standin"):
+            raise ValueError(f"SVP_COVT_BACKEND={backend!r}: use 'real' or 'standin'")
+        until = _env("SVP_COVT_AUX_UNTIL")
+        try:
+            aux_until = int(until) if until is not None else None
+        except ValueError as exc:
+            raise ValueError(f"SVP_COVT_AUX_UNTIL={until!r} is not a step number") from exc
+        return cls(thought, backend, Schedule.parse(_env("SVP_COVT_SCHEDULE"), aux_until),
+                   _parse_weights(_env("SVP_COVT_WEIGHTS"), thought.experts),
+                   _env("SVP_COVT_CACHE"))
+
+    def build_experts(self) -> dict:
+        return build_experts(self.thought, self.backend)
+
+    def head_shapes(self) -> dict:
+        if self.backend == "standin":  # tiny: build (once, shared with the loss) and ask
+            return {n: e.shape() for n, e in _experts(self).items()}
+        from svp.covt.real import real_head_shapes
+
+        return real_head_shapes(self.thought)
+
+
+# ----------------------------------------------------------------------------- heads on the model
+def _checkpoint_heads(model_dir: str) -> dict[str, torch.Tensor]:
+    """``covt_heads.*`` tensors saved in a model folder (full tuning / merged LoRA)."""
+    from safetensors import safe_open
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                if k.startswith(HEADS_ATTR + "."):
+                    out[k[len(HEADS_ATTR) + 1:]] = st.get_tensor(k)
+    return out
+
+
+def attach_heads(model, model_dir: str, settings: CovtSettings) -> CovtHeads:
+    """Give ``model`` its heads (a child module, so tuners train and checkpoints save it),
+    restoring them from ``model_dir`` when it holds a CoVT checkpoint."""
+    cfg = model.config
+    hidden = getattr(getattr(cfg, "text_config", None), "hidden_size", None) or cfg.hidden_size
+    emb = model.get_input_embeddings().weight
+    heads = CovtHeads(hidden, settings.head_shapes())
+    saved = _checkpoint_heads(model_dir)
+    if saved:
+        try:
+            heads.load_state_dict(saved, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{model_dir} holds CoVT heads that do not fit experts "
+                             f"{settings.thought.experts} with counts {settings.thought.counts} "
+                             f"(SVP_COVT_EXPERTS / SVP_COVT_BACKEND differ from training?): "
+                             f"{exc}") from exc
+        logger.info(f"covt: restored {len(saved)} head tensors from {model_dir}")
+    else:
+        logger.info(f"covt: new heads for {', '.join(settings.thought.experts)} "
+                    f"({sum(p.numel() for p in heads.parameters()) / 1e6:.2f} M parameters)")
+    setattr(model, HEADS_ATTR, heads.to(device=emb.device, dtype=emb.dtype))
+    return heads
+
+
+class CovtQwen2_5VLLoader(Qwen2_5VLLoader):
+    """Stock Qwen2.5-VL loading, then the heads and the visual-thought tokens."""
+
+    def get_model(self, model_dir: str, *args, **kwargs):
+        model = super().get_model(model_dir, *args, **kwargs)
+        attach_heads(model, model_dir, CovtSettings.from_env())
+        return model
+
+    def _add_new_special_tokens(self, model, processor, config):
+        super()._add_new_special_tokens(model, processor, config)
+        tokens = CovtSettings.from_env().thought.new_tokens()  # anchors special, pads not
+        summary = grow_vocabulary(self, model, processor, config,
+                                  [(tokens[:2], True), (tokens[2:], False)], seed=1)
+        if summary["added"]:
+            logger.info(f"covt: added {summary['added']} visual-thought tokens")
+
+
+# ----------------------------------------------------------------------------- stage clock
+def _read_clock() -> int:
+    path = os.environ.get(CLOCK_ENV)
+    if not path:
+        return 0
+    try:
+        return int(Path(path).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+class CovtStageCallback(TrainerCallback):
+    """Publishes the trainer's global step (restored on resume) to the encoders, which may
+    run in dataloader workers, through a small file named by ``$SVP_COVT_CLOCK``."""
+
+    def _publish(self, state) -> None:
+        path = Path(self.args.output_dir) / ".covt_step"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".covt_step.{os.getpid()}.tmp")
+        tmp.write_text(str(state.global_step))
+        tmp.replace(path)
+        os.environ[CLOCK_ENV] = str(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._publish(state)
+        logger.info(f"covt: schedule starts at global step {state.global_step} "
+                    f"(stage {CovtSettings.from_env().schedule.stage(state.global_step)})")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._publish(state)
+
+
+# ----------------------------------------------------------------------------- template
+class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
+    """Stages the rows, carries each sample's image / cached targets to the loss, and adds
+    the expert losses to the LM loss (scaled like it), logging each one."""
+
+    stage_rows = True  # False: encode rows as written (replaying a generated answer)
+
+    @cached_property
+    def covt(self) -> CovtSettings:
+        return CovtSettings.from_env()
+
+    @cached_property
+    def pad_ids(self) -> dict[str, int]:
+        ids = {}
+        for name in self.covt.thought.experts:
+            tid = self.tokenizer.convert_tokens_to_ids(SPECS[name].pad)
+            if tid is None or tid == self.tokenizer.unk_token_id:
+                raise ValueError(f"the tokenizer lacks {SPECS[name].pad}: load the model with "
+                                 f"--model_type {MODEL_TYPE} and --external_plugins "
+                                 f"plugins/covt.py")
+            ids[name] = tid
+        return ids
+
+    @cached_property
+    def target_cache(self) -> TargetCache | None:
+        """Reader only (this may run in dataloader workers, which must not load experts);
+        the fingerprints are checked where the experts live, in the training step."""
+        if not self.covt.cache:
+            return None
+        cache = TargetCache(self.covt.cache, {})
+        cache.check_meta(create=False)
+        return cache
+
+    @cached_property
+    def pad_id_set(self) -> frozenset[int]:
+        return frozenset(self.pad_ids.values())
+
+    # -- data
+    def _stage_messages(self, inputs) -> str | None:
+        """Rewrite the first question/answer for the current stage; returns the stage."""
+        msgs = inputs.messages
+        if any(ANCHOR_START in str(m.get("content", "")) for m in msgs):
+            return  # already staged by hand
+        users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+        if not users or users[0] + 1 >= len(msgs) or msgs[users[0] + 1]["role"] != "assistant":
+            return  # inference request: the model writes its own thought
+        if not inputs.images:
+            return  # no image, nothing for the experts to see
+        u, a = msgs[users[0]], msgs[users[0] + 1]
+        step = _read_clock()
+        stage = self.covt.schedule.stage(step)
+        q = str(u["content"])
+        tags = q.count("<image>")
+        q = "<image>" * tags + q.replace("<image>", "").lstrip("\n")
+        rng = random.Random(zlib.crc32(f"{step}:{q}:{a['content']}".encode()))
+        u["content"], a["content"] = build_turn(stage, q, str(a["content"]), self.covt.thought,
+                                                rng)
+        return stage
+
+    def _encode(self, inputs):
+        stage = self._stage_messages(inputs) if self.is_training and self.stage_rows else None
+        image = inputs.images[0] if inputs.images else None
+        encoded = super()._encode(inputs)
+        ids = encoded.get("input_ids") or []
+        if image is not None and not self.pad_id_set.isdisjoint(ids):
+            extra = {"image": image, "targets": None, "stage": stage}
+            if self.target_cache is not None:
+                extra["targets"] = self.target_cache.load(image_key(image),
+                                                          self.covt.thought.experts)
+            encoded["covt"] = extra
+        return encoded
+
+    def _data_collator(self, batch, *, padding_to=None):
+        extras = [b.get("covt") for b in batch]
+        batch = [{k: v for k, v in b.items() if k != "covt"} for b in batch]
+        res = super()._data_collator(batch, padding_to=padding_to)
+        if any(e is not None for e in extras):
+            res["covt"] = extras
+        return res
+
+    # -- loss
+    def compute_sft_loss(self, model, inputs, num_items_in_batch=None, trainer=None):
+        extras = inputs.pop("covt", None)
+        step = trainer.state.global_step if trainer is not None else 0
+        if extras is None or not self.covt.schedule.aux_on(step):
+            return super().compute_sft_loss(model, inputs, num_items_in_batch, trainer)
+        if "labels" not in inputs:
+            raise ValueError("CoVT adds its losses to the model's LM loss; it cannot be used with "
+                             "options that make the trainer compute the loss itself "
+                             "(--loss_scale other than default, channel loss, DFT, sequence "
+                             "parallel)")
+        if self.covt.schedule.multi_stage and trainer is not None and not any(
+                isinstance(cb, CovtStageCallback) for cb in trainer.callback_handler.callbacks):
+            raise ValueError(f"SVP_COVT_SCHEDULE has several stages: add --callbacks {CALLBACK} "
+                             f"so the data follows the global step (and resume continues it)")
+        runtime = _runtime(self.covt, model)
+        runtime.hidden = None
+        outputs = super().compute_sft_loss(model, inputs, num_items_in_batch, trainer)
+        hidden = runtime.hidden
+        runtime.hidden = None
+        if hidden is None:
+            raise RuntimeError("covt: the language model's final norm did not run")
+        targets = runtime.targets(extras, hidden.device)
+        res = covt_losses(hidden, inputs["input_ids"], self.pad_ids, runtime.heads, runtime.experts,
+                          targets, self.covt.weights)
+        if res.total is not None and outputs.loss is not None:
+            if trainer is not None:
+                scaled = trainer.loss_is_scaled_for_ga
+                if scaled is None:
+                    scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None
+                              ) or trainer.compute_loss_func is not None
+                f = aux_factor(bool(scaled), trainer.current_gradient_accumulation_steps,
+                               bool(getattr(trainer.args, "average_tokens_across_devices", False)
+                                    and trainer.model_accepts_loss_kwargs
+                                    and num_items_in_batch is not None),
+                               trainer.accelerator.num_processes)
+            else:
+                f = 1.0
+            outputs.loss = outputs.loss + f * res.total.to(outputs.loss.device)
+        runtime.report(res, extras, trainer, model.training)
+        return outputs
+
+
+_EXPERTS: dict = {}
+
+
+def _experts(settings: CovtSettings) -> dict:
+    key = (settings.backend, settings.thought)
+    if key not in _EXPERTS:
+        _EXPERTS[key] = settings.build_experts()
+    return _EXPERTS[key]
+
+
+class _Runtime:
+    """Per-model state: heads, the final-norm hook, experts, counters."""
+
+    def __init__(self, settings: CovtSettings, model):
+        self.settings = settings
+        self.hidden = None
+        self.heads = None
+        for name, module in model.named_modules():
+            if name.split(".")[-1] == HEADS_ATTR:
+                self.heads = module  # outermost: peft's ModulesToSaveWrapper when under LoRA
+                break
+        if self.heads is None:
+            raise ValueError(f"the model has no {HEADS_ATTR}: load it with --model_type "
+                             f"{MODEL_TYPE}")
+        norms = [m for n, m in model.named_modules() if n.endswith("language_model.norm")]
+        if not norms:
+            raise ValueError("covt: could not find the language model's final norm")
+        norms[0].register_forward_hook(self._capture)
+        self.experts = _experts(settings)
+        if settings.cache:  # refuse targets made by other experts before the first update
+            TargetCache(settings.cache, {n: e.fingerprint() for n, e in self.experts.items()}
+                        ).check_meta(create=False)
+        self.logged_skips: Counter = Counter()
+
+    def _capture(self, module, args, output):
+        self.hidden = output
+
+    def targets(self, extras, device) -> list[dict | None]:
+        out: list[dict | None] = [None] * len(extras)
+        todo = []
+        for i, e in enumerate(extras):
+            if e is None:
+                continue
+            if e.get("targets") is not None:
+                out[i] = e["targets"]
+            else:
+                todo.append(i)
+        if todo:
+            images = [extras[i]["image"] for i in todo]
+            for name, expert in self.experts.items():
+                with torch.no_grad():
+                    per = split_batch(expert.targets(images), len(todo))
+                for i, t in zip(todo, per, strict=True):
+                    out[i] = out[i] or {}
+                    out[i][name] = t
+        return out
+
+    def report(self, res, extras, trainer, training: bool) -> None:
+        for reason, n in res.skipped.items():
+            self.logged_skips[reason] += n
+            if self.logged_skips[reason] in (n, 100, 10000):
+                logger.warning(f"covt: {self.logged_skips[reason]} samples skipped so far: "
+                               f"{reason}")
+        if trainer is None:
+            return
+        metrics = trainer.custom_metrics["train" if training else "eval"]
+        present = [e for e in extras if e is not None]
+        if present:  # share of samples whose targets came from the cache
+            hits = [float(e.get("targets") is not None) for e in present]
+            metrics["covt_cached"].update(torch.tensor(hits))
+        stages = [STAGES.index(e["stage"]) for e in present if e.get("stage")]
+        if stages:  # which stage the batch was built for (0 understanding .. 3 efficient)
+            metrics["covt_stage"].update(torch.tensor(stages, dtype=torch.float32))
+        for name, loss in res.parts.items():
+            metrics[f"covt_{name}"].update(loss.detach().float())
+        if res.total is not None:
+            metrics["covt_aux"].update(res.total.detach().float())
+
+
+_RUNTIMES: dict[int, _Runtime] = {}
+
+
+def _runtime(settings: CovtSettings, model) -> _Runtime:
+    key = id(model)
+    if key not in _RUNTIMES:
+        _RUNTIMES[key] = _Runtime(settings, model)
+    return _RUNTIMES[key]
+
+
+def register() -> None:
+    """Idempotent registration of the model type, template and callback."""
+    from dataclasses import replace
+
+    stock = TEMPLATE_MAPPING["qwen2_5_vl"]
+    register_template(replace(stock, template_type=TEMPLATE,
+                              template_cls=Qwen2_5VLCovtTemplate), exist_ok=True)
+    if MODEL_TYPE not in MODEL_MAPPING:
+        register_model(ModelMeta(MODEL_TYPE, [], CovtQwen2_5VLLoader, template=TEMPLATE,
+                                 model_arch=ModelArch.qwen2_vl,
+                                 architectures=["Qwen2_5_VLForConditionalGeneration"],
+                                 is_multimodal=True, tags=["vision"]))
+    callbacks_map[CALLBACK] = CovtStageCallback

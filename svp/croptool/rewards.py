@@ -1,0 +1,342 @@
+"""Regional GRPO rewards as pure functions (no ms-swift, no torch).
+
+Every function takes what one completion produced and returns a finite float in its
+documented range (or ``None`` where the reward does not apply, which ms-swift skips). None
+of them raises on any model output: text is parsed leniently and every box goes through
+:func:`svp.croptool.geometry.check_box`. The formulas, ranges and default weights are
+tabled in the README ("Regional GRPO") and in :data:`REWARDS`; they follow VLM-R3's code
+where its paper and code differ (notes/vlmr3-neo-peers.md §A.2), and DeepEyes for the tool
+reward gated on correctness.
+
+What a completion is made of: the assistant text of the whole trajectory, in which the
+crop-tool scheduler left ``<|vision_start|><|image_pad|><|vision_end|>`` after each executed
+call and a ``(crop failed: ...)`` note after each rejected one; :func:`clean_text` removes
+both before any text reward looks at it. Which crops were *executed* comes from the
+scheduler's records (:class:`Trajectory`), never from counting tags in the text, which the
+model could write itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from dataclasses import dataclass, field
+
+from svp.croptool.geometry import check_box, from_space, parse_tool_calls
+
+VISION_BLOCK = "<|vision_start|><|image_pad|><|vision_end|>"
+FEEDBACK = "\n(crop failed: {reason})\n"
+_VISION_RE = re.compile(r"<\|vision_start\|>.*?<\|vision_end\|>", re.S)
+_FEEDBACK_RE = re.compile(r"\n?\(crop failed: [^\n]*\)\n?")
+_STRUCTURE_RE = re.compile(
+    r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.S)
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
+_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
+_LETTER_GT_RE = re.compile(r"^\(?([A-Ja-j])\)?[.:)]?(?:\s.*)?$", re.S)
+_LETTER_PRED_RE = re.compile(r"^\s*(?i:option\s+|answer\s*:?\s*)?\(?([A-J])\)?(?=$|[\s.:),])")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation.replace(".", ""))
+
+# name -> (range, default weight, one-line formula); the README table is written from this
+REWARDS: dict[str, tuple[str, float, str]] = {
+    "rgrpo_accuracy": ("[0, 1]", 1.0,
+                       "1 if the last <answer> matches the solution (option letter; integer "
+                       "exactly, decimal within rtol 1e-2; normalised exact; yes/no; else "
+                       "the LLM judge if configured), else 0"),
+    "rgrpo_format": ("{0, 0.5, 1}", 0.5,
+                     "0.5 for exactly <think>..</think><answer>..</answer>, +0.5 if also every "
+                     "tool call parses and tags balance; 0 if the answer exceeds 1000 chars"),
+    "rgrpo_crop_valid": ("[0, 1]", 0.25,
+                         "fraction of crop calls that executed, lie >= 95% inside the image, "
+                         "are >= 1 merged patch per side, < 90% of the image, not a repeat "
+                         "(IoU >= 0.9 with an earlier call); 0 without calls"),
+    "rgrpo_region_iou": ("[0, 1] or None", 0.5,
+                         "mean over ground-truth boxes of the best IoU with an executed crop; "
+                         "None (skipped) when the row has no gt_boxes"),
+    "rgrpo_segment_length": ("[0, 0.1]", 1.0,
+                             "min(0.1, 0.01 x characters of the shortest reasoning segment "
+                             "between crop calls) (VLM-R3 code)"),
+    "rgrpo_tool": ("{0, 1}", 0.5,
+                   "1 if >= 1 crop was executed and accuracy >= 0.5, else 0 (DeepEyes' "
+                   "conditional tool reward)"),
+}
+
+
+# ----------------------------------------------------------------------------- text
+def clean_text(text) -> str:
+    """The completion without injected vision blocks and crop-failure notes."""
+    if not isinstance(text, str):
+        return ""
+    return _FEEDBACK_RE.sub("", _VISION_RE.sub("", text))
+
+
+def extract_answer(text: str) -> str | None:
+    """Content of the last ``<answer>...</answer>`` (None when there is none)."""
+    found = _ANSWER_RE.findall(text) if isinstance(text, str) else []
+    return found[-1].strip() if found else None
+
+
+def format_reward(text: str, max_answer_chars: int = 1000) -> float:
+    """0.5 for the ``<think>`` then ``<answer>`` structure (once each, nothing around them),
+    +0.5 when, in addition, tool-call tags balance and every call in the text parses."""
+    text = clean_text(text)
+    m = _STRUCTURE_RE.fullmatch(text)
+    if not m or not m.group("think").strip() or not m.group("answer").strip():
+        return 0.0
+    if any(t in m.group("think") + m.group("answer") for t in ("<think>", "<answer>")):
+        return 0.0
+    if len(m.group("answer")) > max_answer_chars:  # DeepEyes' anti-hacking rule
+        return 0.0
+    think = m.group("think")
+    balanced = think.count("<tool_call>") == think.count("</tool_call>")
+    calls_ok = all(c.error is None for c in parse_tool_calls(think))
+    no_calls_in_answer = "<tool_call>" not in m.group("answer")
+    return 1.0 if balanced and calls_ok and no_calls_in_answer else 0.5
+
+
+def segment_length_reward(text: str, per_char: float = 0.01, cap: float = 0.1) -> float:
+    """VLM-R3's length reward: the reasoning (text before ``<answer>``, think tags removed)
+    is split at every crop call; ``min(cap, per_char * len(shortest segment))``."""
+    text = clean_text(text)
+    reasoning = text.split("<answer>", 1)[0].replace("<think>", "").replace("</think>", "")
+    pieces, pos = [], 0
+    for call in parse_tool_calls(reasoning):
+        pieces.append(reasoning[pos:call.start])
+        pos = call.end
+    pieces.append(reasoning[pos:])
+    shortest = min(len(p.strip()) for p in pieces)
+    return float(min(cap, per_char * shortest))
+
+
+# ----------------------------------------------------------------------------- crops
+@dataclass
+class Trajectory:
+    """What the scheduler recorded: the calls as written (model space) and the geometry."""
+
+    calls: list[dict] = field(default_factory=list)  # {"box": [4] | None, "error": str|None}
+    image_wh: tuple[int, int] | None = None          # original image
+    model_wh: tuple[int, int] | None = None          # main image as the model saw it
+    space: str = "resized"
+    factor: int = 28
+    executed: int | None = None                      # crops appended; None = unknown
+
+    @classmethod
+    def from_infos(cls, infos) -> Trajectory | None:
+        """Read ``rollout_infos['crop_tool']`` (None when absent or unreadable)."""
+        if not isinstance(infos, dict) or not isinstance(infos.get("crop_tool"), dict):
+            return None
+        d = infos["crop_tool"]
+        try:
+            calls = [c for c in d.get("calls", []) if isinstance(c, dict)]
+            wh = tuple(int(v) for v in d["image_wh"]) if d.get("image_wh") else None
+            mwh = tuple(int(v) for v in d["model_wh"]) if d.get("model_wh") else None
+            return cls(calls, wh, mwh, str(d.get("space", "resized")), int(d.get("factor", 28)),
+                       int(d["executed"]) if d.get("executed") is not None else None)
+        except (TypeError, ValueError, KeyError):
+            return None
+
+    def pixel_boxes(self) -> list[tuple | None]:
+        """Each call's box in original pixels, unclamped (None for unreadable ones)."""
+        out = []
+        for c in self.calls:
+            box = c.get("box")
+            if c.get("error") or not _is_box(box) or self.image_wh is None:
+                out.append(None)
+                continue
+            try:
+                px = from_space(box, self.space, self.image_wh, self.model_wh or self.image_wh)
+            except (ValueError, ZeroDivisionError, TypeError):
+                px = None
+            out.append(px if px is not None and all(math.isfinite(v) for v in px) else None)
+        return out
+
+
+def _is_box(box) -> bool:
+    return (isinstance(box, list | tuple) and len(box) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in box))
+
+
+def box_iou(a, b) -> float:
+    """IoU of two (x1, y1, x2, y2) boxes; 0 for degenerate ones."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def call_verdicts(traj: Trajectory, inside_frac: float = 0.95, whole_frac: float = 0.9,
+                  repeat_iou: float = 0.9) -> list[str | None]:
+    """Per call: None if valid, else why not (the reasons crop_valid counts against)."""
+    verdicts: list[str | None] = []
+    seen: list[tuple] = []
+    w, h = traj.image_wh or (0, 0)
+    mw, mh = traj.model_wh or traj.image_wh or (0, 0)
+    for call, px in zip(traj.calls, traj.pixel_boxes(), strict=True):
+        if px is None:
+            verdicts.append(call.get("error") or "unreadable box")
+            continue
+        clamped, reason = check_box(px, w, h)
+        if clamped is None:
+            verdicts.append(reason)
+            continue
+        area = (px[2] - px[0]) * (px[3] - px[1])
+        inner = (clamped[2] - clamped[0]) * (clamped[3] - clamped[1])
+        if inner < inside_frac * area:
+            verdicts.append("partly outside the image")
+        elif min((clamped[2] - clamped[0]) * mw / w,
+                 (clamped[3] - clamped[1]) * mh / h) < traj.factor:
+            verdicts.append("smaller than one merged patch")
+        elif inner >= whole_frac * w * h:
+            verdicts.append("the whole image")
+        elif any(box_iou(clamped, s) >= repeat_iou for s in seen):
+            verdicts.append("repeats an earlier crop")
+        else:
+            verdicts.append(None)
+        seen.append(clamped)
+    return verdicts
+
+
+def crop_valid_reward(traj: Trajectory | None, **kw) -> float:
+    """Fraction of valid crop calls (0 without calls or records)."""
+    if traj is None or not traj.calls:
+        return 0.0
+    verdicts = call_verdicts(traj, **kw)
+    return sum(v is None for v in verdicts) / len(verdicts)
+
+
+def region_iou_reward(traj: Trajectory | None, gt_boxes) -> float | None:
+    """Mean over ground-truth boxes (original pixels) of the best IoU with a crop."""
+    gts = normalise_gt_boxes(gt_boxes)
+    if not gts:
+        return None
+    crops = []
+    if traj is not None and traj.image_wh:
+        for px in traj.pixel_boxes():
+            clamped = check_box(px, *traj.image_wh)[0] if px is not None else None
+            if clamped is not None:
+                crops.append(clamped)
+    return sum(max((box_iou(g, c) for c in crops), default=0.0) for g in gts) / len(gts)
+
+
+def normalise_gt_boxes(gt_boxes) -> list[tuple]:
+    """``[x1,y1,x2,y2]`` or a list of them -> list of proper boxes (bad entries dropped)."""
+    if gt_boxes is None:
+        return []
+    if _is_box(gt_boxes):
+        gt_boxes = [gt_boxes]
+    if not isinstance(gt_boxes, list | tuple):
+        return []
+    return [tuple(float(v) for v in b) for b in gt_boxes
+            if _is_box(b) and b[2] > b[0] and b[3] > b[1]]
+
+
+def tool_reward(traj: Trajectory | None, accuracy: float) -> float:
+    """1 if at least one crop was executed and the answer is right (>= 0.5), else 0."""
+    executed = traj.executed if traj is not None and traj.executed is not None else 0
+    return 1.0 if executed >= 1 and accuracy >= 0.5 else 0.0
+
+
+# ----------------------------------------------------------------------------- accuracy
+def normalise(text: str) -> str:
+    """Lower case, no punctuation (decimal points kept), no articles, single spaces."""
+    text = text.lower().translate(_PUNCT)
+    text = re.sub(r"\.(?!\d)", " ", text)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _number(text: str) -> float | None:
+    t = text.strip().replace("$", "").replace("%", "").strip()
+    if not _NUMBER_RE.fullmatch(t):
+        return None
+    try:
+        v = float(t.replace(",", ""))
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def solutions_of(solution) -> list[str]:
+    """The acceptable answers: a string (``<answer>`` tags stripped), a number, or a list."""
+    if solution is None:
+        return []
+    items = solution if isinstance(solution, list | tuple) else [solution]
+    out = []
+    for s in items:
+        if isinstance(s, bool) or s is None:
+            continue
+        if isinstance(s, int | float):
+            if math.isfinite(s):
+                out.append(repr(s) if isinstance(s, float) else str(s))
+            continue
+        if isinstance(s, str):
+            s = extract_answer(s) or s
+            if s.strip():
+                out.append(s.strip())
+    return out
+
+
+def rule_match(pred: str, gold: str, rtol: float = 1e-2) -> bool | None:
+    """True / False when a rule decides, None when only a judge could (free-form text)."""
+    letter = _LETTER_GT_RE.match(gold.strip())
+    if letter and (len(gold.strip()) <= 4 or gold.strip()[1:3] in (". ", ") ")):
+        p = _LETTER_PRED_RE.match(pred)
+        return bool(p) and p.group(1).upper() == letter.group(1).upper()
+    g = _number(gold)
+    if g is not None:
+        nums = _NUMBER_RE.findall(pred)
+        if not nums:
+            return False
+        try:
+            p = float(nums[-1].replace(",", ""))
+        except ValueError:
+            return False
+        if "." not in gold and "e" not in gold.lower():  # a count: the exact integer
+            return p == g
+        return math.isfinite(p) and abs(p - g) <= max(1e-9, rtol * abs(g))
+    np_, ng = normalise(pred), normalise(gold)
+    if np_ == ng:
+        return True
+    if ng in ("yes", "no"):
+        return np_.split(" ", 1)[0] == ng if np_ else False
+    return None
+
+
+def judge_requests(text: str, solution, rtol: float = 1e-2) -> list[tuple[str, str]]:
+    """The (gold, prediction) pairs :func:`accuracy_reward` would ask a judge about, so a
+    batch can be judged concurrently beforehand."""
+    pred = extract_answer(clean_text(text))
+    golds = solutions_of(solution)
+    if not pred or not golds:
+        return []
+    verdicts = [rule_match(pred, g, rtol) for g in golds]
+    if any(verdicts):
+        return []
+    return [(g, pred) for g, v in zip(golds, verdicts, strict=True) if v is None]
+
+
+def accuracy_reward(text: str, solution, judge=None, question: str = "",
+                    rtol: float = 1e-2) -> float:
+    """1.0 if the last ``<answer>`` matches any acceptable solution, else 0.0. Rules first
+    (letter, number, normalised exact, yes/no); free-form mismatches go to ``judge(question,
+    gold, pred) -> bool | None`` when one is given, and count as wrong otherwise."""
+    pred = extract_answer(clean_text(text))
+    golds = solutions_of(solution)
+    if pred is None or not pred or not golds:
+        return 0.0
+    undecided = []
+    for gold in golds:
+        verdict = rule_match(pred, gold, rtol)
+        if verdict:
+            return 1.0
+        if verdict is None:
+            undecided.append(gold)
+    if judge is not None and undecided:
+        for gold in undecided:
+            if judge(question, gold, pred):
+                return 1.0
+    return 0.0

@@ -1,0 +1,308 @@
+"""ms-swift side of Regional GRPO: reward classes for ``--reward_funcs`` and the ``crop_tool``
+multi-turn scheduler for ``--multi_turn_scheduler``.
+
+**Rollout format = SFT format.** The crop template trains on one assistant turn in which
+each ``</tool_call>`` is followed by the crop's vision block. The scheduler reproduces that
+exactly during rollouts: generation stops at ``</tool_call>`` (the crop templates list it as
+a stop word), the box is executed by :meth:`CropPolicy.execute` (the function the template
+and the inference loop call), the crop is appended to the request's images, and the turn's
+token ids are extended by ``<|vision_start|><|image_pad|><|vision_end|>`` with loss mask 0.
+ms-swift then keeps the assistant message as those ids and *continues* it in the next round,
+and the training forward re-encodes the same ids: the single ``<|image_pad|>`` is expanded
+to the crop's grid by the Qwen template, and the crop itself travels in
+``rollout_infos['images']`` (all images: the original first, then the crops in order), which
+ms-swift puts in place of the sample's images before encoding. The crop templates count
+those id-backed image pads when matching tags to images (see ``swift_template.py``).
+
+A malformed or rejected call gets ``(crop failed: <reason>)`` appended instead (mask 0), so
+the model is told and can try again; nothing raises. A trajectory ends when a round stops
+without a pending call (an answer, EOS), on ``length``, or at ``--max_turns``.
+
+What was executed is recorded in ``rollout_infos['crop_tool']``: the calls as written (model
+space) with their errors, the original and model-input image sizes, the coordinate space and
+patch factor, and how many crops were appended. The rewards read that record; they never
+count tags in the text.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import OrderedDict
+from functools import cached_property
+
+from swift.rewards import ORM, orms
+from swift.rollout import MultiTurnScheduler, multi_turns
+from swift.template import Template
+from swift.utils import get_logger
+
+from svp.croptool import rewards as R
+from svp.croptool.geometry import parse_tool_calls, policy_from_env
+from svp.croptool.judge import Judge
+
+logger = get_logger()
+STOP = "</tool_call>"
+SCHEDULER = "crop_tool"
+_OPEN_CALL = re.compile(r"<tool_call>(?:(?!</tool_call>).)*$", re.S)
+
+
+# ----------------------------------------------------------------------------- scheduler
+def pending_call(completion: str, finish_reason: str | None) -> tuple[str, bool]:
+    """(completion ending in a closed tool call or '', whether ``</tool_call>`` had to be
+    added because the engine stripped the stop string). '' means: no call pending."""
+    if not isinstance(completion, str) or finish_reason == "length":
+        return "", False
+    body = completion.rstrip()
+    if body.endswith(STOP):
+        return body, False
+    if finish_reason == "stop" and _OPEN_CALL.search(body):
+        return body + STOP, True
+    return "", False
+
+
+class CropToolScheduler(MultiTurnScheduler):
+    """Executes crop-tool calls inside one assistant turn (same format as the SFT data)."""
+
+    def __init__(self, infer_engine=None, max_turns=None, *args, **kwargs):
+        super().__init__(infer_engine, max_turns, *args, **kwargs)
+        template = self._template or getattr(infer_engine, "template", None)
+        family = getattr(template, "crop_family", None)
+        if family is None:
+            name = getattr(getattr(template, "template_meta", None), "template_type", None)
+            raise ValueError(
+                f"--multi_turn_scheduler {SCHEDULER} needs a crop template (qwen2_5_vl_crop or "
+                f"qwen3_vl_crop, registered by plugins/croptool.py, which plugins/rgrpo.py "
+                f"loads); got template {name!r}")
+        self.family = family
+        self.policy = policy_from_env(family)
+        self.executed = 0
+        self.failed = 0
+        # decoded main images, keyed by the identity of the request's images[0] (kept alive
+        # in the entry so the id cannot be reused): one decode per trajectory, not per crop
+        self._sources: OrderedDict[int, tuple] = OrderedDict()
+
+    @cached_property
+    def _vision_ids(self) -> list[int]:
+        return list(self.tokenizer.encode(R.VISION_BLOCK, add_special_tokens=False))
+
+    def check_finished(self, infer_request, response_choice, current_turn) -> bool:
+        if super().check_finished(infer_request, response_choice, current_turn):
+            return True
+        body, _ = pending_call(response_choice.message.content, response_choice.finish_reason)
+        return not body
+
+    def step(self, infer_request, response_choice, current_turn) -> dict:
+        completion = response_choice.message.content or ""
+        body, added_stop = pending_call(completion, response_choice.finish_reason)
+        ids, mask = self.get_response_token_data(infer_request, response_choice,
+                                                 is_continuation=current_turn > 1)
+        tok = self.tokenizer
+        extra: list[int] = []
+        if added_stop:  # the engine stripped "</tool_call>": put it back, unsampled
+            extra += tok.encode(STOP, add_special_tokens=False)
+            msg = infer_request.messages[-1]
+            if isinstance(msg.get("content"), str):
+                msg["content"] += STOP
+        calls = parse_tool_calls(body)
+        call = calls[-1] if calls and calls[-1].end == len(body) else None
+        state = self._state(infer_request)
+        crop, reason = None, None
+        if call is None:
+            reason = "no readable tool call before </tool_call>"
+        elif call.box is None:
+            reason = call.error
+        else:
+            try:
+                crop, _, reason = self.policy.execute(self._source(infer_request), call.box)
+            except (OSError, ValueError) as exc:  # unreadable image: tell, do not crash
+                reason = f"image could not be read: {exc}"
+        state["calls"].append({"box": list(call.box) if call and call.box else None,
+                               "error": None if crop is not None else reason})
+        if crop is not None:
+            infer_request.images.append(crop)
+            state["executed"] += 1
+            self.executed += 1
+            extra += self._vision_ids
+        else:
+            self.failed += 1
+            extra += tok.encode(R.FEEDBACK.format(reason=reason), add_special_tokens=False)
+            if self.failed in (1, 10, 100) or self.failed % 1000 == 0:
+                logger.warning(f"crop tool: rejected call ({reason}); {self.failed} rejected, "
+                               f"{self.executed} executed so far")
+        return {"infer_request": infer_request,
+                "response_token_ids": ids + extra,
+                "response_loss_mask": mask + [0] * len(extra),
+                "rollout_infos": {"crop_tool": copy.deepcopy(state),
+                                  "images": list(infer_request.images)}}
+
+    async def on_turn_end(self, infer_request, response_choice, current_turn) -> dict:
+        """Attach the record on every round, so a trajectory without calls has one too."""
+        return {"rollout_infos": {"crop_tool": copy.deepcopy(self._state(infer_request))}}
+
+    def _source(self, infer_request):
+        """The original main image, decoded once per trajectory (small LRU)."""
+        key = infer_request.images[0]
+        hit = self._sources.get(id(key))
+        if hit is not None and hit[0] is key:
+            self._sources.move_to_end(id(key))
+            return hit[1]
+        image = Template._load_image(key, True)
+        self._sources[id(key)] = (key, image)
+        while len(self._sources) > 256:
+            self._sources.popitem(last=False)
+        return image
+
+    def _state(self, infer_request) -> dict:
+        """The trajectory's record, kept on the request; created on first use."""
+        state = infer_request.data_dict.get("crop_tool")
+        if state is None:
+            state = infer_request.data_dict["crop_tool"] = self._new_state(infer_request)
+        return state
+
+    def _new_state(self, infer_request) -> dict:
+        state = {"calls": [], "executed": 0, "space": self.policy.space,
+                 "factor": self.policy.factor, "image_wh": None, "model_wh": None}
+        if infer_request.images:
+            try:
+                wh = self._source(infer_request).size
+                state["image_wh"] = list(wh)
+                state["model_wh"] = list(self.policy.main_size(*wh))
+            except (OSError, ValueError) as exc:
+                logger.warning(f"crop tool: main image unreadable ({exc}); crops will fail")
+        return state
+
+
+# ----------------------------------------------------------------------------- rewards
+class _RewardBase(ORM):
+    """Per-completion loop with the one guarantee every reward gives: a finite float in
+    range (or None where not applicable), never an exception, whatever the model wrote."""
+
+    name = ""
+    errors = 0
+
+    def __call__(self, completions, **kwargs) -> list[float | None]:
+        n = len(completions)
+        infos = kwargs.get("rollout_infos") or [None] * n
+        self.prepare(completions, kwargs)
+        out: list[float | None] = []
+        for i, text in enumerate(completions):
+            if not isinstance(text, str):
+                text = ""
+            try:
+                value = self.score(i, text, R.Trajectory.from_infos(infos[i]), kwargs)
+            except Exception as exc:  # noqa: BLE001 - rewards must not stop training
+                type(self).errors += 1
+                logger.warning(f"{self.name}: scoring failed ({exc!r}); scored 0 "
+                               f"({type(self).errors} so far)")
+                value = 0.0
+            out.append(None if value is None else float(value))
+        return out
+
+    def prepare(self, completions, kwargs) -> None:
+        """Hook for batch-level work (the judge's concurrent requests)."""
+
+    def score(self, i, text, traj, kwargs) -> float | None:
+        raise NotImplementedError
+
+
+def _column(kwargs, name, i):
+    col = kwargs.get(name)
+    return col[i] if isinstance(col, list | tuple) and i < len(col) else None
+
+
+def _question(kwargs, i) -> str:
+    messages = _column(kwargs, "messages", i) or []
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+            return m["content"].replace("<image>", "").strip()
+    return ""
+
+
+class _AccuracyMixin:
+    """Shared by the accuracy and the tool reward: one judge, one cache."""
+
+    judge: Judge | None = None
+    _judge_ready = False
+
+    @classmethod
+    def _get_judge(cls) -> Judge | None:
+        if not _AccuracyMixin._judge_ready:
+            _AccuracyMixin.judge = Judge.from_env()
+            _AccuracyMixin._judge_ready = True
+        return _AccuracyMixin.judge
+
+    def prepare(self, completions, kwargs) -> None:
+        if "solution" not in kwargs:
+            raise ValueError(f"{self.name} needs a 'solution' column in the dataset (the "
+                             "ground-truth answer); see README 'Regional GRPO' for the format")
+        judge = self._get_judge()
+        if judge is None:
+            return
+        triples = [(_question(kwargs, i), gold, pred)
+                   for i, text in enumerate(completions) if isinstance(text, str)
+                   for gold, pred in R.judge_requests(text, _column(kwargs, "solution", i))]
+        judge.prefetch(triples)
+
+    def accuracy(self, i, text, kwargs) -> float:
+        return R.accuracy_reward(text, _column(kwargs, "solution", i), self._get_judge(),
+                                 _question(kwargs, i))
+
+
+class AccuracyReward(_AccuracyMixin, _RewardBase):
+    name = "rgrpo_accuracy"
+
+    def score(self, i, text, traj, kwargs):
+        return self.accuracy(i, text, kwargs)
+
+
+class ToolReward(_AccuracyMixin, _RewardBase):
+    name = "rgrpo_tool"
+
+    def score(self, i, text, traj, kwargs):
+        return R.tool_reward(traj, self.accuracy(i, text, kwargs))
+
+
+class FormatReward(_RewardBase):
+    name = "rgrpo_format"
+
+    def score(self, i, text, traj, kwargs):
+        return R.format_reward(text)
+
+
+class CropValidReward(_RewardBase):
+    name = "rgrpo_crop_valid"
+
+    def score(self, i, text, traj, kwargs):
+        return R.crop_valid_reward(traj)
+
+
+class RegionIouReward(_RewardBase):
+    name = "rgrpo_region_iou"
+
+    def score(self, i, text, traj, kwargs):
+        return R.region_iou_reward(traj, _column(kwargs, "gt_boxes", i))
+
+
+class SegmentLengthReward(_RewardBase):
+    name = "rgrpo_segment_length"
+
+    def score(self, i, text, traj, kwargs):
+        return R.segment_length_reward(text)
+
+
+REWARD_CLASSES = [AccuracyReward, FormatReward, CropValidReward, RegionIouReward,
+                  SegmentLengthReward, ToolReward]
+
+
+def _named(cls):
+    """ms-swift logs a reward under its class name: give each the name users pass."""
+    return type(cls.name, (cls,), {"__module__": __name__, "__doc__": R.REWARDS[cls.name][2]})
+
+
+REGISTERED = {cls.name: _named(cls) for cls in REWARD_CLASSES}
+
+
+def register() -> None:
+    """Put the rewards in ``orms`` and the scheduler in ``multi_turns`` (idempotent)."""
+    orms.update(REGISTERED)
+    multi_turns[SCHEDULER] = CropToolScheduler

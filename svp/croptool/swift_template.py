@@ -1,0 +1,130 @@
+"""ms-swift side of the crop tool: templates that cut crops on the fly.
+
+``qwen2_5_vl_crop`` and ``qwen3_vl_crop`` are the stock Qwen2.5-VL / Qwen3-VL templates plus
+one step before encoding: every crop request in an assistant turn that is not already
+followed by ``<image>`` gets ``<image>`` right after it, and the crop itself, cut from the
+sample's source image by :meth:`CropPolicy.execute` (the function the inference loop uses,
+so training sees exactly the crop the model will see), is inserted into ``images`` at the
+matching position. Everything after that is the stock template: image tokens get labels
+-100 (``replace_tag`` contexts carry no loss), ``</tool_call>`` and the text after a crop
+are trained, and the collator computes mrope positions with the model's ``get_rope_index``
+over all images in sequence order.
+
+The source image is decoded once per sample; the main image is given to the model at the
+policy size (shorter side ``SVP_CROP_MAIN_SHORT``, default 448), so the box numbers in the
+text (the model's coordinate space: Qwen2.5-VL resized pixels, Qwen3-VL 0..1000) refer to
+it. A request with a bad box keeps its text and gets no crop; the count is logged.
+"""
+
+from __future__ import annotations
+
+import re
+
+from swift.template import Template
+from swift.template.register import TEMPLATE_MAPPING, register_template
+from swift.template.templates.qwen import Qwen2_5VLTemplate, Qwen3VLTemplate
+from swift.template.utils import get_token_backed_response_ids
+from swift.utils import get_logger
+
+from svp.croptool.geometry import parse_tool_calls, policy_from_env
+
+logger = get_logger()
+TEMPLATES = {"qwen2_5_vl_crop": "qwen2_5_vl", "qwen3_vl_crop": "qwen3_vl"}
+_IMAGE_TAG = "<image>"
+STOP = "</tool_call>"
+_FOLLOWED_BY_IMAGE = re.compile(r"\s*<image>")
+
+
+class CropToolMixin:
+    """Inserts the crops before the stock ``_preprocess_inputs`` runs."""
+
+    crop_family: str = "qwen2_5_vl"
+    bad_boxes: int = 0
+
+    def _preprocess_inputs(self, inputs) -> None:
+        if inputs.images:
+            self._insert_crops(inputs)
+        super()._preprocess_inputs(inputs)
+
+    def _id_images(self, content) -> int:
+        """Image pads inside an assistant message held as token ids (R-GRPO rollouts and
+        their training encode): each stands for one image of ``inputs.images``."""
+        ids = get_token_backed_response_ids(content)
+        return ids.count(self.image_token_id) if ids else 0
+
+    def _add_default_tags(self, inputs) -> None:
+        """The stock rule (missing ``<image>`` tags go in front of message 0) counts only
+        text tags; with id-held crops it would give each a second tag. ``_insert_crops``
+        has already matched every image to a text tag or an id-held pad, so skip it then."""
+        if not any(self._id_images(m.get("content")) for m in inputs.messages):
+            super()._add_default_tags(inputs)
+
+    def _insert_crops(self, inputs) -> None:
+        policy = policy_from_env(self.crop_family)
+        images = list(inputs.images)
+        n_tags = sum(m["content"].count(_IMAGE_TAG) if isinstance(m.get("content"), str)
+                     else self._id_images(m.get("content")) for m in inputs.messages)
+        if n_tags < len(images):  # what ms-swift would do later: leading tags on message 0
+            first = next(m for m in inputs.messages if isinstance(m.get("content"), str))
+            first["content"] = _IMAGE_TAG * (len(images) - n_tags) + first["content"]
+        ptr, source = 0, None
+        for msg in inputs.messages:
+            content = msg.get("content")
+            if not isinstance(content, str):
+                ptr += self._id_images(content)  # crops already executed by the rollout
+                continue
+            events = [(m.start(), m.end(), None)
+                      for m in re.finditer(re.escape(_IMAGE_TAG), content)]
+            if msg.get("role") == "assistant":
+                events += [(c.start, c.end, c) for c in parse_tool_calls(content)]
+            events.sort(key=lambda e: e[0])
+            parts, pos = [], 0
+            for start, end, call in events:
+                if call is None:  # an <image> tag: the next listed image
+                    if ptr >= len(images):
+                        break  # more tags than images: the stock template reports it
+                    if msg.get("role") != "assistant":  # a main image: decode once, size it
+                        source = Template._load_image(images[ptr], True)
+                        images[ptr] = policy.main_image(source)
+                    ptr += 1
+                    continue
+                if _FOLLOWED_BY_IMAGE.match(content, end) or source is None:
+                    continue  # crop given already (pre-cut files, or the inference loop)
+                crop, _, reason = policy.execute(source, call.box) if call.box else (
+                    None, None, call.error)
+                if crop is None:
+                    CropToolMixin.bad_boxes += 1
+                    logger.warning(f"crop tool: no crop for {content[start:end]!r}: {reason} "
+                                   f"({CropToolMixin.bad_boxes} so far)")
+                    continue
+                parts += [content[pos:end], _IMAGE_TAG]
+                pos = end
+                images.insert(ptr, crop)
+                ptr += 1
+            if parts:
+                parts.append(content[pos:])
+                msg["content"] = "".join(parts)
+        inputs.images = images
+
+
+class Qwen2_5VLCropTemplate(CropToolMixin, Qwen2_5VLTemplate):
+    crop_family = "qwen2_5_vl"
+
+
+class Qwen3VLCropTemplate(CropToolMixin, Qwen3VLTemplate):
+    crop_family = "qwen3_vl"
+
+
+_CLASSES = {"qwen2_5_vl_crop": Qwen2_5VLCropTemplate, "qwen3_vl_crop": Qwen3VLCropTemplate}
+
+
+def register() -> None:
+    """Register both templates as copies of the stock metas with our classes (idempotent)."""
+    from dataclasses import replace
+
+    for name, base in TEMPLATES.items():
+        stock = TEMPLATE_MAPPING[base]
+        # generation pauses at every call so the tool (inference loop, R-GRPO scheduler) runs
+        stop = list(stock.stop_words) + [s for s in (STOP,) if s not in stock.stop_words]
+        meta = replace(stock, template_type=name, template_cls=_CLASSES[name], stop_words=stop)
+        register_template(meta, exist_ok=True)

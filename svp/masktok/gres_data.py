@@ -1,0 +1,152 @@
+"""gRefCOCO (GRES) annotations to mask-token conversations, without any model code.
+
+Inputs are the gRefCOCO files: ``grefs(unc).json`` (a list of referring expressions, each
+with an ``ann_id`` list; ``[-1]`` means the expression refers to nothing) and the COCO
+``instances.json`` (polygon or RLE segmentations). Each sentence becomes one conversation:
+the question from a template, the answer a fenced JSON list of ``{mask_2d, label}`` with the
+targets ordered left to right by box centre (then top to bottom), or ``No target.``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from svp.masktok.coco import annotation_to_mask, mask_to_rle
+from svp.masktok.tokens import MaskAnswerItem, format_gres_answer, sort_left_to_right
+
+# Question templates (ours, in the spirit of the upstream list).
+SEG_QUESTIONS = (
+    "Please segment {sent} in this image.",
+    "Can you segment {sent} in this image?",
+    "Please identify and segment {sent} in this image.",
+    "Where is {sent} in this image? Please answer with segmentation masks.",
+    "Segment {sent}.",
+    "What is {sent} in this image? Please respond with its segmentation mask.",
+)
+
+
+@dataclass
+class GresSample:
+    """One sentence of one referring expression, with everything needed to write it."""
+
+    ref_id: int
+    sent_id: int
+    image_id: int
+    file_name: str
+    width: int
+    height: int
+    sentence: str
+    ann_ids: list[int]  # [] when the expression refers to nothing
+    segmentations: list = field(default_factory=list)  # one per ann id
+
+    @property
+    def no_target(self) -> bool:
+        return not self.ann_ids
+
+    @property
+    def key(self) -> str:
+        return f"{self.ref_id}:{self.sent_id}"
+
+
+class GresError(ValueError):
+    """A problem with the gRefCOCO files themselves (named file and field)."""
+
+
+def load_gres(grefs_path: str | Path, instances_path: str | Path,
+              split: str | None = None) -> tuple[list[GresSample], dict]:
+    """All sentences of ``split`` (or every split when None) as samples, in file order.
+
+    Returns ``(samples, skipped)`` where ``skipped`` counts refs dropped per reason (an
+    annotation id or image missing from instances.json).
+    """
+    grefs = _read_json(grefs_path)
+    inst = _read_json(instances_path)
+    if not isinstance(grefs, list):
+        raise GresError(f"{grefs_path}: expected a list of referring expressions")
+    if not isinstance(inst, dict) or "annotations" not in inst or "images" not in inst:
+        raise GresError(f"{instances_path}: expected COCO instances with 'images' and "
+                        "'annotations'")
+    anns = {a["id"]: a for a in inst["annotations"]}
+    images = {im["id"]: im for im in inst["images"]}
+    samples: list[GresSample] = []
+    skipped: Counter = Counter()
+    for i, ref in enumerate(grefs):
+        if split is not None and ref.get("split") != split:
+            continue
+        try:
+            ann_ids = ref["ann_id"]
+            image_id = ref["image_id"]
+            sentences = ref["sentences"]
+        except (KeyError, TypeError) as exc:
+            raise GresError(f"{grefs_path}: ref #{i} lacks {exc}") from exc
+        if isinstance(ann_ids, int):  # legacy single id
+            ann_ids = [ann_ids]
+        ann_ids = [a for a in ann_ids if a != -1]
+        if ref.get("no_target") and ann_ids:
+            ann_ids = []
+        if image_id not in images:
+            skipped["image not in instances.json"] += len(sentences)
+            continue
+        missing = [a for a in ann_ids if a not in anns]
+        if missing:
+            skipped["annotation id not in instances.json"] += len(sentences)
+            continue
+        im = images[image_id]
+        for j, sent in enumerate(sentences):
+            text = (sent.get("sent") or sent.get("raw") or "").strip()
+            if not text:
+                skipped["empty sentence"] += 1
+                continue
+            samples.append(GresSample(
+                ref_id=ref.get("ref_id", i), sent_id=sent.get("sent_id", j), image_id=image_id,
+                file_name=im["file_name"], width=im["width"], height=im["height"],
+                sentence=text, ann_ids=list(ann_ids),
+                segmentations=[anns[a]["segmentation"] for a in ann_ids]))
+    return samples, dict(skipped)
+
+
+def _read_json(path: str | Path):
+    p = Path(path)
+    if not p.is_file():
+        raise GresError(f"file not found: {p}")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise GresError(f"{p}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+
+
+def target_masks(sample: GresSample) -> np.ndarray:
+    """[N, H, W] bool, one per annotation (polygon parts merged); [0, H, W] for no target."""
+    if sample.no_target:
+        return np.zeros((0, sample.height, sample.width), bool)
+    return np.stack([annotation_to_mask(s, sample.height, sample.width)
+                     for s in sample.segmentations])
+
+
+def question(sample: GresSample, rng: random.Random) -> str:
+    return "<image>\n" + rng.choice(SEG_QUESTIONS).format(sent=sample.sentence)
+
+
+def answer(codes: np.ndarray, boxes: np.ndarray, label: str) -> str:
+    """The assistant answer for codes [N, 2] whose boxes [N, 4] give the left-to-right order."""
+    order = sort_left_to_right(boxes.tolist())
+    return format_gres_answer([MaskAnswerItem((int(codes[i, 0]), int(codes[i, 1])), label)
+                               for i in order])
+
+
+def union_rle(masks: np.ndarray, height: int, width: int) -> dict:
+    """The union of the targets as RLE with string counts (JSON-friendly)."""
+    union = masks.any(0) if len(masks) else np.zeros((height, width), bool)
+    return mask_to_rle(union)
+
+
+def iter_batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,115 @@
+"""ms-swift side of mask tokens: vocabulary at load time, mask-span loss weight, constrained
+decoding inside ms-swift's transformers engine.
+
+- Every model ms-swift loads while this plugin is active gets the 514 mask tokens if its
+  tokenizer lacks them (non-special, rows at mean + 0.02 std noise, never shrunk; see
+  svp/common/vocab.py). Ids are deterministic, so ``swift infer --adapters`` re-creates
+  the training vocabulary before loading the adapter's embed_tokens / lm_head.
+- ``--loss_scale default+mask_span`` weights the tokens of every ``<|mt_start|>...<|mt_end|>``
+  span by ``$SVP_MASK_LOSS_WEIGHT`` (default 2.0) in assistant turns; other trained tokens 1.
+- Generation through ms-swift's transformers engine (``swift infer``, GRPO rollouts without
+  vLLM) is constrained so that every mask is start, first-level code, second-level code, end
+  (``$SVP_CONSTRAIN_MASKS=0`` turns it off).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from swift.loss_scale import LossScale, loss_scale_map
+from swift.model.register import ModelLoader
+from swift.template import Template
+from swift.utils import get_logger
+
+from svp.common.swift_vocab import grow_vocabulary
+from svp.masktok.tokens import MT_END, MT_START, MaskTokenLogitsProcessor, mask_token_list
+
+logger = get_logger()
+_MARK = "_svp_masktok_patched"
+_SPAN_RE = re.compile(re.escape(MT_START) + r".*?" + re.escape(MT_END), re.S)
+WEIGHT_ENV = "SVP_MASK_LOSS_WEIGHT"
+CONSTRAIN_ENV = "SVP_CONSTRAIN_MASKS"
+
+
+def mask_loss_weight() -> float:
+    value = os.environ.get(WEIGHT_ENV, "2.0")
+    try:
+        weight = float(value)
+    except ValueError as exc:
+        raise ValueError(f"{WEIGHT_ENV}={value!r} is not a number") from exc
+    if weight < 0:
+        raise ValueError(f"{WEIGHT_ENV}={weight} must be >= 0")
+    return weight
+
+
+class MaskSpanLossScale(LossScale):
+    """Splits a trained response into mask spans (weight w) and the rest (weight 1)."""
+
+    is_binary = False
+
+    def get_loss_scale(self, context, **kwargs):
+        if not isinstance(context, str) or MT_START not in context:
+            return [context], [1.0]
+        weight = mask_loss_weight()
+        parts, weights, pos = [], [], 0
+        for m in _SPAN_RE.finditer(context):
+            if m.start() > pos:
+                parts.append(context[pos:m.start()])
+                weights.append(1.0)
+            parts.append(m.group(0))
+            weights.append(weight)
+            pos = m.end()
+        if pos < len(context):
+            parts.append(context[pos:])
+            weights.append(1.0)
+        return parts, weights
+
+
+def _patch_model_loader() -> None:
+    original = ModelLoader._add_new_special_tokens
+
+    def add_tokens(self, model, processor, config):
+        original(self, model, processor, config)
+        summary = grow_vocabulary(self, model, processor, config, [(mask_token_list(), False)])
+        if summary["added"] and "rows_after" not in summary:
+            logger.info(f"masktok: added {summary['added']} mask tokens to the tokenizer")
+        elif summary["added"]:
+            logger.info(f"masktok: added {summary['added']} mask tokens; embedding rows "
+                        f"{summary['rows_before']} -> {summary['rows_after']}")
+
+    ModelLoader._add_new_special_tokens = add_tokens
+
+
+def _patch_generation() -> None:
+    original = Template.prepare_generate_kwargs
+
+    def prepare_generate_kwargs(self, generate_kwargs, *, model=None):
+        generate_kwargs = original(self, generate_kwargs, model=model)
+        if os.environ.get(CONSTRAIN_ENV, "1") == "0":
+            return generate_kwargs
+        proc = getattr(self, "_svp_mask_processor", None)
+        if proc is None:
+            try:
+                proc = MaskTokenLogitsProcessor.from_tokenizer(self.tokenizer)
+            except ValueError:
+                proc = False  # this tokenizer has no mask tokens: nothing to constrain
+            self._svp_mask_processor = proc
+        if proc:
+            from transformers import LogitsProcessorList
+
+            existing = generate_kwargs.get("logits_processor") or []
+            generate_kwargs["logits_processor"] = LogitsProcessorList([*existing, proc])
+        return generate_kwargs
+
+    Template.prepare_generate_kwargs = prepare_generate_kwargs
+
+
+def register() -> None:
+    """Idempotent: patches once per process, registers the loss scale under 'mask_span'."""
+    loss_scale_map["mask_span"] = MaskSpanLossScale
+    if getattr(ModelLoader, _MARK, False):
+        return
+    _patch_model_loader()
+    _patch_generation()
+    setattr(ModelLoader, _MARK, True)

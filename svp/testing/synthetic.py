@@ -1,0 +1,328 @@
+"""Seeded synthetic images and LLaVA conversations for tests, the demo and benchmarks.
+
+Pictures of one coloured shape (circle, square or triangle) on a noisy background, with a
+question about it and the true answer, so a tiny model has something learnable and every
+run of the demo sees the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
+           "yellow": (230, 210, 40)}
+
+
+@dataclass(frozen=True)
+class ShapeSample:
+    """One drawn shape: what it is and where (box in pixels, x1 y1 x2 y2)."""
+
+    shape: str
+    colour: str
+    box: tuple[int, int, int, int]
+    size: tuple[int, int]
+
+
+def draw_shape_image(rng: random.Random, width: int, height: int,
+                     within: tuple[int, int, int, int] | None = None
+                     ) -> tuple[Image.Image, ShapeSample]:
+    """A textured background with one filled shape covering 20-60% of the shorter side (of
+    the ``within`` box, x1 y1 x2 y2, when given: the shape then lies inside it)."""
+    img = _textured_background(rng, width, height)
+    shape = rng.choice(SHAPES)
+    colour = rng.choice(sorted(COLOURS))
+    ox, oy, rx, ry = within or (0, 0, width, height)
+    side = int(min(rx - ox, ry - oy) * rng.uniform(0.2, 0.6))
+    x1 = ox + rng.randint(0, rx - ox - side)
+    y1 = oy + rng.randint(0, ry - oy - side)
+    box = (x1, y1, x1 + side, y1 + side)
+    draw = ImageDraw.Draw(img)
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(x1 + side // 2, y1), (x1, y1 + side), (x1 + side, y1 + side)], fill=fill)
+    return img, ShapeSample(shape, colour, box, (width, height))
+
+
+def write_llava_dataset(out_dir: str | Path, n: int = 24, seed: int = 0,
+                        name: str = "shapes", jsonl: bool = True) -> Path:
+    """Write ``n`` images and a LLaVA annotation file; returns the annotation path.
+
+    Images go to ``out_dir/images`` and are referenced by relative path, so the registry's
+    ``data_path`` (``out_dir/images``) is exercised.
+    """
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        w, h = rng.choice([(84, 84), (112, 84), (84, 112), (140, 112)])
+        img, s = draw_shape_image(rng, w, h)
+        fname = f"{name}_{i:04d}.png"
+        img.save(out / "images" / fname)
+        question = rng.choice([
+            "What shape is in this picture?", "Which shape do you see?",
+            "Name the shape and its colour."])
+        rows.append({
+            "id": f"{name}-{i}",
+            "image": fname,
+            "conversations": [
+                {"from": "human", "value": f"<image>\n{question}"},
+                {"from": "gpt", "value": f"A {s.colour} {s.shape}."},
+            ],
+        })
+    ann = out / (f"{name}.jsonl" if jsonl else f"{name}.json")
+    tmp = ann.with_suffix(ann.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        if jsonl:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        else:
+            json.dump(rows, f, indent=1)
+    tmp.replace(ann)
+    return ann
+
+
+def write_messages_dataset(out_dir: str | Path, n: int, width: int = 112, height: int = 84,
+                           seed: int = 0) -> Path:
+    """``n`` shape pictures and ``out_dir/train.jsonl`` in ms-swift's ``messages`` form with
+    absolute image paths ("What shape is this?" -> "A <colour> <shape>.")."""
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        img, s = draw_shape_image(rng, width, height)
+        path = (out / "images" / f"{i}.png").resolve()
+        img.save(path)
+        rows.append({"messages": [{"role": "user", "content": "<image>\nWhat shape is this?"},
+                                  {"role": "assistant", "content": f"A {s.colour} {s.shape}."}],
+                     "images": [str(path)]})
+    ann = out / "train.jsonl"
+    ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ann
+
+
+def write_crop_questions(out_dir: str | Path, n: int, seed: int = 0, width: int = 224,
+                         height: int = 168) -> dict[str, Path]:
+    """Crop-tool questions about one small shape per picture, in the *upstream* formats, so
+    the demo runs the real converters on them.
+
+    The shape lies inside one quarter of the picture and the reasoning crops that quarter,
+    a task a tiny model can learn on CPU in a minute (four distinct boxes). Writes
+    ``images/crop_*.png``, ``vlir.jsonl`` (VLM-R3's SFT format: ``QnA`` with an ``A3`` whose
+    reasoning asks for ``{Crop shape [x1, y1, x2, y2]}`` in original pixels) and
+    ``rl.jsonl`` (VLM-R3's RL format: question, answer = the colour, ``bbox`` = the shape's
+    own box) for the same pictures. Returns the paths.
+    """
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    sft, rl = [], []
+    hw, hh = width // 2, height // 2
+    quarters = [(0, 0, hw, hh), (hw, 0, width, hh), (0, hh, hw, height), (hw, hh, width, height)]
+    for i in range(n):
+        quarter = rng.choice(quarters)
+        img, s = draw_shape_image(rng, width, height, within=quarter)
+        fname = f"crop_{i:04d}.png"
+        img.save(out / "images" / fname)
+        question = "What colour is the shape?"
+        answer = (f"<think>\nThe {s.shape} is small; look closer. "
+                  f"{{Crop {s.shape} [{', '.join(str(v) for v in quarter)}]}}\n"
+                  f"It is {s.colour}.\n</think>\n\n<answer>{s.colour}</answer>")
+        sft.append({"image_path": fname, "QnA": [{"Q": question, "A3": answer}]})
+        rl.append({"image_path": fname, "question": question, "answer": s.colour,
+                   "bbox": list(s.box), "source": "synthetic"})
+    from svp.common.sharded import write_atomic
+
+    paths = {"images": out / "images", "vlir": out / "vlir.jsonl", "rl": out / "rl.jsonl"}
+    for key, rows in (("vlir", sft), ("rl", rl)):
+        write_atomic(paths[key], "".join(json.dumps(r) + "\n" for r in rows))
+    return paths
+
+
+def write_registry(path: str | Path, datasets: dict[str, tuple[str | Path, str | Path | None]]
+                   ) -> Path:
+    """Write a registry YAML mapping names to (annotation_path, data_path)."""
+    import yaml
+
+    doc = {"datasets": {
+        name: {"annotation_path": str(ann), **({"data_path": str(data)} if data else {})}
+        for name, (ann, data) in datasets.items()}}
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return p
+
+
+def _noise(rng: random.Random, width: int, height: int, sigma: float) -> Image.Image:
+    """Grey Gaussian noise around 128, drawn from ``rng`` (PIL's effect_noise is unseeded)."""
+    import numpy as np
+
+    gen = np.random.default_rng(rng.getrandbits(64))
+    grey = np.clip(gen.normal(128.0, sigma, (height, width)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
+def _textured_background(rng: random.Random, width: int, height: int) -> Image.Image:
+    """Noise blended with a random tint, a gradient and a few lines: not trivially flat."""
+    noise = _noise(rng, width, height, rng.uniform(15, 70))
+    tint = Image.new("RGB", (width, height), tuple(rng.randint(30, 225) for _ in range(3)))
+    img = Image.blend(noise, tint, rng.uniform(0.4, 0.8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.randint(0, 6)):
+        pts = [(rng.randint(0, width), rng.randint(0, height)) for _ in range(2)]
+        draw.line(pts, fill=tuple(rng.randint(0, 255) for _ in range(3)),
+                  width=rng.randint(1, 3))
+    return img
+
+
+def _random_polygon(rng: random.Random, cx: float, cy: float, r: float) -> list[tuple]:
+    n = rng.randint(3, 8)
+    angles = sorted(rng.uniform(0, 2 * math.pi) for _ in range(n))
+    return [(cx + r * rng.uniform(0.5, 1.0) * math.cos(a),
+             cy + r * rng.uniform(0.5, 1.0) * math.sin(a)) for a in angles]
+
+
+def draw_shapes_scene(rng: random.Random, width: int, height: int, n_shapes: int,
+                      min_visible: int = 30):
+    """Several shapes (ellipses, rectangles, polygons, two-part blobs) on a textured
+    background, later ones occluding earlier ones.
+
+    Returns ``(image, masks [K, H, W] bool, kinds)`` with the *visible* part of each shape;
+    shapes left with fewer than ``min_visible`` pixels are dropped.
+    """
+    import numpy as np
+
+    img = _textured_background(rng, width, height)
+    draw = ImageDraw.Draw(img)
+    masks, kinds = [], []
+    short = min(width, height)
+    for _ in range(n_shapes):
+        kind = rng.choice(("ellipse", "rectangle", "polygon", "two_part"))
+        layer = Image.new("L", (width, height), 0)
+        ldraw = ImageDraw.Draw(layer)
+        r = short * rng.uniform(0.08, 0.35)
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        if kind == "ellipse":
+            rx, ry = r * rng.uniform(0.5, 1.0), r * rng.uniform(0.5, 1.0)
+            ldraw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+        elif kind == "rectangle":
+            rx, ry = r * rng.uniform(0.4, 1.0), r * rng.uniform(0.4, 1.0)
+            ldraw.rectangle((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+        elif kind == "polygon":
+            ldraw.polygon(_random_polygon(rng, cx, cy, r), fill=255)
+        else:
+            for _ in range(2):
+                ox, oy = rng.uniform(-1.5, 1.5) * r, rng.uniform(-1.5, 1.5) * r
+                rr = r * rng.uniform(0.3, 0.6)
+                ldraw.ellipse((cx + ox - rr, cy + oy - rr, cx + ox + rr, cy + oy + rr), fill=255)
+        colour = tuple(rng.randint(0, 255) for _ in range(3))
+        fill = Image.new("RGB", (width, height), colour)
+        if rng.random() < 0.5:  # a textured fill
+            fill = Image.blend(fill, _noise(rng, width, height, 40), 0.25)
+        img.paste(fill, (0, 0), layer)
+        new = np.asarray(layer) > 127
+        masks = [m & ~new for m in masks]
+        masks.append(new)
+        kinds.append(kind)
+    keep = [i for i, m in enumerate(masks) if m.sum() >= min_visible]
+    del draw
+    out = np.stack([masks[i] for i in keep]) if keep else np.zeros((0, height, width), bool)
+    return img, out, [kinds[i] for i in keep]
+
+
+def write_synthetic_gres(out_dir: str | Path, n_images: int = 12, seed: int = 0,
+                         val_fraction: float = 0.25) -> dict[str, Path]:
+    """A gRefCOCO-format dataset drawn from synthetic scenes, for tests and the demo.
+
+    Writes ``images/*.png``, ``instances.json`` (unoccluded rectangles as polygons,
+    two-part blobs as uncompressed RLE, the rest as compressed RLE) and
+    ``grefs(unc).json`` with single-target, multi-target ("all the shapes") and
+    no-target ("the purple unicorn") expressions, split into train / val by image.
+    """
+    import numpy as np
+
+    from svp.masktok.coco import mask_to_rle
+
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    images, anns, refs = [], [], []
+    ann_id, ref_id = 1, 0
+    for i in range(n_images):
+        w, h = rng.choice([(128, 96), (160, 120), (96, 128), (128, 128)])
+        img, masks, kinds = draw_shapes_scene(rng, w, h, rng.randint(2, 4), min_visible=60)
+        if len(masks) == 0:
+            continue
+        image_id = 1000 + i
+        fname = f"scene_{i:04d}.png"
+        img.save(out / "images" / fname)
+        images.append({"id": image_id, "file_name": fname, "width": w, "height": h})
+        every = max(1, round(1 / val_fraction))  # deterministic: every k-th image is val
+        split = "val" if i % every == every - 1 else "train"
+        ids = []
+        for m, kind in zip(masks, kinds, strict=True):
+            ys, xs = np.nonzero(m)
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            if m.sum() == (x1 - x0) * (y1 - y0):  # an unoccluded rectangle: a polygon
+                seg = [[float(x0), float(y0), float(x1), float(y0), float(x1), float(y1),
+                        float(x0), float(y1)]]
+            elif kind == "two_part":  # uncompressed RLE (list counts), as iscrowd ones are
+                seg = _uncompressed_rle(m)
+            else:
+                seg = mask_to_rle(m)
+            anns.append({"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                         "area": float(m.sum()), "segmentation": seg,
+                         "bbox": [float(xs.min()), float(ys.min()),
+                                  float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
+                         "kind": kind})
+            ids.append(ann_id)
+            ann_id += 1
+        for k, a in enumerate(ids):
+            kind = anns[a - 1]["kind"].replace("_", "-")
+            refs.append(_gref(ref_id, image_id, fname, split, [a],
+                              [f"the {kind} number {k + 1}", f"shape {k + 1}, a {kind}"]))
+            ref_id += 1
+        if len(ids) > 1:
+            refs.append(_gref(ref_id, image_id, fname, split, ids, ["all the shapes"]))
+            ref_id += 1
+        refs.append(_gref(ref_id, image_id, fname, split, [-1], ["the purple unicorn"]))
+        ref_id += 1
+    inst = out / "instances.json"
+    inst.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": 1, "name": "shape"}]}))
+    grefs = out / "grefs(unc).json"
+    grefs.write_text(json.dumps(refs))
+    return {"grefs": grefs, "instances": inst, "images": out / "images"}
+
+
+def _uncompressed_rle(mask) -> dict:
+    """COCO's uncompressed RLE: column-major run lengths, starting with a run of zeros."""
+    import numpy as np
+
+    flat = np.asarray(mask, dtype=np.uint8).flatten(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [len(flat)]])
+    runs = np.diff(bounds).tolist()
+    if flat[0] == 1:
+        runs = [0, *runs]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": runs}
+
+
+def _gref(ref_id: int, image_id: int, fname: str, split: str, ann_ids: list[int],
+          sents: list[str]) -> dict:
+    return {"ref_id": ref_id, "image_id": image_id, "file_name": fname, "split": split,
+            "ann_id": ann_ids, "no_target": ann_ids == [-1],
+            "sentences": [{"sent_id": ref_id * 10 + j, "sent": s, "raw": s}
+                          for j, s in enumerate(sents)]}

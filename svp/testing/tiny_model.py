@@ -1,0 +1,320 @@
+"""Offline, seeded, random-weight Qwen2.5-VL / Qwen3-VL model directories for tests and demos.
+
+No model hub is reachable in CI, yet every end-to-end test must drive the real loading code
+(``swift sft --model DIR``, ``from_pretrained``). This module builds a directory that loads
+exactly like a real checkpoint: a small config of the real architecture, a byte-level BPE
+tokenizer built here, the default image / video processors and a chat template.
+
+The one thing that must match the real models is where the special tokens sit: ms-swift
+hard-codes ``image_token_id = 151655`` in its Qwen templates, so a compact vocabulary would
+silently mis-expand image placeholders. The BPE vocabulary is therefore padded with
+unreachable ``<|filler_N|>`` entries so that ``<|endoftext|>`` is 151643, ``<|im_start|>``
+151644, ``<|image_pad|>`` 151655, ``<tool_call>`` 151657, and so on, as in Qwen's tokenizer;
+``len(tokenizer)`` equals the real one (151665 / 151669), so vocabulary resizing behaves the
+same too. The ``lm_head`` rows of the filler ids are zero, so greedy decoding of the random
+model yields BPE text rather than filler strings.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+ARCHES = ("qwen2_5_vl", "qwen3_vl")
+BPE_SIZE = 2000
+FIRST_SPECIAL_ID = 151643
+VOCAB_SIZE = 151936  # embedding rows, as in the real 2B/4B/8B-class configs
+
+# (token, special) in id order from 151643; "special" as in Qwen's tokenizer_config.
+QWEN25_ADDED = [
+    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
+    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True),
+    ("<|box_start|>", True), ("<|box_end|>", True),
+    ("<|quad_start|>", True), ("<|quad_end|>", True),
+    ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
+    ("<|image_pad|>", True), ("<|video_pad|>", True),
+    ("<tool_call>", False), ("</tool_call>", False),
+    ("<|fim_prefix|>", False), ("<|fim_middle|>", False), ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False), ("<|repo_name|>", False), ("<|file_sep|>", False),
+]
+QWEN3_EXTRA = [("<tool_response>", False), ("</tool_response>", False),
+               ("<think>", False), ("</think>", False)]
+
+# Qwen's pre-tokenizer split pattern (contractions, letters, single digits, punctuation runs,
+# newlines, spaces): the split must match so that digit-by-digit coordinates tokenize alike.
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+              r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+_WORDS = (
+    "the a an of in on at to with and or is are was this that what where which who how many "
+    "please identify segment mask region object image picture photo crop look closer answer "
+    "think zoom left right front back top bottom middle black white red green blue yellow "
+    "small large chair table person dog cat car tree sky building window door cup bottle "
+    "book phone bag shoe hat shirt man woman child bird horse sheep cow boat train bus truck "
+    "describe caption detail there here not no yes target label json bbox box point first "
+    "second third step because so then finally color shape circle square triangle texture "
+    "background foreground count number near far above below between inside outside"
+).split()
+_SNIPPETS = (
+    '```json\n[{"mask_2d": "', '", "label": "', '"}]\n```', "No target.",
+    '{"bbox_2d": [', "], ", '"label": ', "<answer>", "</answer>", "Crop ", "[x1, y1, x2, y2]",
+    "0123456789", ", ", ". ", "? ", "\n", "\n\n", ": ", "(", ")", "{", "}", "[", "]",
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes of the tiny model: small enough for CPU, shaped like the real one."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    vision_depth: int = 2
+    vision_hidden: int = 64
+    vision_heads: int = 4
+
+
+def added_tokens(arch: str) -> list[tuple[str, bool]]:
+    """The Qwen added tokens of ``arch`` in id order starting at 151643."""
+    _check_arch(arch)
+    return QWEN25_ADDED + (QWEN3_EXTRA if arch == "qwen3_vl" else [])
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHES:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHES}")
+
+
+def _corpus(seed: int, n_lines: int = 3000) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        words = rng.choices(_WORDS, k=rng.randint(3, 14))
+        if rng.random() < 0.5:
+            words[0] = words[0].capitalize()
+        line = " ".join(words)
+        if rng.random() < 0.5:
+            line += rng.choice(_SNIPPETS) + str(rng.randint(0, 1000))
+        lines.append(line + rng.choice([".", "?", "", "\n"]))
+    lines.extend(_SNIPPETS)
+    return lines
+
+
+def build_tokenizer(arch: str, seed: int = 0):
+    """A byte-level BPE tokenizer with Qwen's added tokens at Qwen's ids (see module doc)."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
+    from transformers import Qwen2Tokenizer
+
+    pre = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    base = Tokenizer(models.BPE())
+    base.normalizer = normalizers.NFC()
+    base.pre_tokenizer = pre
+    trainer = trainers.BpeTrainer(
+        vocab_size=BPE_SIZE, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    base.train_from_iterator(_corpus(seed), trainer=trainer)
+    state = json.loads(base.to_str())
+    vocab: dict[str, int] = state["model"]["vocab"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+              for m in state["model"]["merges"]]
+    for i in range(len(vocab), FIRST_SPECIAL_ID):
+        vocab[f"<|filler_{i}|>"] = i
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.ByteLevel()
+    for text, special in added_tokens(arch):
+        added = AddedToken(text, special=special, normalized=False)
+        if special:
+            tok.add_special_tokens([added])
+        else:
+            tok.add_tokens([added])
+    for i, (text, _) in enumerate(added_tokens(arch)):
+        got = tok.token_to_id(text)
+        if got != FIRST_SPECIAL_ID + i:
+            raise RuntimeError(f"{text} got id {got}, expected {FIRST_SPECIAL_ID + i}")
+    return Qwen2Tokenizer(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+        errors="replace",
+        split_special_tokens=False,
+    )
+
+
+def chat_template(arch: str) -> str:
+    """ChatML with Qwen-VL vision placeholders; Qwen2.5-VL adds its default system prompt."""
+    default_system = (
+        "{%- if messages[0].role != 'system' -%}"
+        "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}"
+        "{%- endif -%}" if arch == "qwen2_5_vl" else "")
+    return (
+        default_system
+        + "{%- for message in messages -%}"
+        "{{- '<|im_start|>' + message.role + '\\n' -}}"
+        "{%- if message.content is string -%}{{- message.content -}}"
+        "{%- else -%}{%- for part in message.content -%}"
+        "{%- if part.type == 'image' or 'image' in part or 'image_url' in part -%}"
+        "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+        "{%- elif part.type == 'video' or 'video' in part -%}"
+        "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+        "{%- elif 'text' in part -%}{{- part.text -}}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{{- '<|im_end|>\\n' -}}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    )
+
+
+def build_config(arch: str, spec: TinySpec = TinySpec()):
+    """A real-architecture config with tiny sizes; mrope sections sum to head_dim / 2."""
+    _check_arch(arch)
+    head_dim = spec.hidden // spec.heads
+    text = dict(
+        vocab_size=VOCAB_SIZE, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads, max_position_embeddings=32768,
+        bos_token_id=FIRST_SPECIAL_ID, eos_token_id=FIRST_SPECIAL_ID + 2,
+        pad_token_id=FIRST_SPECIAL_ID, tie_word_embeddings=False, dtype="float32",
+    )
+    vision = dict(depth=spec.vision_depth, hidden_size=spec.vision_hidden,
+                  num_heads=spec.vision_heads, intermediate_size=spec.intermediate,
+                  out_hidden_size=spec.hidden, spatial_merge_size=2, temporal_patch_size=2)
+    if arch == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig
+
+        third = head_dim // 2 // 3
+        section = [head_dim // 2 - 2 * third, third, third]  # [2, 3, 3] for head_dim 16
+        text.update(rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                     "mrope_section": section})
+        vision.update(patch_size=14, window_size=112,
+                      fullatt_block_indexes=[spec.vision_depth - 1])
+        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision,
+                                  tie_word_embeddings=False)
+        config.architectures = ["Qwen2_5_VLForConditionalGeneration"]
+    else:
+        from transformers import Qwen3VLConfig
+
+        half = head_dim // 2
+        section = [half - 2 * (half // 4), half // 4, half // 4]  # [4, 2, 2] for head_dim 16
+        text.update(head_dim=head_dim, rope_parameters={
+            "rope_type": "default", "rope_theta": 5000000.0,
+            "mrope_section": section, "mrope_interleaved": True})
+        vision.update(patch_size=16, num_position_embeddings=256, deepstack_visual_indexes=[0],
+                      hidden_act="gelu_pytorch_tanh")
+        config = Qwen3VLConfig(text_config=text, vision_config=vision,
+                               tie_word_embeddings=False)
+        config.architectures = ["Qwen3VLForConditionalGeneration"]
+    config.image_token_id = FIRST_SPECIAL_ID + 12
+    config.video_token_id = FIRST_SPECIAL_ID + 13
+    config.vision_start_token_id = FIRST_SPECIAL_ID + 9
+    config.vision_end_token_id = FIRST_SPECIAL_ID + 10
+    config.dtype = "float32"
+    return config
+
+
+def build_processor(arch: str, tokenizer):
+    """Tokenizer + the default image/video processors of the architecture + chat template."""
+    if arch == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+        return Qwen2_5_VLProcessor(
+            image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer,
+            video_processor=Qwen2VLVideoProcessor(), chat_template=chat_template(arch))
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    image_processor = Qwen2VLImageProcessor(
+        patch_size=16, merge_size=2, temporal_patch_size=2,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        size={"shortest_edge": 65536, "longest_edge": 16777216})
+    return Qwen3VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(), chat_template=chat_template(arch))
+
+
+def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0,
+                     spec: TinySpec = TinySpec()) -> Path:
+    """Write a loadable model directory to ``out_dir`` and return it.
+
+    The directory is written to a temporary sibling and renamed into place, so a concurrent
+    or interrupted build never leaves a half-written model that a later run would trust.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import GenerationConfig
+
+    _check_arch(arch)
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        torch.manual_seed(seed)
+        config = build_config(arch, spec)
+        if arch == "qwen2_5_vl":
+            from transformers import Qwen2_5_VLForConditionalGeneration as Model
+        else:
+            from transformers import Qwen3VLForConditionalGeneration as Model
+        model = Model(config).to(torch.float32).eval()
+        tokenizer = build_tokenizer(arch, seed=seed)
+        with torch.no_grad():
+            n_bpe = len(json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]) + 256
+            head = model.get_output_embeddings().weight
+            head[n_bpe:FIRST_SPECIAL_ID].zero_()
+            head[FIRST_SPECIAL_ID + len(added_tokens(arch)):].zero_()
+        model.generation_config = GenerationConfig(
+            bos_token_id=FIRST_SPECIAL_ID, pad_token_id=FIRST_SPECIAL_ID,
+            eos_token_id=[FIRST_SPECIAL_ID + 2, FIRST_SPECIAL_ID], do_sample=False)
+        model.save_pretrained(tmp)
+        build_processor(arch, tokenizer).save_pretrained(tmp)
+        (tmp / "tiny_model.json").write_text(json.dumps(
+            {"arch": arch, "seed": seed, "spec": spec.__dict__,
+             "built_by": "svp.testing.tiny_model"}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def builder_fingerprint() -> str:
+    """Changes whenever this builder or the transformers version changes (cache key)."""
+    import hashlib
+
+    import transformers
+
+    src = Path(__file__).read_bytes()
+    return hashlib.sha256(src + transformers.__version__.encode()).hexdigest()[:12]
+
+
+def cached_tiny_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:
+    """Build once per builder version into ``cache_root`` and reuse it (tests, demo, bench)."""
+    _check_arch(arch)
+    out = Path(cache_root).resolve() / f"tiny-{arch}-s{seed}-{builder_fingerprint()}"
+    if not (out / "tiny_model.json").is_file():
+        build_tiny_model(arch, out, seed=seed)
+    return out

@@ -1,0 +1,95 @@
+"""Adding the 514 mask tokens: single ids, non-special, rows initialised, never shrunk."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from svp.common.vocab import add_mask_tokens
+from svp.masktok.tokens import codes_to_text, mask_token_list
+from tests.helpers import REPO, offline_env
+
+
+def test_shipped_token_file_matches_the_vocabulary():
+    assert (REPO / "recipes" / "mask_tokens.txt").read_text().split() == mask_token_list()
+
+
+@pytest.mark.parametrize("arch,rows_after", [("qwen2_5_vl", 152192), ("qwen3_vl", 152192)])
+def test_cli_adds_tokens_to_tiny_models(tiny_model, tmp_path, arch, rows_after):
+    src = tiny_model(arch)
+    out = tmp_path / "mt"
+    proc = subprocess.run([sys.executable, str(REPO / "data_tools" / "add_special_tokens.py"),
+                           "--model", str(src), "--out", str(out)],
+                          capture_output=True, text=True, env=offline_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "added 514 tokens" in proc.stdout
+    before = AutoModelForImageTextToText.from_pretrained(src)
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    tok = AutoProcessor.from_pretrained(out).tokenizer
+    old_len = {"qwen2_5_vl": 151665, "qwen3_vl": 151669}[arch]
+    assert len(tok) == old_len + 514
+    ids = tok.convert_tokens_to_ids(mask_token_list())
+    assert ids == list(range(old_len, old_len + 514))
+    text = "It is " + codes_to_text(230, 89) + "."
+    enc = tok.encode(text, add_special_tokens=False)
+    assert ids[0] in enc and ids[1 + 230] in enc and ids[1 + 256 + 89] in enc
+    assert tok.decode(enc, skip_special_tokens=True) == text  # non-special: kept
+    emb = model.get_input_embeddings().weight
+    assert emb.shape[0] == rows_after
+    old = before.get_input_embeddings().weight
+    assert torch.equal(emb[:old_len], old[:old_len]), "existing rows must not change"
+    new = emb[old_len:old_len + 514]
+    mean, std = old[:old_len].mean(0), old[:old_len].std(0)
+    assert ((new - mean).abs() <= 0.02 * std * 6 + 1e-6).all()  # mean + 0.02 std noise
+    assert new.std(0).mean() > 0  # rows differ from each other
+    head = model.get_output_embeddings().weight
+    assert head.shape[0] == rows_after and head[old_len:old_len + 514].abs().sum() > 0
+
+
+class _Tok:
+    """Minimal tokenizer stand-in with a configurable length."""
+
+    def __init__(self, n: int):
+        self.vocab = {f"t{i}": i for i in range(n)}
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+    def add_tokens(self, tokens, special_tokens=False):
+        for t in tokens:
+            self.vocab[str(t)] = len(self.vocab)
+
+    def convert_tokens_to_ids(self, toks):
+        return [self.vocab[t] for t in toks]
+
+    def __len__(self):
+        return len(self.vocab)
+
+
+class _Model(torch.nn.Module):
+    def __init__(self, rows: int, dim: int = 8):
+        super().__init__()
+        self.emb = torch.nn.Embedding(rows, dim)
+        self.resized_to = None
+
+    def get_input_embeddings(self):
+        return self.emb
+
+    def get_output_embeddings(self):
+        return None
+
+    def resize_token_embeddings(self, n, mean_resizing=False):
+        self.resized_to = n
+
+
+def test_never_shrinks_a_larger_embedding_matrix():
+    model, tok = _Model(rows=2000), _Tok(1000)  # room for 1514 tokens already
+    summary = add_mask_tokens(model, tok)
+    assert model.resized_to is None and summary["rows_after"] == 2000
+    assert summary["added"] == 514 and summary["tied_head"]
+    again = add_mask_tokens(model, tok)  # idempotent
+    assert again["added"] == 0

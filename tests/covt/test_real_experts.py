@@ -1,0 +1,154 @@
+"""The real expert adapters, loaded by their real loading code from tiny random-weight
+checkpoints written here in each library's own format (no weights can be downloaded):
+shapes agree with the head shapes, gradients reach the tokens and never the expert, and a
+missing checkpoint stops with the variable to set."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from svp.covt import real
+from svp.covt.tokens import ThoughtConfig
+
+IMAGENET = {"image_mean": list(real.IMAGENET_MEAN), "image_std": list(real.IMAGENET_STD)}
+
+
+def images(n=2):
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """Tiny checkpoints: {expert: path}."""
+    from transformers import (
+        BitImageProcessor,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        Dinov2Model,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
+
+    root = tmp_path_factory.mktemp("experts")
+    torch.manual_seed(0)
+    out = {}
+    sam = importlib.import_module("segment_anything.build_sam")._build_sam(
+        encoder_embed_dim=32, encoder_depth=4, encoder_num_heads=2,
+        encoder_global_attn_indexes=[1, 3])
+    out["sam"] = root / "sam_tiny.pth"
+    torch.save(sam.state_dict(), out["sam"])
+
+    dino_cfg = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                    intermediate_size=64, patch_size=14, image_size=518)
+    depth = DepthAnythingForDepthEstimation(DepthAnythingConfig(
+        backbone_config=Dinov2Config(**dino_cfg, out_indices=[1, 2, 3, 4],
+                                     reshape_hidden_states=False),
+        reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+        head_hidden_size=8))
+    out["depth"] = root / "depth"
+    depth.save_pretrained(out["depth"])
+
+    out["dino"] = root / "dino"
+    Dinov2Model(Dinov2Config(**dino_cfg)).save_pretrained(out["dino"])
+    BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                      do_convert_rgb=True, **IMAGENET).save_pretrained(out["dino"])
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=64, patch_size=16)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=99)
+    out["siglip"] = root / "siglip"
+    SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(
+        out["siglip"])
+    SiglipImageProcessor(size={"height": 64, "width": 64}).save_pretrained(out["siglip"])
+    out["metaclip"] = root / "metaclip"
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)
+              ).save_pretrained(out["metaclip"])
+    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}
+                       ).save_pretrained(out["metaclip"])
+
+    net = real._pidinet_module().pidinet()
+    out["pidinet"] = root / "table5_pidinet_tiny.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}},
+               out["pidinet"])
+    return out
+
+
+@pytest.fixture
+def env(ckpts, monkeypatch):
+    for name, path in ckpts.items():
+        monkeypatch.setenv(real.ENV[name], str(path))
+    return ckpts
+
+
+EXPECTED = {  # target tensors and their per-sample shapes for the tiny checkpoints
+    "sam": {"embed": (256, 64, 64), "masks": (8, 256, 256), "n_masks": ()},
+    "depth": {"feats": (4, 32, 37, 37), "depth": (256, 256)},
+    "dino": {"features": (1025, 32)},
+    "pidinet": {"feats": (60, 256, 256), "edges": (256, 256)},
+    "siglip": {"features": (1, 32)},
+    "metaclip": {"features": (1, 24)},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_real_expert_targets_decode_and_gradients(env, name):
+    cfg = ThoughtConfig.parse(name)
+    expert = (real.SamExpert(cfg.count(name), points_per_side=4) if name == "sam"
+              else real.real_expert(name, cfg.count(name)))
+    shape = expert.shape()
+    assert shape == real.real_head_shapes(cfg)[name]  # heads built before the expert loads fit
+    t = expert.targets(images(2))
+    assert {k: tuple(v.shape[1:]) for k, v in t.items()} == EXPECTED[name]
+    assert all(v.shape[0] == 2 and not v.requires_grad for v in t.values())
+    if name == "sam":
+        assert 0 <= int(t["n_masks"].max()) <= 8
+    z = torch.randn(2, shape.n_queries, shape.token_dim, requires_grad=True)
+    loss = expert.loss(expert.decode(z, t), t)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    modules = [m for m in vars(expert).values() if isinstance(m, torch.nn.Module)]
+    assert modules and all(p.grad is None and not p.requires_grad
+                           for m in modules for p in m.parameters())
+    again = expert.targets(images(2))  # frozen and deterministic: cacheable
+    assert all(torch.allclose(again[k].float(), t[k].float()) for k in t)
+
+
+def test_sam_architecture_is_read_from_the_checkpoint(ckpts):
+    arch = real._sam_arch(torch.load(ckpts["sam"], weights_only=True), ckpts["sam"])
+    assert arch == {"encoder_embed_dim": 32, "encoder_depth": 4, "encoder_num_heads": 2,
+                    "encoder_global_attn_indexes": [1, 3]}
+    with pytest.raises(ValueError, match="not a segment-anything SAM checkpoint"):
+        real._sam_arch({"x": torch.zeros(1)}, "bad.pth")
+
+
+def test_missing_checkpoint_names_the_variable(monkeypatch, tmp_path):
+    for name in real.ENV:
+        monkeypatch.delenv(real.ENV[name], raising=False)
+        with pytest.raises(FileNotFoundError, match=real.ENV[name]):
+            real.real_expert(name, 4)
+    monkeypatch.setenv(real.ENV["dino"], str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        real.real_expert("dino", 4)
+
+
+def test_head_shapes_without_checkpoints_are_upstreams(monkeypatch):
+    for name in real.ENV:
+        monkeypatch.delenv(real.ENV[name], raising=False)
+    shapes = real.real_head_shapes(ThoughtConfig.parse("sam,depth,dino,pidinet,siglip,metaclip"))
+    assert {n: (s.token_dim, s.n_tokens, s.n_queries) for n, s in shapes.items()} == {
+        "sam": (256, 8, 8), "depth": (1024, 4, 4), "dino": (1024, 4, 1025),
+        "pidinet": (60, 4, 4), "siglip": (1024, 4, 1), "metaclip": (1024, 4, 1)}

@@ -1,0 +1,128 @@
+"""CoVT end to end with real ``swift sft`` / ``swift export`` on the tiny Qwen2.5-VL, CPU, two
+stand-in experts (SAM, depth): the expert losses are logged per expert and fall, the stage
+follows the global step and a resumed run continues it, the checkpoint holds the heads and
+no base weights, cached targets give the on-the-fly losses, and the recipe chains runs and
+merges (the second run restores the first run's heads)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from data_tools import cache_expert_targets
+from svp.common.run_log import step_rows
+from svp.testing.synthetic import write_messages_dataset
+from tests.helpers import REPO, SWIFT, last_checkpoint, offline_env, run_swift
+
+COVT = {"SVP_COVT_BACKEND": "standin", "SVP_COVT_EXPERTS": "sam,depth",
+        "SVP_COVT_SCHEDULE": "understanding@0,generation@3,reasoning@6"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("covt")
+    write_messages_dataset(root, 16)
+    return root
+
+
+def sft(model, data, out, log, *extra, env=None, steps=8):
+    args = ["--external_plugins", str(REPO / "plugins" / "covt.py"), "--model", str(model),
+            "--model_type", "covt_qwen2_5_vl", "--template", "qwen2_5_vl_covt",
+            "--callbacks", "covt_stage", "--tuner_type", "lora", "--modules_to_save",
+            "covt_heads", "--dataset", str(data / "train.jsonl"), "--max_steps", str(steps),
+            "--save_steps", "4", "--learning_rate", "1e-3", "--check_model", "false",
+            "--per_device_train_batch_size", "2", "--logging_steps", "1",
+            "--dataloader_num_workers", "0", "--report_to", "tensorboard", "--torch_dtype",
+            "float32", "--output_dir", str(out), "--seed", "7", *extra]
+    return run_swift("sft", args, log, offline_env(**COVT, **(env or {})), data, timeout=600)
+
+
+def steps_of(out: Path, version: str = "v0") -> list[dict]:
+    run = next(out.glob(f"{version}-*"))
+    return [r for r in step_rows(run / "logging.jsonl") if "covt_sam" in r]
+
+
+@pytest.mark.slow
+def test_swift_sft_logs_falling_expert_losses_and_resume_continues_the_schedule(
+        data, tiny_model):
+    model = tiny_model("qwen2_5_vl")
+    out = data / "out"
+    sft(model, data, out, data / "sft.log")
+    logged = steps_of(out)
+    assert len(logged) == 8
+    stages = [r["covt_stage"] for r in logged]
+    assert stages == [0, 0, 0, 1, 1, 1, 2, 2]  # understanding, generation, reasoning by step
+    for name in ("covt_sam", "covt_depth"):
+        first, last = logged[0][name], sum(r[name] for r in logged[-3:]) / 3
+        assert last < 0.8 * first, (name, first, last)
+    tb = next(out.glob("v0-*/runs"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    assert {"train/covt_sam", "train/covt_depth", "train/covt_aux"} <= set(acc.Tags()["scalars"])
+
+    # the checkpoint: LoRA + the heads, no base weights
+    ckpt = last_checkpoint(out)
+    with safe_open(str(ckpt / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    heads = [k for k in keys if ".covt_heads." in k]
+    assert {k.split(".heads.")[1].split(".")[0] for k in heads} == {"sam", "depth"}
+    assert all("lora_" in k or ".covt_heads." in k for k in keys)
+    size = (ckpt / "adapter_model.safetensors").stat().st_size
+    base = sum(f.stat().st_size for f in Path(model).glob("*.safetensors"))
+    assert size < 0.01 * base, (size, base)
+
+    # resume from step 4: the schedule continues at "generation", losses as uninterrupted
+    mid = next(out.glob("v0-*/checkpoint-4"))
+    log = sft(model, data, out, data / "resume.log", "--resume_from_checkpoint", str(mid))
+    assert "covt: schedule starts at global step 4 (stage generation)" in log
+    resumed = steps_of(out, "v1")
+    assert [r["covt_stage"] for r in resumed] == [1, 1, 2, 2]
+    for a, b in zip(resumed, logged[4:], strict=True):
+        assert abs(a["covt_sam"] - b["covt_sam"]) < 0.05 * b["covt_sam"], (a, b)
+
+
+@pytest.mark.slow
+def test_cached_targets_give_the_on_the_fly_losses(data, tiny_model):
+    model = tiny_model("qwen2_5_vl")
+    cache = data / "cache"
+    assert cache_expert_targets.main(["--dataset", str(data / "train.jsonl"), "--cache",
+                                      str(cache), "--experts", "sam,depth", "--backend",
+                                      "standin"]) == 0
+    fly = sft(model, data, data / "fly", data / "fly.log", steps=3) and steps_of(data / "fly")
+    cached = sft(model, data, data / "cached", data / "cached.log", steps=3,
+                 env={"SVP_COVT_CACHE": str(cache)}) and steps_of(data / "cached")
+    assert [r["covt_cached"] for r in cached] == [1, 1, 1]
+    assert [r["covt_cached"] for r in fly] == [0, 0, 0]
+    # same model, same batch, targets stored in fp16: the same losses (later steps drift: Adam's
+    # first updates amplify the rounding of near-zero gradients)
+    a, b = cached[0], fly[0]
+    assert abs(a["covt_sam"] - b["covt_sam"]) < 1e-3 and abs(
+        a["covt_depth"] - b["covt_depth"]) < 1e-3, (a, b)
+
+
+@pytest.mark.slow
+def test_recipe_runs_stages_with_merges_and_restores_heads(data, tiny_model):
+    work = data / "work"
+    env = offline_env(**{k: v for k, v in COVT.items() if k != "SVP_COVT_SCHEDULE"},
+                      PATH=f"{Path(SWIFT).parent}:{offline_env()['PATH']}",
+                      BASE_MODEL=str(tiny_model("qwen2_5_vl")), DATA=str(data / "train.jsonl"),
+                      WORK_DIR=str(work), RUNS="understanding:3 generation@0,reasoning@2:4:3",
+                      LR="1e-3", BATCH="2", SAVE_STEPS="2", NUM_WORKERS="0", GRAD_CKPT="false",
+                      DTYPE="float32", TRAIN_NEW_ROWS="0", MAX_PIXELS="50176",
+                      EXTRA_ARGS="--check_model false")
+    recipe = str(REPO / "recipes" / "covt_qwen25vl_7b.sh")
+    r = subprocess.run(["bash", recipe], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    text = r.stdout + r.stderr
+    assert f"covt: restored 11 head tensors from {work / 'run1_understanding_merged'}" in text
+    for merged in ("run1_understanding_merged", "run2_generation_merged"):
+        with safe_open(str(work / merged / "model.safetensors"), "pt") as f:
+            assert sum(k.startswith("covt_heads.") for k in f.keys()) == 11
+    again = subprocess.run(["bash", recipe], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and again.stdout.count("done, skipped") == 2

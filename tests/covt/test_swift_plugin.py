@@ -1,0 +1,254 @@
+"""The CoVT ms-swift glue in-process on the tiny Qwen2.5-VL: model type with heads and tokens,
+stage rewriting, loss plumbing and gradients under LoRA and full tuning, head restore,
+the target cache and the recipe's commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from svp.covt.cache import TargetCache, image_key, split_batch
+from svp.covt.compute import aux_factor, covt_losses, thought_positions
+from svp.covt.experts import standin_experts
+from svp.covt.heads import CovtHeads
+from svp.covt.tokens import ANCHOR_START, ThoughtConfig
+from tests.helpers import REPO, load_entry, offline_env
+
+ENV = {"SVP_COVT_BACKEND": "standin", "SVP_COVT_EXPERTS": "sam,depth",
+       "SVP_COVT_SCHEDULE": "reasoning"}
+
+
+@pytest.fixture
+def covt_env(monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("SVP_COVT_CLOCK", raising=False)
+    monkeypatch.delenv("SVP_COVT_CACHE", raising=False)
+
+
+def scene(seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (84, 112, 3),
+                                                                  dtype=np.uint8))
+
+
+def row(q="<image>\nWhat shape is this?", a="A red circle.", image=True):
+    out = {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+    if image:
+        out["images"] = [scene()]
+    return out
+
+
+@pytest.fixture
+def loaded(covt_env, tiny_model):
+    from swift.model import get_model_processor
+    from swift.template import get_template
+
+    load_entry("covt")
+
+    model, processor = get_model_processor(str(tiny_model("qwen2_5_vl")),
+                                           model_type="covt_qwen2_5_vl")
+    template = get_template(processor, template_type="qwen2_5_vl_covt")
+    template.set_mode("train")
+    template.model = model
+    return model, processor, template
+
+
+def test_entry_imports_twice_without_double_registration(covt_env):
+    code = ("import runpy; from svp.covt.swift_plugin import register; register(); "
+            "runpy.run_path('plugins/covt.py'); runpy.run_path('plugins/covt.py'); "
+            "from swift.model.register import MODEL_MAPPING; "
+            "from swift.callbacks import callbacks_map; "
+            "assert 'covt_qwen2_5_vl' in MODEL_MAPPING and 'covt_stage' in callbacks_map; "
+            "assert MODEL_MAPPING['covt_qwen2_5_vl'].is_multimodal")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=offline_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_model_type_adds_heads_and_tokens(loaded):
+    model, processor, _ = loaded
+    tok = processor.tokenizer
+    for t in ThoughtConfig.parse("sam,depth").new_tokens():
+        assert tok.convert_tokens_to_ids(t) != tok.unk_token_id
+    assert tok.convert_tokens_to_ids("<|sam_pad|>") < model.get_input_embeddings().weight.shape[0]
+    assert isinstance(model.covt_heads, CovtHeads)
+    assert set(model.covt_heads.heads) == {"sam", "depth"}
+    assert any(k.startswith("covt_heads.") for k in model.state_dict())
+
+
+def test_rows_are_staged_by_the_schedule(loaded, monkeypatch, tmp_path):
+    _, processor, template = loaded
+    decode = processor.tokenizer.decode
+    text = decode(template.encode(row())["input_ids"])
+    assert "<think> Because the segmentation of the image is <|anchor_start|>" in text
+    assert text.count("<|sam_pad|>") == 8 and text.count("<|depth_pad|>") == 4
+    # the stage follows the clock the covt_stage callback publishes
+    clock = tmp_path / "step"
+    monkeypatch.setenv("SVP_COVT_CLOCK", str(clock))
+    monkeypatch.setenv("SVP_COVT_SCHEDULE", "understanding@0,generation@5")
+    template.__dict__.pop("covt", None)
+    clock.write_text("0")
+    enc = template.encode(row())
+    prompt = decode([t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True)
+                     if lab == -100])
+    assert "<|anchor_start|><|sam_pad|>" in prompt and "A red circle." in decode(enc["input_ids"])
+    assert enc["covt"]["stage"] == "understanding"
+    clock.write_text("7")
+    enc = template.encode(row())
+    assert "What is the segmentation and depth map of the image?" in decode(enc["input_ids"])
+    assert enc["covt"]["stage"] == "generation"
+    # hand-staged rows, text-only rows and inference requests are left alone
+    hand = "<think>" + ANCHOR_START + "<|depth_pad|>" * 4 + "<|anchor_end|></think> x"
+    enc = template.encode(row(a=hand))
+    assert decode(enc["input_ids"]).count("<|depth_pad|>") == 4 and "sam_pad" not in decode(
+        enc["input_ids"])
+    assert "covt" not in template.encode(row(q="What is 2+2?", a="4", image=False))
+    template.set_mode("pt")
+    assert "anchor" not in decode(template.encode(
+        {"messages": [{"role": "user", "content": "<image>hi"}], "images": [scene()]}
+    )["input_ids"])
+
+
+@pytest.mark.parametrize("tuner", ["lora", "full"])
+def test_heads_receive_gradients_experts_none(loaded, tuner):
+    model, _, template = loaded
+    if tuner == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                 modules_to_save=["covt_heads"]))
+    batch = template.data_collator([template.encode(row()), template.encode(row())])
+    out = template.compute_sft_loss(model, batch)
+    plain = model(**{k: v for k, v in batch.items() if k not in ("covt", "text_position_ids")})
+    assert out.loss > plain.loss  # the expert losses were added
+    out.loss.backward()
+    heads = [(n, p) for n, p in model.named_parameters() if "covt_heads" in n and p.requires_grad]
+    if tuner == "lora":
+        assert heads and all("modules_to_save" in n for n, _ in heads)
+    for expert in ("sam", "depth"):  # upstream's depth head never trained under LoRA
+        grads = [p.grad for n, p in heads if f"heads.{expert}." in n]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), expert
+    for expert in standin_experts(ThoughtConfig.parse("sam,depth")).values():
+        assert all(p.grad is None for m in vars(expert).values()
+                   if isinstance(m, torch.nn.Module) for p in m.parameters())
+
+
+def test_heads_restored_from_a_checkpoint_and_mismatch_refused(covt_env, tiny_model, tmp_path,
+                                                              monkeypatch):
+    from swift.model import get_model_processor
+
+    load_entry("covt")
+
+    base = tiny_model("qwen2_5_vl")
+    model, processor = get_model_processor(str(base), model_type="covt_qwen2_5_vl")
+    with torch.no_grad():
+        for p in model.covt_heads.parameters():
+            p.add_(1.0)
+    ckpt = tmp_path / "ckpt"  # a full-tuning checkpoint, saved the way the trainer saves it
+    model.save_pretrained(ckpt)
+    processor.save_pretrained(ckpt)
+    again, _ = get_model_processor(str(ckpt), model_type="covt_qwen2_5_vl")
+    for (n, a), b in zip(model.covt_heads.state_dict().items(),
+                         again.covt_heads.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n
+    monkeypatch.setenv("SVP_COVT_EXPERTS", "sam:4,depth")
+    with pytest.raises(ValueError, match="do not fit experts"):
+        get_model_processor(str(ckpt), model_type="covt_qwen2_5_vl")
+
+
+def test_positions_and_incomplete_groups():
+    ids = torch.tensor([[1, 7, 7, 7, 2], [7, 7, 3, 7, 7], [7, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+    rows, pos, short = thought_positions(ids, 7, 3)
+    assert rows == [0, 1] and pos.tolist() == [[1, 2, 3], [0, 1, 3]] and short == [2]
+    experts = standin_experts(ThoughtConfig.parse("depth"))
+    heads = CovtHeads(16, experts)
+    t = split_batch(experts["depth"].targets([scene(0), scene(1)]), 2)
+    hidden = torch.randn(2, 6, 16)
+    ids = torch.tensor([[5, 9, 9, 9, 9, 0], [5, 9, 9, 0, 0, 0]])  # second group cut short
+    res = covt_losses(hidden, ids, {"depth": 9}, heads, experts,
+                      [{"depth": t[0]}, {"depth": t[1]}])
+    assert res.samples["depth"] == 1 and sum(res.skipped.values()) == 1
+    assert "incomplete token group" in next(iter(res.skipped))
+
+
+def test_aux_factor_matches_the_trainers_lm_scaling():
+    assert aux_factor(True, 4, False, 1) == 0.25      # LM loss already a share of the window
+    assert aux_factor(False, 4, False, 1) == 1.0      # trainer divides by the steps itself
+    assert aux_factor(True, 2, True, 8) == 1 / 16     # trainer multiplies by world size
+
+
+def test_target_cache_roundtrip_meta_and_resume(tmp_path):
+    experts = standin_experts(ThoughtConfig.parse("sam,depth"))
+    fp = {n: e.fingerprint() for n, e in experts.items()}
+    with pytest.raises(FileNotFoundError, match="cache_expert_targets"):
+        TargetCache(tmp_path / "c", fp).check_meta(create=False)
+    cache = TargetCache(tmp_path / "c", fp)
+    cache.check_meta(create=True)
+    im = scene(3)
+    key = image_key(im)
+    assert key == image_key(im.convert("RGBA").convert("RGB")) != image_key(scene(4))
+    per = {n: split_batch(e.targets([im]), 1)[0] for n, e in experts.items()}
+    assert not cache.has(key, ["sam"]) and cache.load(key, ["sam"]) is None
+    cache.save(key, {"sam": per["sam"]})
+    assert cache.has(key, ["sam"]) and not cache.has(key, ["sam", "depth"])
+    cache.save(key, {"depth": per["depth"]})
+    back = cache.load(key, ["sam", "depth"])
+    for n in per:
+        for k, v in per[n].items():
+            assert back[n][k].shape == v.shape
+            assert torch.allclose(back[n][k].float(), v.float(), atol=2e-3, rtol=1e-3), (n, k)
+    other = dict(fp, sam="StandInSam:2:sam:8")
+    with pytest.raises(ValueError, match="made with other experts"):
+        TargetCache(tmp_path / "c", other).check_meta(create=False)
+
+
+def test_cache_tool_resumes_and_shards(tmp_path):
+    from data_tools import cache_expert_targets as tool
+
+    (tmp_path / "im").mkdir()
+    rows = []
+    for i in range(5):
+        scene(i).save(tmp_path / "im" / f"{i}.png")
+        rows.append({"image": f"im/{i}.png", "conversations": []})
+    rows.append({"image": "im/missing.png", "conversations": []})
+    rows.append({"conversations": []})
+    ds = tmp_path / "d.json"
+    import json
+
+    ds.write_text(json.dumps(rows))
+    args = ["--dataset", str(ds), "--image_root", str(tmp_path), "--cache", str(tmp_path / "c"),
+            "--experts", "sam,depth", "--backend", "standin", "--num_shards", "2"]
+    assert tool.main(args + ["--shard_index", "0"]) == 0
+    assert len(list((tmp_path / "c").glob("*/*.safetensors"))) == 3
+    assert tool.main(args + ["--shard_index", "1"]) == 0
+    assert len(list((tmp_path / "c").glob("*/*.safetensors"))) == 5
+    assert tool.main(args[:-2]) == 0  # everything cached: nothing recomputed
+    with pytest.raises(SystemExit):
+        tool.main(args + ["--shard_index", "2"])
+
+
+def test_recipe_dry_run_chains_runs_and_merges(tmp_path):
+    env = offline_env(DATA="d.jsonl", DRY_RUN="1", WORK_DIR=str(tmp_path / "w"),
+                      RUNS="understanding:40 generation@0,reasoning@30:60:50")
+    r = subprocess.run(["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    cmds = [ln for ln in r.stdout.splitlines() if ln.startswith("+ ")]
+    assert len(cmds) == 4
+    assert "SVP_COVT_SCHEDULE=understanding" in cmds[0] and "--max_steps 40" in cmds[0]
+    assert "--callbacks covt_stage" in cmds[0]
+    assert "--modules_to_save covt_heads embed_tokens lm_head" in cmds[0]
+    assert "merge_lora true" in cmds[1] and "run1_understanding_merged" in cmds[1]
+    assert "--model " + str(tmp_path / "w" / "run1_understanding_merged") in cmds[2]
+    assert "SVP_COVT_SCHEDULE=generation@0,reasoning@30" in cmds[2]
+    assert "SVP_COVT_AUX_UNTIL=50" in cmds[2]
+    bad = subprocess.run(["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")],
+                         env=dict(env, RUNS="understanding:x"), capture_output=True, text=True)
+    assert bad.returncode == 2 and "bad RUNS entry" in bad.stderr
+    assert os.path.exists(REPO / "plugins" / "covt.py")

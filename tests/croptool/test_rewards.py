@@ -1,0 +1,219 @@
+"""R-GRPO rewards: documented values on crafted completions, and property tests (arbitrary
+strings, adversarial near-misses, arbitrary scheduler records): never an exception, always a
+finite value in the documented range."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from svp.croptool import rewards as R
+from svp.croptool.judge import Judge
+from tests.helpers import JudgeHandler
+
+GOOD = ("<think>The sign is small. <tool_call>[10, 20, 200, 180]</tool_call>"
+        + R.VISION_BLOCK + " It reads STOP.</think><answer>stop</answer>")
+
+
+def traj(calls, executed=None, wh=(640, 480), model_wh=(588, 448), space="resized", factor=28):
+    calls = [{"box": list(b) if b is not None else None, "error": e} for b, e in calls]
+    ex = sum(1 for c in calls if c["error"] is None) if executed is None else executed
+    return R.Trajectory(calls, wh, model_wh, space, factor, ex)
+
+
+# ----------------------------------------------------------------------------- format
+@pytest.mark.parametrize("text, expected", [
+    (GOOD, 1.0),
+    ("<think>no tools needed</think>\n<answer>B</answer>\n", 1.0),
+    ("<think>x <tool_call>[1, 2, three, 4]</tool_call></think><answer>a</answer>", 0.5),
+    ("<think>x <tool_call>[1, 2, 3, 4]</think><answer>a</answer>", 0.5),  # unbalanced
+    ("<think>x</think><answer>a <tool_call>[1,2,3,4]</tool_call></answer>", 0.5),
+    ("<answer>a</answer>", 0.0),
+    ("<think>x</think>", 0.0),
+    ("<think>x</think><answer>a</answer> trailing words", 0.0),
+    ("<think></think><answer>a</answer>", 0.0),
+    ("<think>x</think><answer>a</answer><answer>b</answer>", 0.0),
+    ("<think>x</think><answer>" + "a" * 1001 + "</answer>", 0.0),  # DeepEyes' anti-hacking
+    (None, 0.0),
+])
+def test_format(text, expected):
+    assert R.format_reward(text) == expected
+
+
+def test_format_ignores_injected_blocks_and_failure_notes():
+    text = ("<think>a <tool_call>[1, 1, 0, 0]</tool_call>" + R.FEEDBACK.format(reason="swapped")
+            + "b</think><answer>c</answer>")
+    assert R.format_reward(text) == 1.0
+    assert R.clean_text(text) == ("<think>a <tool_call>[1, 1, 0, 0]</tool_call>b</think>"
+                                  "<answer>c</answer>")
+
+
+# ----------------------------------------------------------------------------- segments
+def test_segment_length_is_the_shortest_segment_like_vlmr3():
+    assert R.segment_length_reward(GOOD) == pytest.approx(0.1)  # both segments >= 10 chars
+    short = "<think>ab <tool_call>[1,2,3,4]</tool_call> a much longer segment</think><answer>x"
+    assert R.segment_length_reward(short) == pytest.approx(0.02)
+    assert R.segment_length_reward("<answer>x</answer>") == 0.0
+    assert R.segment_length_reward("<think><tool_call>[1,2,3,4]</tool_call></think>") == 0.0
+
+
+# ----------------------------------------------------------------------------- crops
+def test_crop_validity_reasons():
+    t = traj([((10, 20, 200, 180), None),        # valid
+              ((12, 21, 201, 181), None),        # repeat of the first (IoU > 0.9)
+              ((0, 0, 588, 448), None),          # the whole image
+              ((100, 100, 110, 110), None),      # smaller than a merged patch (28 px)
+              ((500, 400, 700, 600), None),      # mostly outside
+              (None, "swapped corners (5,5) / (1,1)")])
+    verdicts = R.call_verdicts(t)
+    assert verdicts == [None, "repeats an earlier crop", "the whole image",
+                        "smaller than one merged patch", "partly outside the image",
+                        "swapped corners (5,5) / (1,1)"]
+    assert R.crop_valid_reward(t) == pytest.approx(1 / 6)
+    assert R.crop_valid_reward(traj([])) == 0.0
+    assert R.crop_valid_reward(None) == 0.0
+
+
+def test_crop_validity_in_qwen3_space():
+    t = traj([((0, 0, 500, 500), None), ((0, 0, 1000, 1000), None)],
+             model_wh=(640, 480), space="norm1000", factor=32)
+    assert R.call_verdicts(t) == [None, "the whole image"]
+
+
+def test_region_iou_uses_original_pixels():
+    # model box (10,20,200,180) on a 588x448 view of a 640x480 image
+    t = traj([((10, 20, 200, 180), None)])
+    px = R.Trajectory.pixel_boxes(t)[0]
+    assert px == pytest.approx((10 * 640 / 588, 20 * 480 / 448, 200 * 640 / 588, 180 * 480 / 448))
+    assert R.region_iou_reward(t, [list(px)]) == pytest.approx(1.0)
+    assert R.region_iou_reward(t, [[400, 300, 600, 470]]) == 0.0
+    two = R.region_iou_reward(t, [list(px), [400, 300, 600, 470]])
+    assert two == pytest.approx(0.5)
+    assert R.region_iou_reward(t, None) is None
+    assert R.region_iou_reward(t, []) is None
+    assert R.region_iou_reward(None, [[0, 0, 10, 10]]) == 0.0
+
+
+def test_tool_reward_counts_executed_crops_not_text():
+    assert R.tool_reward(traj([((10, 20, 200, 180), None)]), 1.0) == 1.0
+    assert R.tool_reward(traj([((10, 20, 200, 180), None)]), 0.0) == 0.0
+    assert R.tool_reward(traj([(None, "bad")]), 1.0) == 0.0
+    assert R.tool_reward(None, 1.0) == 0.0  # tags in text alone never earn it
+
+
+def test_trajectory_from_infos_is_lenient():
+    ok = {"crop_tool": {"calls": [{"box": [1, 2, 3, 4], "error": None}], "executed": 1,
+                        "image_wh": [640, 480], "model_wh": [588, 448], "space": "resized",
+                        "factor": 28}}
+    t = R.Trajectory.from_infos(ok)
+    assert t.executed == 1 and t.image_wh == (640, 480)
+    for bad in (None, {}, {"crop_tool": 3}, {"crop_tool": {"image_wh": "x"}},
+                {"crop_tool": {"executed": "many"}}):
+        assert R.Trajectory.from_infos(bad) is None
+
+
+# ----------------------------------------------------------------------------- accuracy
+@pytest.mark.parametrize("answer, solution, expected", [
+    ("B", "B", 1.0), ("(B) a red car", "B", 1.0), ("b", "B", 0.0), ("C", "(B)", 0.0),
+    ("Answer: D", "D", 1.0), ("a red car", "A", 0.0),
+    ("3.5", "3.50", 1.0), ("about 1,204 people", "1204", 1.0), ("12.1", "12", 0.0),
+    ("100.5", "100", 0.0), ("3.52", "3.5", 1.0), ("3.6", "3.5", 0.0), ("none", "7", 0.0),
+    ("The Red  Car.", "red car", 1.0), ("Yes, it is.", "yes", 1.0), ("no", "yes", 0.0),
+    ("stop", ["halt", "stop"], 1.0), ("stop", "<answer>stop</answer>", 1.0), ("7", 7, 1.0),
+    ("a blue bus", "red car", 0.0),
+])
+def test_accuracy_rules(answer, solution, expected):
+    assert R.accuracy_reward(f"<think>t</think><answer>{answer}</answer>", solution) == expected
+
+
+def test_accuracy_needs_an_answer_tag_and_a_solution():
+    assert R.accuracy_reward("stop", "stop") == 0.0
+    assert R.accuracy_reward("<answer>stop</answer>", None) == 0.0
+    assert R.accuracy_reward("<answer></answer>", "stop") == 0.0
+
+
+def test_accuracy_asks_the_judge_only_when_rules_cannot_decide():
+    asked = []
+
+    def judge(q, gold, pred):
+        asked.append((q, gold, pred))
+        return gold == "a crimson automobile"
+
+    assert R.accuracy_reward("<answer>a red car</answer>", "a crimson automobile", judge,
+                             "colour?") == 1.0
+    assert R.accuracy_reward("<answer>C</answer>", "B", judge) == 0.0       # letters: rule
+    assert R.accuracy_reward("<answer>12</answer>", "13", judge) == 0.0     # numbers: rule
+    assert asked == [("colour?", "a crimson automobile", "a red car")]
+    assert R.judge_requests("<answer>x</answer>", ["y", "B"]) == [("y", "x")]
+    assert R.judge_requests("<answer>y</answer>", ["y", "z"]) == []
+
+
+# ----------------------------------------------------------------------------- properties
+TAGS = ["<think>", "</think>", "<answer>", "</answer>", "<tool_call>", "</tool_call>",
+        R.VISION_BLOCK, "[", "]", ",", "{", "}", '"bbox_2d":', "{Crop x ", "nan", "inf",
+        "-1e308", "1e309", "(crop failed: x)\n", " ", "\n", "A", "7", "3.5"]
+near_miss = st.lists(st.one_of(st.sampled_from(TAGS), st.integers(-2000, 2000).map(str),
+                               st.text(max_size=5)), max_size=40).map("".join)
+text_st = st.one_of(st.text(max_size=300), near_miss)
+num = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
+box_st = st.one_of(st.none(), st.lists(num, min_size=0, max_size=6), st.text(max_size=5))
+infos_st = st.one_of(
+    st.none(), st.text(max_size=5),
+    st.fixed_dictionaries({"crop_tool": st.fixed_dictionaries({
+        "calls": st.lists(st.fixed_dictionaries({"box": box_st, "error": st.one_of(
+            st.none(), st.text(max_size=5))}), max_size=5),
+        "executed": st.one_of(st.none(), st.integers(-2, 5)),
+        "image_wh": st.one_of(st.none(), st.lists(st.integers(0, 3000), min_size=2,
+                                                  max_size=2)),
+        "model_wh": st.one_of(st.none(), st.lists(st.integers(0, 3000), min_size=2,
+                                                  max_size=2)),
+        "space": st.sampled_from(["resized", "norm1000", "pixel", "bogus"]),
+        "factor": st.integers(0, 64)})}))
+
+
+def in_range(v, lo, hi):
+    return isinstance(v, float) and math.isfinite(v) and lo <= v <= hi
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=text_st, solution=st.one_of(st.none(), st.text(max_size=8), num,
+                                        st.lists(st.text(max_size=4), max_size=3)),
+       infos=infos_st, gt=st.one_of(st.none(), box_st, st.lists(box_st, max_size=3)))
+def test_rewards_never_raise_and_stay_in_range(text, solution, infos, gt):
+    t = R.Trajectory.from_infos(infos)
+    assert R.format_reward(text) in (0.0, 0.5, 1.0)
+    assert in_range(R.segment_length_reward(text), 0.0, 0.1)
+    acc = R.accuracy_reward(text, solution)
+    assert acc in (0.0, 1.0)
+    assert in_range(R.crop_valid_reward(t), 0.0, 1.0)
+    iou = R.region_iou_reward(t, gt)
+    assert iou is None or in_range(iou, 0.0, 1.0)
+    assert R.tool_reward(t, acc) in (0.0, 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pred=st.text(max_size=40), gold=st.text(max_size=40))
+def test_rule_match_never_raises(pred, gold):
+    assert R.rule_match(pred, gold) in (True, False, None)
+
+
+# ----------------------------------------------------------------------------- judge
+def test_judge_over_http(judge_url):
+    JudgeHandler.calls = 0
+    judge = Judge.from_env({"SVP_JUDGE_URL": judge_url, "SVP_JUDGE_WORKERS": "4"})
+    judge.prefetch([("q", "the crimson car", "a car"), ("q", "a bus", "a tram"),
+                    ("q", "the crimson car", "a car")])
+    assert JudgeHandler.calls == 2  # deduplicated, then cached
+    assert judge("q", "the crimson car", "a car") is True
+    assert judge("q", "a bus", "a tram") is False
+    assert JudgeHandler.calls == 2
+    assert R.accuracy_reward("<answer>a red car</answer>", "a crimson car", judge) == 1.0
+    # a failing endpoint: no verdict, counted, never raised
+    assert judge("q", "boom", "x") is None and judge.failures == 1
+    dead = Judge("http://127.0.0.1:9/v1", model="m", timeout=0.5)
+    assert dead("q", "a", "b") is None and dead.failures == 1
+    assert R.accuracy_reward("<answer>b</answer>", "a thing", dead) == 0.0
+    assert Judge.from_env({}) is None

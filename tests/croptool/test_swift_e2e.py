@@ -1,0 +1,140 @@
+"""convert_vlmr3.py on the seed document's example, then real ``swift sft`` with the crop
+template on the tiny model, then the inference CLI executing a crop."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_tools import convert_vlmr3, crop_infer
+from svp.croptool.geometry import CropPolicy, parse_tool_calls
+from tests.helpers import (
+    REPO,
+    TRAIN_ARGS,
+    last_checkpoint,
+    offline_env,
+    run_swift,
+    shared_dir,
+)
+
+PLUGIN = str(REPO / "plugins" / "croptool.py")
+SEED = "seeds/002_c61fbe6dc6fd5868.txt"
+
+
+def seed_example() -> dict:
+    """The JSON example row of the VLM-R3 seed document, as printed there."""
+    text = (shared_dir() / SEED).read_text()
+    block = re.search(r"```json\n(\{\s*\"image_path\".*?)\n```", text, re.S).group(1)
+    return json.loads(block)
+
+
+@pytest.fixture()
+def seed_data(tmp_path):
+    row = seed_example()
+    # a stand-in picture of the recorded size: the boxes reach y = 480 on a COCO 640x480 image
+    rng = np.random.default_rng(0)
+    img = tmp_path / "images" / row["image_path"]
+    img.parent.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(img, "JPEG")
+    two = {"Q": "What are the two people holding?", "A3": (
+        "<think>\nFirst the left one. {Crop person 1 [0.00, 141.43, 79.23, 480.00]}\n"
+        "Then the right one. {Crop person 2 [400, 120, 600, 470]}\n</think>\n\n"
+        "<answer>Umbrellas.</answer>")}
+    bad = [{"Q": "swapped?", "A3": "{Crop x [200, 10, 100, 50]} <answer>a</answer>"},
+           {"Q": "nan?", "A3": "{Crop x [1, 2, nan, 4]} <answer>a</answer>"},
+           {"Q": "text?", "A3": "{Crop x [1, 2, three, 4]} <answer>a</answer>"},
+           {"Q": "zero?", "A3": "{Crop x [10, 10, 10, 50]} <answer>a</answer>"},
+           {"Q": "outside?", "A3": "{Crop x [700, 10, 800, 50]} <answer>a</answer>"},
+           {"Q": "", "A3": "<answer>a</answer>"}]
+    rows = [row, {"image_path": row["image_path"], "QnA": [two] * 3 + bad},
+            {"image_path": "missing.jpg", "QnA": [two]}]
+    src = tmp_path / "vlir.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    return src, tmp_path / "images", img
+
+
+def test_convert_seed_example(seed_data, tmp_path, capsys):
+    src, base, img = seed_data
+    out = tmp_path / "crop_sft.jsonl"
+    assert convert_vlmr3.main(["--input", str(src), "--image_base_path", str(base),
+                               "--output", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 4
+    first = rows[0]["messages"]
+    assert first[0]["content"].startswith("<image>What is the visible clothing")
+    calls = parse_tool_calls(first[1]["content"])
+    assert len(calls) == 1 and calls[0].form == "tool_call" and "{Crop" not in first[1]["content"]
+    # written in Qwen2.5-VL space: original pixels scaled to the 588x448 main image
+    policy = CropPolicy("qwen2_5_vl")
+    expected = policy.box_to_model((0.0, 141.43, 79.23, 480.0), (640, 480))
+    assert calls[0].box == tuple(float(round(v)) for v in expected)
+    assert rows[0]["images"] == [str(img.resolve())]
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["written"] == 4 and summary["crops"] == 7
+    assert summary["skipped_bad_box"] == 5 and summary["skipped_empty_text"] == 1
+    assert summary["skipped_missing_image"] == 1 and summary["skipped_malformed"] == 1
+    err = capsys.readouterr().err
+    for reason in ("swapped corners", "not finite", "non-numeric coordinate 'three'",
+                   "zero-area", "outside the 640x480 image", "missing_image", "invalid JSON"):
+        assert reason in err
+    assert "line 2 QnA 3: bad_box: crop 1: swapped corners" in err
+
+
+def test_convert_with_crops_dir_and_qwen3_space(seed_data, tmp_path):
+    src, base, img = seed_data
+    out = tmp_path / "pre.jsonl"
+    assert convert_vlmr3.main(["--input", str(src), "--image_base_path", str(base),
+                               "--output", str(out), "--family", "qwen3_vl",
+                               "--crops-dir", str(tmp_path / "crops")]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    two = rows[1]
+    text = two["messages"][1]["content"]
+    assert text.count("</tool_call><image>") == 2 and len(two["images"]) == 3
+    calls = parse_tool_calls(text)
+    assert calls[1].box == (625.0, 250.0, 938.0, 979.0)  # 0..1000 of 640x480
+    policy = CropPolicy("qwen3_vl")
+    crop, _, _ = policy.execute(Image.open(img).convert("RGB"), calls[1].box)
+    saved = Image.open(two["images"][2])
+    assert saved.size == crop.size
+    assert np.array_equal(np.asarray(saved), np.asarray(crop))
+
+
+@pytest.mark.slow
+def test_seed_example_sft_then_crop_inference(seed_data, tiny_model, tmp_path):
+    src, base, img = seed_data
+    data = tmp_path / "crop_sft.jsonl"
+    assert convert_vlmr3.main(["--input", str(src), "--image_base_path", str(base),
+                               "--output", str(data)]) == 0
+    out_dir = tmp_path / "out"
+    log = run_swift("sft", [
+        "--model", str(tiny_model("qwen2_5_vl")), "--model_type", "qwen2_5_vl",
+        "--template", "qwen2_5_vl_crop", "--external_plugins", PLUGIN, "--dataset", str(data),
+        "--tuner_type", "full", "--max_steps", "4", "--save_steps", "4",
+        "--learning_rate", "1e-4", "--output_dir", str(out_dir), "--strict", "true",
+        *TRAIN_ARGS,
+    ], tmp_path / "sft.log", offline_env(), cwd=tmp_path)
+    losses = [float(x) for x in re.findall(r"\{'loss': '([0-9.]+)'", log)]
+    assert len(losses) == 4 and all(0 < x < 20 for x in losses)
+    ckpt = last_checkpoint(out_dir)
+    args = json.loads((ckpt.parent / "args.json").read_text())
+    assert args["template"] == "qwen2_5_vl_crop"
+    result = tmp_path / "result.json"
+    assert crop_infer.main([
+        "--model_path", str(ckpt), "--model_type", "qwen2_5_vl", "--image_path", str(img),
+        "--question", "What is the visible clothing of the person on the far left?",
+        "--assistant_prefix", "<think>\nLook at the left. <tool_call>[0, 130, 73, 448]</tool_call>",
+        "--max_new_tokens", "12", "--temperature", "0", "--output_json", str(result)]) == 0
+    out = json.loads(result.read_text())
+    assert len(out["tool_calls"]) >= 1
+    first = out["tool_calls"][0]
+    assert first["box_model"] == [0, 130, 73, 448]
+    assert first["box_pixels"] == pytest.approx([0, 139.29, 79.46, 480], abs=0.01)
+    assert out["text"].startswith("<think>\nLook at the left. <tool_call>[0, 130, 73, 448]"
+                                  "</tool_call><image>")
+    assert len(out["crops"]) == len(out["tool_calls"])
+    crop = Image.open(out["crops"][0])
+    assert crop.size == CropPolicy("qwen2_5_vl").crop_size(80, 341)

@@ -1,0 +1,75 @@
+"""Recipes: knobs from the environment, the printed command, and fast failure on bad paths.
+(The demo runs recipes/sft_registry.sh for real on the tiny model.)"""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.helpers import REPO, offline_env
+
+RECIPE = str(REPO / "recipes" / "sft_registry.sh")
+
+
+def run(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", RECIPE], capture_output=True, text=True, timeout=60,
+                          env=offline_env(**env))
+
+
+def test_dry_run_prints_the_swift_command_with_knobs(shapes_registry):
+    proc = run(DRY_RUN="1", DATASETS="shapes%50 more%200",
+               SVP_DATASET_REGISTRY=str(shapes_registry), TUNER="lora", LORA_RANK="8",
+               DEEPSPEED="zero2", NPROC_PER_NODE="4", EXTRA_ARGS="--seed 7")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"SVP_DATASET_REGISTRY={shapes_registry}" in out
+    assert f"--external_plugins {REPO}/plugins/dataset_registry.py" in out
+    assert "--dataset shapes%50 more%200" in out
+    assert "--lora_rank 8 --lora_alpha 128 --target_modules all-linear" in out
+    assert "--deepspeed zero2" in out and out.rstrip().endswith("--seed 7")
+
+
+def test_full_tuning_has_no_lora_flags(shapes_registry):
+    proc = run(DRY_RUN="1", DATASETS="shapes", SVP_DATASET_REGISTRY=str(shapes_registry),
+               TUNER="full")
+    assert proc.returncode == 0 and "--tuner_type full" in proc.stdout
+    assert "--lora_rank" not in proc.stdout
+
+
+def test_missing_inputs_fail_fast(tmp_path, shapes_registry):
+    proc = run(DRY_RUN="1", DATASETS="x", SVP_DATASET_REGISTRY=str(tmp_path / "none.yaml"))
+    assert proc.returncode == 2 and "registry file not found" in proc.stderr
+    proc = run(DRY_RUN="1", DATASETS="x", SVP_DATASET_REGISTRY=str(shapes_registry),
+               MODEL=str(tmp_path / "no_model"))
+    assert proc.returncode == 2 and "model directory not found" in proc.stderr
+    proc = run(DRY_RUN="1", SVP_DATASET_REGISTRY=str(shapes_registry))
+    assert proc.returncode != 0 and "set DATASETS" in proc.stderr
+
+
+def _dry(recipe: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(REPO / "recipes" / recipe)], capture_output=True,
+                          text=True, timeout=60, env=offline_env(DRY_RUN="1", **env))
+
+
+def test_mask_token_recipes_follow_the_samtok_settings(shapes_registry):
+    for recipe, model, mtype in (("sft_qwen3vl_4b.sh", "Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl"),
+                                 ("sft_qwen25vl_3b.sh", "Qwen/Qwen2.5-VL-3B-Instruct",
+                                  "qwen2_5_vl")):
+        proc = _dry(recipe, DATASETS="gres_train", SVP_DATASET_REGISTRY=str(shapes_registry))
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout
+        assert f"--model {model} --model_type {mtype} --template {mtype}" in out
+        assert f"{REPO}/plugins/masktok.py" in out and "--loss_scale default+mask_span" in out
+        for flag in ("--lora_rank 64", "--lora_alpha 128", "--target_modules all-linear",
+                     "--modules_to_save embed_tokens lm_head", "--freeze_vit true",
+                     "--freeze_aligner true", "--learning_rate 2e-5", "--torch_dtype bfloat16"):
+            assert flag in out, flag
+        overridden = _dry(recipe, DATASETS="g", SVP_DATASET_REGISTRY=str(shapes_registry),
+                          LR="1e-4", LORA_RANK="8", DTYPE="float16")
+        assert "--learning_rate 1e-4" in overridden.stdout and "--lora_rank 8" in overridden.stdout
+        assert "--torch_dtype float16" in overridden.stdout
+
+
+def test_unknown_plugin_name_fails_fast(shapes_registry):
+    proc = run(DRY_RUN="1", DATASETS="x", SVP_DATASET_REGISTRY=str(shapes_registry),
+               PLUGINS="nothere")
+    assert proc.returncode == 2 and "no plugin entry" in proc.stderr

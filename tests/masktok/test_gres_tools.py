@@ -1,0 +1,256 @@
+"""tokenize_gres.py and eval_gres.py on synthetic gRefCOCO data and on the real COCO
+fixture polygons."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_tools import eval_gres, tokenize_gres
+from svp.masktok.coco import annotation_to_mask, rle_to_mask
+from svp.masktok.gres_data import GresError, load_gres
+from svp.masktok.tokens import parse_gres_answer
+from svp.testing.synthetic import write_synthetic_gres
+from tests.helpers import coco_fixture
+
+
+@pytest.fixture(scope="module")
+def sgres(tmp_path_factory):
+    return write_synthetic_gres(tmp_path_factory.mktemp("sgres"), n_images=8, seed=0)
+
+
+def tokenize(sgres, codec_path, out, *extra) -> int:
+    return tokenize_gres.main([
+        "--grefs", str(sgres["grefs"]), "--instances", str(sgres["instances"]),
+        "--image-root", str(sgres["images"]), "--codec", f"builtin:{codec_path}",
+        "--out", str(out), "--shard-size", "7", *extra])
+
+
+def rows_of(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_tokenize_rows_targets_order_and_resume(sgres, trained_codec, tmp_path, capsys):
+    codec_path, _ = trained_codec
+    assert tokenize(sgres, codec_path, tmp_path, "--split", "train") == 0
+    out = capsys.readouterr().out
+    rows = rows_of(tmp_path / "gres_train.jsonl")
+    samples, _ = load_gres(sgres["grefs"], sgres["instances"], "train")
+    assert len(rows) == len(samples) and f"{len(rows)} rows written" in out
+    summary = json.loads((tmp_path / "gres_train.summary.json").read_text())
+    assert summary["written"] == len(rows)
+    assert summary["no_target"] == sum(r["no_target"] for r in rows) > 0
+    inst = json.loads(sgres["instances"].read_text())
+    anns = {a["id"]: a for a in inst["annotations"]}
+    multi = 0
+    for r in rows:
+        q, a = r["conversations"][0]["value"], r["conversations"][1]["value"]
+        assert q.startswith("<image>\n")
+        union = rle_to_mask(r["target_rle"])
+        assert union.shape == (r["height"], r["width"])
+        if r["no_target"]:
+            assert a == "No target." and not union.any()
+            continue
+        items = parse_gres_answer(a)
+        assert len(items) == len(r["ann_ids"]) and a.startswith("```json\n[{\"mask_2d\": \"")
+        masks = [annotation_to_mask(anns[i]["segmentation"], r["height"], r["width"])
+                 for i in r["ann_ids"]]
+        assert np.array_equal(union, np.any(masks, axis=0))
+        if len(items) > 1:
+            multi += 1
+            # left to right: the answer order follows the box centres' x
+            centres = []
+            for m in masks:
+                xs = np.nonzero(m.any(0))[0]
+                centres.append((xs.min() + xs.max() + 1) / 2)
+            order = np.argsort(centres, kind="stable")
+            codes = tokenize_gres.load_codec(f"builtin:{codec_path}").encode(
+                Image.open(sgres["images"] / r["image"]), np.stack(masks))
+            assert [it.codes for it in items] == [tuple(codes[i]) for i in order]
+    assert multi > 0
+    # resume: finished shards are not redone
+    shard = tmp_path / "shards" / "gres_train-00000.jsonl"
+    shard.write_text(shard.read_text().replace("Segment", "SEGMENT"))
+    assert tokenize(sgres, codec_path, tmp_path, "--split", "train") == 0
+    assert shard.read_text() in (tmp_path / "gres_train.jsonl").read_text()
+    reg = (tmp_path / "datasets.yaml").read_text()
+    assert "gres_train:" in reg and str(sgres["images"]) in reg
+
+
+def test_tokenize_counts_skips_and_limit(sgres, trained_codec, tmp_path, capsys):
+    codec_path, _ = trained_codec
+    images = tmp_path / "images"
+    shutil.copytree(sgres["images"], images)
+    first = sorted(images.iterdir())[0]
+    first.unlink()
+    rc = tokenize_gres.main([
+        "--grefs", str(sgres["grefs"]), "--instances", str(sgres["instances"]),
+        "--image-root", str(images), "--codec", f"builtin:{codec_path}", "--split", "all",
+        "--out", str(tmp_path / "o"), "--limit", "12"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "o" / "gres_all.summary.json").read_text())
+    assert summary["sentences"] == 12
+    assert summary["written"] + summary.get("skipped: image file missing", 0) == 12
+    assert summary.get("skipped: image file missing", 0) > 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_bad_gres_files_are_clear_errors(tmp_path, trained_codec, capsys):
+    (tmp_path / "g.json").write_text("{}")
+    (tmp_path / "i.json").write_text("{}")
+    with pytest.raises(GresError, match="expected a list"):
+        load_gres(tmp_path / "g.json", tmp_path / "i.json")
+    rc = tokenize_gres.main(["--grefs", str(tmp_path / "nope.json"), "--instances",
+                             str(tmp_path / "i.json"), "--image-root", str(tmp_path),
+                             "--codec", f"builtin:{trained_codec[0]}", "--out",
+                             str(tmp_path / "o")])
+    assert rc == 2 and "file not found" in capsys.readouterr().err
+
+
+def test_eval_oracle_answers_and_no_target_answers(sgres, trained_codec, tmp_path, capsys):
+    codec_path, _ = trained_codec
+    assert tokenize(sgres, codec_path, tmp_path, "--split", "val") == 0
+    gt = tmp_path / "gres_val.jsonl"
+    rows = rows_of(gt)
+    # 1. the ground-truth answers themselves, matched by image + question (no ids)
+    oracle = tmp_path / "oracle.jsonl"
+    oracle.write_text("".join(json.dumps({
+        "response": r["conversations"][1]["value"],
+        "messages": [{"role": "user", "content": r["conversations"][0]["value"]}],
+        "images": [{"path": f"/somewhere/{r['image']}"}]}) + "\n" for r in rows))
+    args = ["--gt", str(gt), "--image-root", str(sgres["images"]),
+            "--codec", f"builtin:{codec_path}"]
+    assert eval_gres.main(["--pred", str(oracle), "--out", str(tmp_path / "o.json"),
+                           "--overlays", str(tmp_path / "ov"), *args]) == 0
+    res = json.loads((tmp_path / "o.json").read_text())
+    m = res["metrics"]
+    assert m["samples"] == len(rows) and m["N-acc"] == 100.0 and m["T-acc"] == 100.0
+    # per-sample IoU = the codec's own reconstruction of the union, computed here directly
+    codec = tokenize_gres.load_codec(f"builtin:{codec_path}")
+    expected, preds = [], []
+    for r in rows:
+        if r["no_target"]:
+            expected.append(1.0)
+            preds.append(None)
+            continue
+        codes = [list(it.codes) for it in parse_gres_answer(r["conversations"][1]["value"])]
+        pred = codec.decode(Image.open(sgres["images"] / r["image"]), codes).any(0)
+        t = rle_to_mask(r["target_rle"])
+        expected.append((pred & t).sum() / (pred | t).sum())
+        preds.append(pred)
+    assert [x["iou"] for x in res["samples"]] == pytest.approx(expected)
+    # the predicted masks are kept (RLE) for data_tools/visualize.py; no-target ones empty
+    for sample, pred in zip(res["samples"], preds, strict=True):
+        kept = rle_to_mask(sample["pred_rle"])
+        assert np.array_equal(kept, pred) if pred is not None else not kept.any()
+    assert m["gIoU"] == pytest.approx(100 * np.mean(expected))
+    assert len(list((tmp_path / "ov").glob("*.png"))) == min(20, len(rows))
+    # 2. answering "No target." everywhere: N-acc 100, T-acc 0, cIoU 0
+    lazy = tmp_path / "lazy.jsonl"
+    lazy.write_text("".join(json.dumps({"id": r["id"], "response": "No target."}) + "\n"
+                            for r in rows))
+    assert eval_gres.main(["--pred", str(lazy), "--out", str(tmp_path / "l.json"), *args]) == 0
+    m = json.loads((tmp_path / "l.json").read_text())["metrics"]
+    n_nt = sum(r["no_target"] for r in rows)
+    assert (m["N-acc"], m["T-acc"], m["cIoU"]) == (100.0, 0.0, 0.0)
+    assert m["gIoU"] == pytest.approx(100.0 * n_nt / len(rows))
+    assert "gIoU" in capsys.readouterr().out
+    # 3. the same predictions scored against the gRefCOCO files directly (ids match)
+    assert eval_gres.main(["--pred", str(lazy), "--out", str(tmp_path / "g.json"),
+                           "--grefs", str(sgres["grefs"]), "--instances", str(sgres["instances"]),
+                           "--split", "val", "--image-root", str(sgres["images"]),
+                           "--codec", f"builtin:{codec_path}"]) == 0
+    assert json.loads((tmp_path / "g.json").read_text())["metrics"] == m
+
+
+def test_coco_fixture_polygons_tokenize(trained_codec, tmp_path):
+    """Real COCO polygons (image 98304, the "front black chair" is annotation 108703)."""
+    inst = json.loads(coco_fixture().read_text())
+    images = tmp_path / "images"
+    images.mkdir()
+    for im in inst["images"]:  # stand-in pictures of the recorded size
+        Image.new("RGB", (im["width"], im["height"]), (90, 80, 70)).save(
+            images / im["file_name"])
+    refs = [
+        {"ref_id": 1, "image_id": 98304, "split": "val", "ann_id": [108703],
+         "sentences": [{"sent_id": 10, "sent": "front black chair"}]},
+        {"ref_id": 2, "image_id": 98304, "split": "val", "ann_id": [108703, 99893],
+         "sentences": [{"sent_id": 20, "sent": "the chair and the table"}]},
+        {"ref_id": 3, "image_id": 98304, "split": "val", "ann_id": [-1],
+         "sentences": [{"sent_id": 30, "sent": "the red car"}]},
+    ]
+    (tmp_path / "grefs.json").write_text(json.dumps(refs))
+    rc = tokenize_gres.main(["--grefs", str(tmp_path / "grefs.json"), "--instances",
+                             str(coco_fixture()), "--image-root", str(images), "--split", "val",
+                             "--codec", f"builtin:{trained_codec[0]}",
+                             "--out", str(tmp_path / "o")])
+    assert rc == 0
+    rows = rows_of(tmp_path / "o" / "gres_val.jsonl")
+    assert [len(parse_gres_answer(r["conversations"][1]["value"])) for r in rows] == [1, 2, 0]
+    assert '"label": "front black chair"' in rows[0]["conversations"][1]["value"]
+    chair = rle_to_mask(rows[0]["target_rle"])
+    assert chair.shape == (424, 640) and abs(int(chair.sum()) - 11087) < 300
+
+
+def test_tokenize_dam_direct_and_zoomed(trained_codec, tmp_path, capsys):
+    from data_tools import check_data, tokenize_dam
+    from svp.masktok.coco import mask_to_rle
+    from svp.testing.synthetic import draw_shapes_scene
+
+    rng = __import__("random").Random(5)
+    images = tmp_path / "images"
+    images.mkdir()
+    rows, n_regions = [], 0
+    for i in range(3):
+        img, masks, kinds = draw_shapes_scene(rng, 160, 120, 3, min_visible=40)
+        img.save(images / f"s{i}.png")
+        rows.append({"image": f"s{i}.png", "regions": [
+            {"mask": mask_to_rle(m), "caption": f"A {k} on a textured background."}
+            for m, k in zip(masks, kinds, strict=True)]})
+        n_regions += len(masks)
+    big = np.zeros((120, 160), bool)
+    big[10:110, 10:150] = True
+    rows.append({"image": "s0.png", "mask": mask_to_rle(big), "caption": "Most of it."})
+    rows.append({"image": "missing.png", "mask": mask_to_rle(big), "caption": "Gone."})
+    ann = tmp_path / "dam.jsonl"
+    ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc = tokenize_dam.main(["--annotations", str(ann), "--image-root", str(images), "--codec",
+                            f"builtin:{trained_codec[0]}", "--out", str(tmp_path / "o")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    written = rows_of(tmp_path / "o" / "dam.jsonl")
+    assert len(written) == n_regions + 1 and "1 skipped" in out
+    direct = [r for r in written if isinstance(r["image"], str)]
+    zoomed = [r for r in written if isinstance(r["image"], list)]
+    assert direct and zoomed
+    assert all(r["area"] >= 0.2 for r in direct) and all(r["area"] < 0.2 for r in zoomed)
+    for r in zoomed:
+        q = r["conversations"][0]["value"]
+        assert q.startswith("<image>\n<image>\n") and len(parse_mask_tokens_in(q)) == 1
+        crop = Image.open(r["image"][1])
+        assert crop.size[0] >= 16 and crop.size[1] >= 16
+    assert written[-1]["conversations"][1]["value"] == "Most of it."
+    # the output passes the registry validator (tags vs images, files exist)
+    assert check_data.main(["--registry", str(tmp_path / "o" / "datasets.yaml")]) == 0
+
+
+def parse_mask_tokens_in(text):
+    from svp.masktok.tokens import parse_mask_tokens
+
+    return parse_mask_tokens(text)
+
+
+@pytest.mark.parametrize("box,expected", [
+    ((40, 40, 60, 50), (30, 35, 70, 55)),      # grown by half its size on each side
+    ((0, 0, 4, 4), (0, 0, 16, 16)),            # tiny, in the corner: min side, shifted in
+    ((150, 110, 160, 120), (140, 100, 160, 120)),  # grown to 20 x 20, shifted inside
+    ((0, 0, 160, 120), (0, 0, 160, 120)),      # never larger than the image
+])
+def test_zoom_box(box, expected):
+    from data_tools.tokenize_dam import zoom_box
+
+    assert zoom_box(np.array(box), 160, 120, 0.5) == expected
