@@ -31,8 +31,8 @@ WORDS = ("the sign above the door shows a small red symbol next to the window wh
 
 
 def make_batch(n: int, seed: int = 0) -> tuple[list[str], dict]:
+    from svp.croptool.format import FEEDBACK, VISION_BLOCK
     from svp.croptool.geometry import CropPolicy
-    from svp.croptool.rewards import FEEDBACK, VISION_BLOCK
 
     rng = random.Random(seed)
     policy = CropPolicy("qwen2_5_vl")

@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from svp.covt import settings
 from svp.covt.cache import TargetCache, image_key, split_batch
 from svp.covt.experts import build_experts
 from svp.covt.tokens import ThoughtConfig
@@ -59,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True, type=Path, nargs="+")
     ap.add_argument("--cache", required=True, type=Path)
-    ap.add_argument("--experts", default="sam,depth,dino", help="upstream's VISUAL_MODEL_ID")
-    ap.add_argument("--backend", default="real", choices=["real", "standin"])
+    ap.add_argument("--experts", default=None,
+                    help="upstream's VISUAL_MODEL_ID (default: SVP_COVT_EXPERTS, as training)")
+    ap.add_argument("--backend", default=None, choices=["real", "standin"],
+                    help="default: SVP_COVT_BACKEND, as training")
     ap.add_argument("--image_root", type=Path, default=None)
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--num_shards", type=int, default=1)
@@ -80,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                 paths.setdefault(p)
     todo = [p for i, p in enumerate(paths) if i % args.num_shards == args.shard_index]
 
-    cfg = ThoughtConfig.parse(args.experts)
-    experts = build_experts(cfg, args.backend)
+    config = settings.load()  # expert checkpoints: the SVP_COVT_<EXPERT>_CKPT variables
+    cfg = ThoughtConfig.parse(args.experts) if args.experts else config.thought
+    experts = build_experts(cfg, args.backend or config.backend, config.checkpoints)
     cache = TargetCache(args.cache, {n: e.fingerprint() for n, e in experts.items()})
     cache.check_meta(create=True)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from svp.common.settings import SettingsError
+from svp.dataset_registry import settings
 from svp.dataset_registry.registry import (
     Problem,
     RegistryError,
@@ -21,7 +23,6 @@ from svp.dataset_registry.registry import (
     load_dataset_rows,
     load_registry,
     parse_spec,
-    registry_paths_from_env,
     sampled_count,
 )
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     try:
-        paths = args.registry or registry_paths_from_env()
+        paths = args.registry or settings.load().registry_files()
         if not paths:
             raise RegistryError("no registry: pass --registry FILE or set SVP_DATASET_REGISTRY")
         entries = load_registry(paths)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [name for name, _ in specs if name not in entries]
         if unknown:
             raise RegistryError(f"unknown dataset(s) {unknown}; the registry has {sorted(entries)}")
-    except RegistryError as exc:
+    except (RegistryError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

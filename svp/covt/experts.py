@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from svp.covt import losses as L
+from svp.covt import losses
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class StandInSam(Expert):
         return self._logits(F.normalize(z, dim=-1), t["embed"].to(z.dtype))
 
     def loss(self, pred, t):
-        return L.sam_loss(pred, t["masks"], t["n_masks"])
+        return losses.sam_loss(pred, t["masks"], t["n_masks"])
 
 
 
@@ -175,7 +175,7 @@ class StandInDepth(Expert):
         return self._depth(z, t["feats"].to(z.dtype))
 
     def loss(self, pred, t):
-        return L.l1_loss(pred, t["depth"].to(pred.dtype), "depth")
+        return losses.l1_loss(pred, t["depth"].to(pred.dtype), "depth")
 
 
 
@@ -203,7 +203,7 @@ class StandInEdge(Expert):
         return self._edges(z, t["feats"].to(z.dtype))
 
     def loss(self, pred, t):
-        return L.l1_loss(pred, t["edges"].to(pred.dtype), "pidinet")
+        return losses.l1_loss(pred, t["edges"].to(pred.dtype), "pidinet")
 
 
 
@@ -231,7 +231,7 @@ class StandInFeatures(Expert):
         return z
 
     def loss(self, pred, t):
-        return L.mse_loss(pred, t["features"].to(pred.dtype), self.name)
+        return losses.mse_loss(pred, t["features"].to(pred.dtype), self.name)
 
 
 def standin_experts(cfg) -> dict[str, Expert]:
@@ -251,13 +251,13 @@ def standin_experts(cfg) -> dict[str, Expert]:
     return out
 
 
-def build_experts(cfg, backend: str) -> dict[str, Expert]:
-    """The experts of a :class:`ThoughtConfig`: ``"standin"`` or ``"real"`` (checkpoints
-    from the ``SVP_COVT_<EXPERT>_CKPT`` variables, see :mod:`svp.covt.real`)."""
+def build_experts(cfg, backend: str, checkpoints=None) -> dict[str, Expert]:
+    """The experts of a :class:`ThoughtConfig`: ``"standin"`` or ``"real"`` (from
+    ``checkpoints``, expert name -> path: :attr:`CovtSettings.checkpoints`)."""
     if backend == "standin":
         return standin_experts(cfg)
     if backend == "real":
         from svp.covt.real import real_experts
 
-        return real_experts(cfg)
+        return real_experts(cfg, checkpoints or {})
     raise ValueError(f"unknown CoVT expert backend {backend!r}: use 'real' or 'standin'")

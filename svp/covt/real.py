@@ -1,7 +1,8 @@
 """The real experts behind the :class:`~svp.covt.experts.Expert` interface.
 
-Each loads an explicit local checkpoint named by an environment variable and stops with a
-message naming the variable and the file to get when it is missing (nothing downloads):
+Each loads an explicit local checkpoint, named by a variable of :mod:`svp.covt.settings` and
+passed in as a path, and stops with a message naming the variable and the file to get when
+it is missing (nothing downloads):
 
 ======== ========================= ==================================================
 expert   variable                  checkpoint (upstream's choice)
@@ -14,7 +15,7 @@ siglip   SVP_COVT_SIGLIP_CKPT      folder of ``google/siglip2-large-patch16-256`
 metaclip SVP_COVT_METACLIP_CKPT    folder of ``facebook/metaclip-h14-fullcc2.5b``
 ======== ========================= ==================================================
 
-Numerics follow notes/covt.md §1.6 with its bugs fixed: the depth expert gets RGB (upstream
+Numerics follow upstream CoVT's expert code with its bugs fixed: the depth expert gets RGB (upstream
 fed BGR), PIDINet weights and architecture match (carv4 weights in the carv4 network;
 upstream loaded the all-vanilla ``table5_baseline`` through the carv4 converter), and every
 expert runs under ``no_grad`` for its targets while gradients reach the tokens through the
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from svp.covt import losses as L
+from svp.common.images import IMAGENET_MEAN, IMAGENET_STD
+from svp.covt import losses
 from svp.covt.experts import (
     Expert,
     HeadShape,
@@ -41,12 +43,8 @@ from svp.covt.experts import (
     edges_from_kernels,
     rgb_batch,
 )
+from svp.covt.settings import checkpoint_variable
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-ENV = {"sam": "SVP_COVT_SAM_CKPT", "depth": "SVP_COVT_DEPTH_CKPT", "dino": "SVP_COVT_DINO_CKPT",
-       "pidinet": "SVP_COVT_PIDINET_CKPT", "siglip": "SVP_COVT_SIGLIP_CKPT",
-       "metaclip": "SVP_COVT_METACLIP_CKPT"}
 WHAT = {"sam": "the SAM checkpoint file sam_vit_h_4b8939.pth (github.com/facebookresearch/"
                "segment-anything)",
         "depth": "a folder with Depth-Anything-V2-Large-hf (config.json + weights)",
@@ -59,18 +57,16 @@ DEFAULT_DIMS = {"sam": (256, None), "depth": (1024, None), "dino": (1024, 1025),
                 "pidinet": (60, None), "siglip": (1024, 1), "metaclip": (1024, 1)}
 
 
-def checkpoint(name: str, required: bool = True) -> Path | None:
-    value = os.environ.get(ENV[name])
-    if not value:
-        if not required:
-            return None
-        raise FileNotFoundError(f"CoVT expert {name!r} needs {WHAT[name]}: set {ENV[name]} to its "
+def checkpoint(name: str, path: str | Path | None) -> Path:
+    """``path`` checked to exist; a missing one is an error naming the variable to set."""
+    var = checkpoint_variable(name)
+    if not path:
+        raise FileNotFoundError(f"CoVT expert {name!r} needs {WHAT[name]}: set {var} to its "
                                 f"local path (nothing is downloaded), or use "
                                 f"SVP_COVT_BACKEND=standin for a dry run")
-    path = Path(value)
+    path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{ENV[name]}={value}: no such file or folder (expected "
-                                f"{WHAT[name]})")
+        raise FileNotFoundError(f"{var}={path}: no such file or folder (expected {WHAT[name]})")
     return path
 
 
@@ -137,7 +133,7 @@ class SamExpert(Expert):
 
         from segment_anything import SamAutomaticMaskGenerator
 
-        ckpt = ckpt or checkpoint("sam")
+        ckpt = checkpoint("sam", ckpt)
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         sam = importlib.import_module("segment_anything.build_sam")._build_sam(**_sam_arch(state,
                                                                                      ckpt))
@@ -180,7 +176,7 @@ class SamExpert(Expert):
         return torch.stack(out)
 
     def loss(self, pred, t):
-        return L.sam_loss(pred, t["masks"].to(pred.device), t["n_masks"])
+        return losses.sam_loss(pred, t["masks"].to(pred.device), t["n_masks"])
 
 
 # ----------------------------------------------------------------------------- Depth Anything v2
@@ -197,7 +193,7 @@ class DepthExpert(Expert):
         super().__init__(n_tokens)
         from transformers import DepthAnythingForDepthEstimation
 
-        ckpt = ckpt or checkpoint("depth")
+        ckpt = checkpoint("depth", ckpt)
         self.model = DepthAnythingForDepthEstimation.from_pretrained(str(ckpt)).to(device())
         self.model.eval().requires_grad_(False)
         layers = len(self.model.config.backbone_config.out_indices)
@@ -226,7 +222,7 @@ class DepthExpert(Expert):
         return depth_from_tokens(z, t["feats"].to(z.device, z.dtype), self.res)
 
     def loss(self, pred, t):
-        return L.l1_loss(pred, t["depth"].to(pred.device, pred.dtype), "depth")
+        return losses.l1_loss(pred, t["depth"].to(pred.device, pred.dtype), "depth")
 
 
 # ----------------------------------------------------------------------------- feature experts
@@ -240,7 +236,7 @@ class _HFFeatures(Expert):
         from transformers import AutoImageProcessor
 
         self.name = name
-        self.ckpt = ckpt or checkpoint(name)
+        self.ckpt = checkpoint(name, ckpt)
         self.processor = AutoImageProcessor.from_pretrained(str(self.ckpt),
                                                             **(processor_kwargs or {}))
         self.model = self._load().to(device()).eval().requires_grad_(False)
@@ -258,7 +254,7 @@ class _HFFeatures(Expert):
         return z
 
     def loss(self, pred, t):
-        return L.mse_loss(pred, t["features"].to(pred.device, pred.dtype), self.name)
+        return losses.mse_loss(pred, t["features"].to(pred.device, pred.dtype), self.name)
 
 
 class DinoExpert(_HFFeatures):
@@ -328,7 +324,7 @@ class PidinetExpert(Expert):
 
     def __init__(self, n_tokens: int = 4, ckpt: Path | None = None):
         super().__init__(n_tokens)
-        ckpt = ckpt or checkpoint("pidinet")
+        ckpt = checkpoint("pidinet", ckpt)
         net = _pidinet_module().pidinet()
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
@@ -345,33 +341,35 @@ class PidinetExpert(Expert):
         return edges_from_kernels(z, t["feats"].to(z.device, z.dtype))
 
     def loss(self, pred, t):
-        return L.l1_loss(pred, t["edges"].to(pred.device, pred.dtype), "pidinet")
+        return losses.l1_loss(pred, t["edges"].to(pred.device, pred.dtype), "pidinet")
 
 
 # ----------------------------------------------------------------------------- sets
-def real_expert(name: str, n_tokens: int) -> Expert:
+def real_expert(name: str, n_tokens: int, ckpt: str | Path | None) -> Expert:
     if name == "sam":
-        return SamExpert(n_tokens)
+        return SamExpert(n_tokens, ckpt)
     if name == "depth":
-        return DepthExpert(n_tokens)
+        return DepthExpert(n_tokens, ckpt)
     if name == "dino":
-        return DinoExpert(n_tokens)
+        return DinoExpert(n_tokens, ckpt)
     if name == "pidinet":
-        return PidinetExpert(n_tokens)
-    return PooledExpert(name, n_tokens)
+        return PidinetExpert(n_tokens, ckpt)
+    return PooledExpert(name, n_tokens, ckpt)
 
 
-def real_experts(cfg) -> dict[str, Expert]:
-    return {name: real_expert(name, cfg.count(name)) for name in cfg.experts}
+def real_experts(cfg, checkpoints: Mapping[str, str | Path | None]) -> dict[str, Expert]:
+    """The experts of a :class:`ThoughtConfig` from their checkpoints (name -> path)."""
+    return {name: real_expert(name, cfg.count(name), checkpoints.get(name))
+            for name in cfg.experts}
 
 
-def real_head_shapes(cfg) -> dict[str, HeadShape]:
+def real_head_shapes(cfg, checkpoints: Mapping[str, str | Path | None]) -> dict[str, HeadShape]:
     """Head shapes of the real experts, read from the checkpoints' configs when they are
     set (cheap: config.json only), else upstream's checkpoints' shapes."""
     out = {}
     for name in cfg.experts:
         dim, queries = DEFAULT_DIMS[name]
-        path = checkpoint(name, required=False)
+        path = Path(checkpoints[name]) if checkpoints.get(name) else None
         if path is not None and path.is_dir() and (path / "config.json").exists():
             c = _hf_config(path)
             if name == "depth":

@@ -2,28 +2,19 @@
 ``qwen2_5_vl_covt`` template that stages the data and adds the expert losses, and the
 ``covt_stage`` callback that lets the template follow the trainer's global step.
 
-Settings (environment, so ``swift sft|export|infer`` and dataloader workers all see them):
-
-- ``SVP_COVT_EXPERTS``   upstream's ``VISUAL_MODEL_ID``: ``sam,depth,dino`` (``sam:16,...``)
-- ``SVP_COVT_BACKEND``   ``real`` (checkpoints below) or ``standin`` (seeded tiny experts)
-- ``SVP_COVT_SCHEDULE``  ``paper`` | a stage | ``generation@0,reasoning@3000,...``
-- ``SVP_COVT_AUX_UNTIL`` global step after which only the LM loss counts (unset: never)
-- ``SVP_COVT_WEIGHTS``   per-expert weights on top of upstream's scales, ``sam=1,depth=2``
-- ``SVP_COVT_CACHE``     target cache made by ``data_tools/cache_expert_targets.py``
-- ``SVP_COVT_<EXPERT>_CKPT`` checkpoints of the real experts (see svp/covt/real.py)
+Settings: :mod:`svp.covt.settings` (``SVP_COVT_*``), read by ``swift sft|export|infer`` and
+the data tools alike.
 
 Rows are ordinary LLaVA conversations; the template rewrites the first question/answer as
-the stage of the current step prescribes (notes/covt.md §1.3). Rows that already hold
-``<|anchor_start|>`` are trained as written.
+the stage of the current step prescribes (:func:`svp.covt.tokens.build_turn`). Rows that
+already hold ``<|anchor_start|>`` are trained as written.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -36,17 +27,18 @@ from swift.template.register import TEMPLATE_MAPPING, register_template
 from swift.template.templates.qwen import Qwen2_5VLTemplate
 from swift.utils import get_logger
 
+from svp.common.sharded import write_atomic
 from svp.common.swift_vocab import grow_vocabulary
+from svp.covt import settings
 from svp.covt.cache import TargetCache, image_key, split_batch
 from svp.covt.compute import aux_factor, covt_losses
 from svp.covt.experts import build_experts
 from svp.covt.heads import CovtHeads
+from svp.covt.settings import CovtSettings
 from svp.covt.tokens import (
     ANCHOR_START,
     SPECS,
     STAGES,
-    Schedule,
-    ThoughtConfig,
     build_turn,
 )
 
@@ -55,62 +47,16 @@ MODEL_TYPE = "covt_qwen2_5_vl"
 TEMPLATE = "qwen2_5_vl_covt"
 CALLBACK = "covt_stage"
 HEADS_ATTR = "covt_heads"
-CLOCK_ENV = "SVP_COVT_CLOCK"
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name, default)
-    return value if value not in ("", None) else default
+def head_shapes(config: CovtSettings) -> dict:
+    """The heads' shapes: asked of the stand-in experts (built once, shared with the loss),
+    or read from the real checkpoints' configs (cheap) without loading the experts."""
+    if config.backend == "standin":
+        return {n: e.shape() for n, e in _experts(config).items()}
+    from svp.covt.real import real_head_shapes
 
-
-def _parse_weights(text: str | None, experts) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in (text or "").replace(" ", "").split(","):
-        if not item:
-            continue
-        name, _, w = item.partition("=")
-        if name not in experts:
-            raise ValueError(f"SVP_COVT_WEIGHTS names {name!r}, not one of the chosen experts "
-                             f"{', '.join(experts)}")
-        try:
-            out[name] = float(w)
-        except ValueError as exc:
-            raise ValueError(f"SVP_COVT_WEIGHTS: bad weight in {item!r}") from exc
-    return out
-
-
-@dataclass
-class CovtSettings:
-    thought: ThoughtConfig
-    backend: str
-    schedule: Schedule
-    weights: dict[str, float] = field(default_factory=dict)
-    cache: str | None = None
-
-    @classmethod
-    def from_env(cls) -> CovtSettings:
-        thought = ThoughtConfig.parse(_env("SVP_COVT_EXPERTS"))
-        backend = _env("SVP_COVT_BACKEND", "real")
-        if backend not in ("real", "standin"):
-            raise ValueError(f"SVP_COVT_BACKEND={backend!r}: use 'real' or 'standin'")
-        until = _env("SVP_COVT_AUX_UNTIL")
-        try:
-            aux_until = int(until) if until is not None else None
-        except ValueError as exc:
-            raise ValueError(f"SVP_COVT_AUX_UNTIL={until!r} is not a step number") from exc
-        return cls(thought, backend, Schedule.parse(_env("SVP_COVT_SCHEDULE"), aux_until),
-                   _parse_weights(_env("SVP_COVT_WEIGHTS"), thought.experts),
-                   _env("SVP_COVT_CACHE"))
-
-    def build_experts(self) -> dict:
-        return build_experts(self.thought, self.backend)
-
-    def head_shapes(self) -> dict:
-        if self.backend == "standin":  # tiny: build (once, shared with the loss) and ask
-            return {n: e.shape() for n, e in _experts(self).items()}
-        from svp.covt.real import real_head_shapes
-
-        return real_head_shapes(self.thought)
+    return real_head_shapes(config.thought, config.checkpoints)
 
 
 # ----------------------------------------------------------------------------- heads on the model
@@ -127,25 +73,25 @@ def _checkpoint_heads(model_dir: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def attach_heads(model, model_dir: str, settings: CovtSettings) -> CovtHeads:
+def attach_heads(model, model_dir: str, config: CovtSettings) -> CovtHeads:
     """Give ``model`` its heads (a child module, so tuners train and checkpoints save it),
     restoring them from ``model_dir`` when it holds a CoVT checkpoint."""
     cfg = model.config
     hidden = getattr(getattr(cfg, "text_config", None), "hidden_size", None) or cfg.hidden_size
     emb = model.get_input_embeddings().weight
-    heads = CovtHeads(hidden, settings.head_shapes())
+    heads = CovtHeads(hidden, head_shapes(config))
     saved = _checkpoint_heads(model_dir)
     if saved:
         try:
             heads.load_state_dict(saved, strict=True)
         except RuntimeError as exc:
             raise ValueError(f"{model_dir} holds CoVT heads that do not fit experts "
-                             f"{settings.thought.experts} with counts {settings.thought.counts} "
+                             f"{config.thought.experts} with counts {config.thought.counts} "
                              f"(SVP_COVT_EXPERTS / SVP_COVT_BACKEND differ from training?): "
                              f"{exc}") from exc
         logger.info(f"covt: restored {len(saved)} head tensors from {model_dir}")
     else:
-        logger.info(f"covt: new heads for {', '.join(settings.thought.experts)} "
+        logger.info(f"covt: new heads for {', '.join(config.thought.experts)} "
                     f"({sum(p.numel() for p in heads.parameters()) / 1e6:.2f} M parameters)")
     setattr(model, HEADS_ATTR, heads.to(device=emb.device, dtype=emb.dtype))
     return heads
@@ -156,12 +102,12 @@ class CovtQwen2_5VLLoader(Qwen2_5VLLoader):
 
     def get_model(self, model_dir: str, *args, **kwargs):
         model = super().get_model(model_dir, *args, **kwargs)
-        attach_heads(model, model_dir, CovtSettings.from_env())
+        attach_heads(model, model_dir, settings.load())
         return model
 
     def _add_new_special_tokens(self, model, processor, config):
         super()._add_new_special_tokens(model, processor, config)
-        tokens = CovtSettings.from_env().thought.new_tokens()  # anchors special, pads not
+        tokens = settings.load().thought.new_tokens()  # anchors special, pads not
         summary = grow_vocabulary(self, model, processor, config,
                                   [(tokens[:2], True), (tokens[2:], False)], seed=1)
         if summary["added"]:
@@ -169,32 +115,37 @@ class CovtQwen2_5VLLoader(Qwen2_5VLLoader):
 
 
 # ----------------------------------------------------------------------------- stage clock
-def _read_clock() -> int:
-    path = os.environ.get(CLOCK_ENV)
+def read_clock(path: str | None) -> int:
+    """The global step the callback last published (0 before training starts). A clock file
+    that exists but cannot be read is an error, never a silent step 0."""
     if not path:
         return 0
-    try:
-        return int(Path(path).read_text())
-    except (OSError, ValueError):
+    clock = Path(path)
+    if not clock.exists():
         return 0
+    text = clock.read_text().strip()
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise RuntimeError(f"covt: stage clock {path} holds {text!r}, not a step") from exc
 
 
 class CovtStageCallback(TrainerCallback):
-    """Publishes the trainer's global step (restored on resume) to the encoders, which may
-    run in dataloader workers, through a small file named by ``$SVP_COVT_CLOCK``."""
+    """Publishes the trainer's global step (restored on resume) to the template's encoder,
+    which may run in dataloader workers: a small file whose path the template carries (set
+    here before the workers start, so each worker's copy of the template has it)."""
 
     def _publish(self, state) -> None:
         path = Path(self.args.output_dir) / ".covt_step"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".covt_step.{os.getpid()}.tmp")
-        tmp.write_text(str(state.global_step))
-        tmp.replace(path)
-        os.environ[CLOCK_ENV] = str(path)
+        write_atomic(path, str(state.global_step))
+        template = getattr(self.trainer, "template", None)
+        if template is not None:
+            template.clock_path = str(path)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._publish(state)
         logger.info(f"covt: schedule starts at global step {state.global_step} "
-                    f"(stage {CovtSettings.from_env().schedule.stage(state.global_step)})")
+                    f"(stage {settings.load().schedule.stage(state.global_step)})")
 
     def on_step_end(self, args, state, control, **kwargs):
         self._publish(state)
@@ -206,10 +157,11 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
     the expert losses to the LM loss (scaled like it), logging each one."""
 
     stage_rows = True  # False: encode rows as written (replaying a generated answer)
+    clock_path: str | None = None  # set by the covt_stage callback
 
     @cached_property
     def covt(self) -> CovtSettings:
-        return CovtSettings.from_env()
+        return settings.load()
 
     @cached_property
     def pad_ids(self) -> dict[str, int]:
@@ -249,7 +201,7 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
         if not inputs.images:
             return  # no image, nothing for the experts to see
         u, a = msgs[users[0]], msgs[users[0] + 1]
-        step = _read_clock()
+        step = read_clock(self.clock_path)
         stage = self.covt.schedule.stage(step)
         q = str(u["content"])
         tags = q.count("<image>")
@@ -326,18 +278,20 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
 _EXPERTS: dict = {}
 
 
-def _experts(settings: CovtSettings) -> dict:
-    key = (settings.backend, settings.thought)
+def _experts(config: CovtSettings) -> dict:
+    """The experts of these settings, built once per process (frozen, shared by every
+    model and by the head-shape query)."""
+    key = (config.backend, config.thought, tuple(sorted(config.checkpoints.items())))
     if key not in _EXPERTS:
-        _EXPERTS[key] = settings.build_experts()
+        _EXPERTS[key] = build_experts(config.thought, config.backend, config.checkpoints)
     return _EXPERTS[key]
 
 
 class _Runtime:
     """Per-model state: heads, the final-norm hook, experts, counters."""
 
-    def __init__(self, settings: CovtSettings, model):
-        self.settings = settings
+    def __init__(self, config: CovtSettings, model):
+        self.config = config
         self.hidden = None
         self.heads = None
         for name, module in model.named_modules():
@@ -351,9 +305,9 @@ class _Runtime:
         if not norms:
             raise ValueError("covt: could not find the language model's final norm")
         norms[0].register_forward_hook(self._capture)
-        self.experts = _experts(settings)
-        if settings.cache:  # refuse targets made by other experts before the first update
-            TargetCache(settings.cache, {n: e.fingerprint() for n, e in self.experts.items()}
+        self.experts = _experts(config)
+        if config.cache:  # refuse targets made by other experts before the first update
+            TargetCache(config.cache, {n: e.fingerprint() for n, e in self.experts.items()}
                         ).check_meta(create=False)
         self.logged_skips: Counter = Counter()
 
@@ -405,16 +359,18 @@ class _Runtime:
 _RUNTIMES: dict[int, _Runtime] = {}
 
 
-def _runtime(settings: CovtSettings, model) -> _Runtime:
+def _runtime(config: CovtSettings, model) -> _Runtime:
     key = id(model)
     if key not in _RUNTIMES:
-        _RUNTIMES[key] = _Runtime(settings, model)
+        _RUNTIMES[key] = _Runtime(config, model)
     return _RUNTIMES[key]
 
 
 def register() -> None:
     """Idempotent registration of the model type, template and callback."""
     from dataclasses import replace
+
+    settings.load()  # validated and logged at start-up
 
     stock = TEMPLATE_MAPPING["qwen2_5_vl"]
     register_template(replace(stock, template_type=TEMPLATE,

@@ -68,6 +68,10 @@ class ThoughtConfig:
             raise ValueError("no visual expert chosen")
         return cls(tuple(experts), tuple(counts))
 
+    def __str__(self) -> str:
+        """The option text that parses back to this config (``sam:8,depth:4,dino:4``)."""
+        return ",".join(f"{e}:{n}" for e, n in zip(self.experts, self.counts, strict=True))
+
     def count(self, expert: str) -> int:
         return self.counts[self.experts.index(expert)]
 

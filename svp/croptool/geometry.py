@@ -1,7 +1,7 @@
 """Crop-tool geometry: parsing tool calls, coordinate spaces, box checks, the resize policy.
 
 One module decides every number a crop depends on, so SFT data, the training template, the
-inference loop and the rewards all cut the same pixels (DESIGN.md §3):
+inference loop and the rewards all cut the same pixels:
 
 * **Tool-call syntaxes** (all accepted, one canonical form written):
   ``{Crop <desc> [x1, y1, x2, y2]}`` (VLM-R3 training text),
@@ -295,16 +295,3 @@ class CropPolicy:
             return None, None, reason
         return self.crop(image, checked), checked, None
 
-
-def policy_from_env(family: str, env=None) -> CropPolicy:
-    """``SVP_CROP_MAIN_SHORT`` (448; 0 = leave to MAX_PIXELS), ``SVP_CROP_MAX_SHORT`` (448)."""
-    import os
-
-    env = os.environ if env is None else env
-    try:
-        main = int(env.get("SVP_CROP_MAIN_SHORT", 448))
-        crop = int(env.get("SVP_CROP_MAX_SHORT", 448))
-    except ValueError as exc:
-        raise ValueError(
-            f"SVP_CROP_MAIN_SHORT / SVP_CROP_MAX_SHORT must be integers: {exc}") from exc
-    return CropPolicy(family, main, crop)

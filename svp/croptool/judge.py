@@ -3,12 +3,8 @@
 VLM-R3 and DeepEyes both fall back to a large LLM (Qwen2.5-72B-Instruct) when rules cannot
 decide whether a free-form answer matches the ground truth. Here the endpoint is whatever
 serves ``/v1/chat/completions``: ``swift deploy --model Qwen/Qwen2.5-72B-Instruct``, vLLM,
-or a hosted API. Configured from the environment so ``swift rlhf`` needs no new flags:
-
-``SVP_JUDGE_URL``   base URL, e.g. ``http://127.0.0.1:8000/v1`` (unset: no judge)
-``SVP_JUDGE_MODEL`` model name sent in the request (default: the first one ``/models`` lists)
-``SVP_JUDGE_API_KEY`` bearer token (optional); ``SVP_JUDGE_TIMEOUT`` seconds (30);
-``SVP_JUDGE_WORKERS`` concurrent requests (8).
+or a hosted API. Configured by the ``SVP_JUDGE_*`` settings (:mod:`svp.croptool.settings`),
+so ``swift rlhf`` needs no new flags.
 
 A failed request (network, HTTP error, unreadable reply) counts as "not judged": the answer
 scores 0, the failure is counted and logged, and training goes on. Verdicts are cached per
@@ -20,13 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("swift.svp.judge")
 
 PROMPT = (
     "You grade answers to visual questions. Decide whether the model's answer means the same "
@@ -51,21 +46,6 @@ class Judge:
         self.cache: dict[tuple[str, str, str], bool | None] = {}
         self.failures = 0
         self.requests = 0
-
-    @classmethod
-    def from_env(cls, env=None) -> Judge | None:
-        env = os.environ if env is None else env
-        url = env.get("SVP_JUDGE_URL")
-        if not url:
-            return None
-        try:
-            timeout = float(env.get("SVP_JUDGE_TIMEOUT", 30))
-            workers = int(env.get("SVP_JUDGE_WORKERS", 8))
-        except ValueError as exc:
-            raise ValueError(
-                f"SVP_JUDGE_TIMEOUT / SVP_JUDGE_WORKERS must be numbers: {exc}") from exc
-        return cls(url, env.get("SVP_JUDGE_MODEL") or None, env.get("SVP_JUDGE_API_KEY") or None,
-                   timeout, workers)
 
     # ------------------------------------------------------------------ http
     def _post(self, path: str, payload: dict | None) -> dict:

@@ -10,10 +10,10 @@ reward gated on correctness.
 
 What a completion is made of: the assistant text of the whole trajectory, in which the
 crop-tool scheduler left ``<|vision_start|><|image_pad|><|vision_end|>`` after each executed
-call and a ``(crop failed: ...)`` note after each rejected one; :func:`clean_text` removes
-both before any text reward looks at it. Which crops were *executed* comes from the
-scheduler's records (:class:`Trajectory`), never from counting tags in the text, which the
-model could write itself.
+call and a ``(crop failed: ...)`` note after each rejected one;
+:func:`svp.croptool.format.clean_text` removes both before any text reward looks at it.
+Which crops were *executed* comes from the scheduler's records (:class:`Trajectory`), never
+from counting tags in the text, which the model could write itself.
 """
 
 from __future__ import annotations
@@ -23,15 +23,11 @@ import re
 import string
 from dataclasses import dataclass, field
 
+from svp.croptool.format import clean_text, extract_answer
 from svp.croptool.geometry import check_box, from_space, parse_tool_calls
 
-VISION_BLOCK = "<|vision_start|><|image_pad|><|vision_end|>"
-FEEDBACK = "\n(crop failed: {reason})\n"
-_VISION_RE = re.compile(r"<\|vision_start\|>.*?<\|vision_end\|>", re.S)
-_FEEDBACK_RE = re.compile(r"\n?\(crop failed: [^\n]*\)\n?")
 _STRUCTURE_RE = re.compile(
     r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.S)
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
 _NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
 _LETTER_GT_RE = re.compile(r"^\(?([A-Ja-j])\)?[.:)]?(?:\s.*)?$", re.S)
 _LETTER_PRED_RE = re.compile(r"^\s*(?i:option\s+|answer\s*:?\s*)?\(?([A-J])\)?(?=$|[\s.:),])")
@@ -64,19 +60,6 @@ REWARDS: dict[str, tuple[str, float, str]] = {
 
 
 # ----------------------------------------------------------------------------- text
-def clean_text(text) -> str:
-    """The completion without injected vision blocks and crop-failure notes."""
-    if not isinstance(text, str):
-        return ""
-    return _FEEDBACK_RE.sub("", _VISION_RE.sub("", text))
-
-
-def extract_answer(text: str) -> str | None:
-    """Content of the last ``<answer>...</answer>`` (None when there is none)."""
-    found = _ANSWER_RE.findall(text) if isinstance(text, str) else []
-    return found[-1].strip() if found else None
-
-
 def format_reward(text: str, max_answer_chars: int = 1000) -> float:
     """0.5 for the ``<think>`` then ``<answer>`` structure (once each, nothing around them),
     +0.5 when, in addition, tool-call tags balance and every call in the text parses."""

@@ -13,17 +13,14 @@ reason and generation continues without a crop (the model sees its own text only
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from svp.croptool.geometry import CropPolicy, family_of, parse_tool_calls, policy_from_env
-
-STOP = "</tool_call>"
-_THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
-_ANSWER_RE = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S)
+from svp.croptool import settings
+from svp.croptool.format import STOP, ends_with_open_call, extract_answer, extract_think
+from svp.croptool.geometry import CropPolicy, family_of, parse_tool_calls
 
 
 @dataclass
@@ -46,14 +43,6 @@ class CropResult:
         return d
 
 
-def split_answer(text: str) -> tuple[str | None, str | None]:
-    """``<think>`` and ``<answer>`` contents (last answer wins; unclosed tags tolerated)."""
-    think = _THINK_RE.search(text)
-    answers = _ANSWER_RE.findall(text)
-    return (think.group(1).strip() if think else None,
-            answers[-1].strip() if answers else None)
-
-
 class CropToolInference:
     """Python API: ``CropToolInference(model_path).generate(image, question)``."""
 
@@ -62,7 +51,9 @@ class CropToolInference:
                  max_crops: int = 8, max_new_tokens: int = 512, temperature: float = 0.0,
                  backend: str = "transformers", max_batch_size: int = 8, seed: int | None = 0,
                  system: str | None = None):
-        import plugins.croptool  # noqa: F401  (registers the crop templates)
+        from svp.croptool.swift_template import register
+
+        register()  # the crop templates (idempotent)
 
         if engine is None:
             if model_path is None:
@@ -71,7 +62,7 @@ class CropToolInference:
                                        max_batch_size, max_crops)
         self.engine = engine
         self.family = family or family_of(engine.template.template_meta.template_type)
-        self.policy: CropPolicy = policy_from_env(self.family)
+        self.policy: CropPolicy = settings.load().policy(self.family)
         self.max_crops, self.max_new_tokens = max_crops, max_new_tokens
         self.temperature, self.seed, self.system = temperature, seed, system
 
@@ -143,7 +134,7 @@ class CropToolInference:
                     s["result"].rounds += 1
                     s["budget"] -= out.usage.completion_tokens
                     stopped_at_call = choice.finish_reason == "stop" and (
-                        piece.rstrip().endswith(STOP) or _ends_with_call(s["text"] + piece))
+                        piece.rstrip().endswith(STOP) or ends_with_open_call(s["text"] + piece))
                     if stopped_at_call and not piece.rstrip().endswith(STOP):
                         piece += STOP  # engines that strip the stop string
                     self._extend(s, piece)
@@ -159,7 +150,7 @@ class CropToolInference:
         for s in states:
             r = s["result"]
             r.text = s["text"]
-            r.think, r.answer = split_answer(r.text)
+            r.think, r.answer = extract_think(r.text), extract_answer(r.text, closed=False)
             out.append(r)
         return out
 
@@ -186,10 +177,6 @@ class CropToolInference:
                                   "box_pixels": [round(v, 2) for v in px]})
         result.crops.append(crop)
         state["text"] += "<image>"
-
-
-def _ends_with_call(text: str) -> bool:
-    return bool(re.search(r"<tool_call>[^<]*$", text))
 
 
 def save_results(results: list[CropResult], output_json: str | Path) -> Path:

@@ -27,7 +27,6 @@ count tags in the text.
 from __future__ import annotations
 
 import copy
-import re
 from collections import OrderedDict
 from functools import cached_property
 
@@ -36,14 +35,13 @@ from swift.rollout import MultiTurnScheduler, multi_turns
 from swift.template import Template
 from swift.utils import get_logger
 
-from svp.croptool import rewards as R
-from svp.croptool.geometry import parse_tool_calls, policy_from_env
+from svp.croptool import rewards, settings
+from svp.croptool.format import FEEDBACK, STOP, VISION_BLOCK, ends_with_open_call
+from svp.croptool.geometry import parse_tool_calls
 from svp.croptool.judge import Judge
 
 logger = get_logger()
-STOP = "</tool_call>"
 SCHEDULER = "crop_tool"
-_OPEN_CALL = re.compile(r"<tool_call>(?:(?!</tool_call>).)*$", re.S)
 
 
 # ----------------------------------------------------------------------------- scheduler
@@ -55,7 +53,7 @@ def pending_call(completion: str, finish_reason: str | None) -> tuple[str, bool]
     body = completion.rstrip()
     if body.endswith(STOP):
         return body, False
-    if finish_reason == "stop" and _OPEN_CALL.search(body):
+    if finish_reason == "stop" and ends_with_open_call(body):
         return body + STOP, True
     return "", False
 
@@ -74,7 +72,7 @@ class CropToolScheduler(MultiTurnScheduler):
                 f"qwen3_vl_crop, registered by plugins/croptool.py, which plugins/rgrpo.py "
                 f"loads); got template {name!r}")
         self.family = family
-        self.policy = policy_from_env(family)
+        self.policy = settings.load().policy(family)
         self.executed = 0
         self.failed = 0
         # decoded main images, keyed by the identity of the request's images[0] (kept alive
@@ -83,7 +81,7 @@ class CropToolScheduler(MultiTurnScheduler):
 
     @cached_property
     def _vision_ids(self) -> list[int]:
-        return list(self.tokenizer.encode(R.VISION_BLOCK, add_special_tokens=False))
+        return list(self.tokenizer.encode(VISION_BLOCK, add_special_tokens=False))
 
     def check_finished(self, infer_request, response_choice, current_turn) -> bool:
         if super().check_finished(infer_request, response_choice, current_turn):
@@ -125,7 +123,7 @@ class CropToolScheduler(MultiTurnScheduler):
             extra += self._vision_ids
         else:
             self.failed += 1
-            extra += tok.encode(R.FEEDBACK.format(reason=reason), add_special_tokens=False)
+            extra += tok.encode(FEEDBACK.format(reason=reason), add_special_tokens=False)
             if self.failed in (1, 10, 100) or self.failed % 1000 == 0:
                 logger.warning(f"crop tool: rejected call ({reason}); {self.failed} rejected, "
                                f"{self.executed} executed so far")
@@ -180,16 +178,16 @@ class _RewardBase(ORM):
     name = ""
     errors = 0
 
-    def __call__(self, completions, **kwargs) -> list[float | None]:
+    def __call__(self, completions, **columns) -> list[float | None]:
         n = len(completions)
-        infos = kwargs.get("rollout_infos") or [None] * n
-        self.prepare(completions, kwargs)
+        infos = columns.get("rollout_infos") or [None] * n
+        self.prepare(completions, columns)
         out: list[float | None] = []
         for i, text in enumerate(completions):
             if not isinstance(text, str):
                 text = ""
             try:
-                value = self.score(i, text, R.Trajectory.from_infos(infos[i]), kwargs)
+                value = self.score(i, text, rewards.Trajectory.from_infos(infos[i]), columns)
             except Exception as exc:  # noqa: BLE001 - rewards must not stop training
                 type(self).errors += 1
                 logger.warning(f"{self.name}: scoring failed ({exc!r}); scored 0 "
@@ -198,20 +196,20 @@ class _RewardBase(ORM):
             out.append(None if value is None else float(value))
         return out
 
-    def prepare(self, completions, kwargs) -> None:
+    def prepare(self, completions, columns) -> None:
         """Hook for batch-level work (the judge's concurrent requests)."""
 
-    def score(self, i, text, traj, kwargs) -> float | None:
+    def score(self, i, text, traj, columns) -> float | None:
         raise NotImplementedError
 
 
-def _column(kwargs, name, i):
-    col = kwargs.get(name)
+def _column(columns, name, i):
+    col = columns.get(name)
     return col[i] if isinstance(col, list | tuple) and i < len(col) else None
 
 
-def _question(kwargs, i) -> str:
-    messages = _column(kwargs, "messages", i) or []
+def _question(columns, i) -> str:
+    messages = _column(columns, "messages", i) or []
     for m in messages:
         if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
             return m["content"].replace("<image>", "").strip()
@@ -227,82 +225,84 @@ class _AccuracyMixin:
     @classmethod
     def _get_judge(cls) -> Judge | None:
         if not _AccuracyMixin._judge_ready:
-            _AccuracyMixin.judge = Judge.from_env()
+            _AccuracyMixin.judge = settings.load().judge()
             _AccuracyMixin._judge_ready = True
         return _AccuracyMixin.judge
 
-    def prepare(self, completions, kwargs) -> None:
-        if "solution" not in kwargs:
+    def prepare(self, completions, columns) -> None:
+        if "solution" not in columns:
             raise ValueError(f"{self.name} needs a 'solution' column in the dataset (the "
                              "ground-truth answer); see README 'Regional GRPO' for the format")
         judge = self._get_judge()
         if judge is None:
             return
-        triples = [(_question(kwargs, i), gold, pred)
+        triples = [(_question(columns, i), gold, pred)
                    for i, text in enumerate(completions) if isinstance(text, str)
-                   for gold, pred in R.judge_requests(text, _column(kwargs, "solution", i))]
+                   for gold, pred in rewards.judge_requests(text, _column(columns, "solution", i))]
         judge.prefetch(triples)
 
-    def accuracy(self, i, text, kwargs) -> float:
-        return R.accuracy_reward(text, _column(kwargs, "solution", i), self._get_judge(),
-                                 _question(kwargs, i))
+    def accuracy(self, i, text, columns) -> float:
+        return rewards.accuracy_reward(text, _column(columns, "solution", i), self._get_judge(),
+                                 _question(columns, i))
 
 
 class AccuracyReward(_AccuracyMixin, _RewardBase):
     name = "rgrpo_accuracy"
 
-    def score(self, i, text, traj, kwargs):
-        return self.accuracy(i, text, kwargs)
+    def score(self, i, text, traj, columns):
+        return self.accuracy(i, text, columns)
 
 
 class ToolReward(_AccuracyMixin, _RewardBase):
     name = "rgrpo_tool"
 
-    def score(self, i, text, traj, kwargs):
-        return R.tool_reward(traj, self.accuracy(i, text, kwargs))
+    def score(self, i, text, traj, columns):
+        return rewards.tool_reward(traj, self.accuracy(i, text, columns))
 
 
 class FormatReward(_RewardBase):
     name = "rgrpo_format"
 
-    def score(self, i, text, traj, kwargs):
-        return R.format_reward(text)
+    def score(self, i, text, traj, columns):
+        return rewards.format_reward(text)
 
 
 class CropValidReward(_RewardBase):
     name = "rgrpo_crop_valid"
 
-    def score(self, i, text, traj, kwargs):
-        return R.crop_valid_reward(traj)
+    def score(self, i, text, traj, columns):
+        return rewards.crop_valid_reward(traj)
 
 
 class RegionIouReward(_RewardBase):
     name = "rgrpo_region_iou"
 
-    def score(self, i, text, traj, kwargs):
-        return R.region_iou_reward(traj, _column(kwargs, "gt_boxes", i))
+    def score(self, i, text, traj, columns):
+        return rewards.region_iou_reward(traj, _column(columns, "gt_boxes", i))
 
 
 class SegmentLengthReward(_RewardBase):
     name = "rgrpo_segment_length"
 
-    def score(self, i, text, traj, kwargs):
-        return R.segment_length_reward(text)
+    def score(self, i, text, traj, columns):
+        return rewards.segment_length_reward(text)
 
 
 REWARD_CLASSES = [AccuracyReward, FormatReward, CropValidReward, RegionIouReward,
                   SegmentLengthReward, ToolReward]
 
 
-def _named(cls):
+def _named_for_logging(cls):
     """ms-swift logs a reward under its class name: give each the name users pass."""
-    return type(cls.name, (cls,), {"__module__": __name__, "__doc__": R.REWARDS[cls.name][2]})
+    doc = rewards.REWARDS[cls.name][2]
+    return type(cls.name, (cls,), {"__module__": __name__, "__doc__": doc})
 
 
-REGISTERED = {cls.name: _named(cls) for cls in REWARD_CLASSES}
+REGISTERED = {cls.name: _named_for_logging(cls) for cls in REWARD_CLASSES}
 
 
 def register() -> None:
     """Put the rewards in ``orms`` and the scheduler in ``multi_turns`` (idempotent)."""
+    settings.load()  # validated and logged at start-up
     orms.update(REGISTERED)
     multi_turns[SCHEDULER] = CropToolScheduler

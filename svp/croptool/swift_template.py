@@ -11,7 +11,8 @@ are trained, and the collator computes mrope positions with the model's ``get_ro
 over all images in sequence order.
 
 The source image is decoded once per sample; the main image is given to the model at the
-policy size (shorter side ``SVP_CROP_MAIN_SHORT``, default 448), so the box numbers in the
+policy size (shorter side ``SVP_CROP_MAIN_SHORT``, default 448; :mod:`svp.croptool.settings`),
+so the box numbers in the
 text (the model's coordinate space: Qwen2.5-VL resized pixels, Qwen3-VL 0..1000) refer to
 it. A request with a bad box keeps its text and gets no crop; the count is logged.
 """
@@ -19,6 +20,7 @@ it. A request with a bad box keeps its text and gets no crop; the count is logge
 from __future__ import annotations
 
 import re
+from functools import cached_property
 
 from swift.template import Template
 from swift.template.register import TEMPLATE_MAPPING, register_template
@@ -26,12 +28,13 @@ from swift.template.templates.qwen import Qwen2_5VLTemplate, Qwen3VLTemplate
 from swift.template.utils import get_token_backed_response_ids
 from swift.utils import get_logger
 
-from svp.croptool.geometry import parse_tool_calls, policy_from_env
+from svp.croptool import settings
+from svp.croptool.format import STOP
+from svp.croptool.geometry import CropPolicy, parse_tool_calls
 
 logger = get_logger()
 TEMPLATES = {"qwen2_5_vl_crop": "qwen2_5_vl", "qwen3_vl_crop": "qwen3_vl"}
 _IMAGE_TAG = "<image>"
-STOP = "</tool_call>"
 _FOLLOWED_BY_IMAGE = re.compile(r"\s*<image>")
 
 
@@ -40,6 +43,11 @@ class CropToolMixin:
 
     crop_family: str = "qwen2_5_vl"
     bad_boxes: int = 0
+
+    @cached_property
+    def crop_policy(self) -> CropPolicy:
+        """The sizes in force (read once per template, i.e. once per process)."""
+        return settings.load().policy(self.crop_family)
 
     def _preprocess_inputs(self, inputs) -> None:
         if inputs.images:
@@ -60,7 +68,7 @@ class CropToolMixin:
             super()._add_default_tags(inputs)
 
     def _insert_crops(self, inputs) -> None:
-        policy = policy_from_env(self.crop_family)
+        policy = self.crop_policy
         images = list(inputs.images)
         n_tags = sum(m["content"].count(_IMAGE_TAG) if isinstance(m.get("content"), str)
                      else self._id_images(m.get("content")) for m in inputs.messages)
@@ -122,6 +130,7 @@ def register() -> None:
     """Register both templates as copies of the stock metas with our classes (idempotent)."""
     from dataclasses import replace
 
+    settings.load()  # validated and logged at start-up
     for name, base in TEMPLATES.items():
         stock = TEMPLATE_MAPPING[base]
         # generation pauses at every call so the tool (inference loop, R-GRPO scheduler) runs

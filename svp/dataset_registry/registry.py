@@ -24,13 +24,6 @@ from typing import Any
 
 import yaml
 
-REGISTRY_ENV = "SVP_DATASET_REGISTRY"
-"""Environment variable naming one or more registry YAML files (``os.pathsep``-separated)."""
-BAD_ROWS_ENV = "SVP_BAD_ROWS"
-"""``error`` (default): stop on any bad row; ``skip``: drop bad rows and report how many."""
-DEFAULT_REGISTRY = "datasets.yaml"
-"""Looked up in the working directory when the environment variable is not set."""
-
 IMAGE_TAG = "<image>"
 VIDEO_TAG = "<video>"
 ROLE_ALIASES = {
@@ -78,7 +71,7 @@ class DataValidationError(ValueError):
         self.report = report
         head = f"dataset {name!r}: " if name else ""
         super().__init__(f"{head}{report.format(max_shown=max_shown)}\n"
-                         f"Fix these rows, or set {BAD_ROWS_ENV}=skip to drop them.")
+                         f"Fix these rows, or set SVP_BAD_ROWS=skip to drop them.")
 
 
 @dataclass(frozen=True)
@@ -151,16 +144,6 @@ class LoadedDataset:
 
 # --------------------------------------------------------------------------------------------
 # Registry files
-
-
-def registry_paths_from_env(environ: dict[str, str] | None = None) -> list[Path]:
-    """Registry files to read: ``$SVP_DATASET_REGISTRY`` or ``./datasets.yaml`` if present."""
-    environ = os.environ if environ is None else environ
-    value = environ.get(REGISTRY_ENV, "").strip()
-    if value:
-        return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip()]
-    default = Path(DEFAULT_REGISTRY)
-    return [default.resolve()] if default.is_file() else []
 
 
 def load_registry(paths: Iterable[str | os.PathLike]) -> dict[str, DatasetEntry]:
@@ -496,11 +479,3 @@ def _all_image_paths(raw_rows: list[tuple[str, Any]], entry: DatasetEntry) -> It
             for m in media or []:
                 yield resolve_media(m, entry.data_path, entry.annotation_path)
 
-
-def bad_rows_mode(environ: dict[str, str] | None = None) -> bool:
-    """True when ``$SVP_BAD_ROWS=skip``; anything else but ``error``/unset is an error."""
-    environ = os.environ if environ is None else environ
-    value = environ.get(BAD_ROWS_ENV, "error").strip().lower() or "error"
-    if value not in ("error", "skip"):
-        raise RegistryError(f"{BAD_ROWS_ENV}={value!r}: expected 'error' or 'skip'")
-    return value == "skip"

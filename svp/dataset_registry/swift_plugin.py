@@ -25,14 +25,13 @@ from swift.dataset import (
 from swift.dataset.preprocessor import RowPreprocessor
 from swift.utils import get_logger
 
+from svp.dataset_registry import settings
 from svp.dataset_registry.registry import (
     DatasetEntry,
     RegistryError,
-    bad_rows_mode,
     load_dataset_rows,
     load_registry,
     parse_spec,
-    registry_paths_from_env,
     sampled_count,
 )
 
@@ -111,7 +110,7 @@ class RegistryDatasetLoader(DatasetLoader):
         if self.streaming:
             raise RegistryError(f"dataset {self.entry.name!r}: registry datasets are loaded "
                                 "in memory; --streaming true is not supported for them")
-        loaded = load_dataset_rows(self.entry, skip_bad_rows=bad_rows_mode())
+        loaded = load_dataset_rows(self.entry, skip_bad_rows=settings.load().skip_bad_rows)
         if loaded.skipped:
             logger.warning(f"dataset {self.entry.name!r}: skipped {loaded.skipped} bad rows "
                            f"(SVP_BAD_ROWS=skip)\n{loaded.report.format()}")
@@ -137,11 +136,12 @@ class RegistryDatasetLoader(DatasetLoader):
 def register(registry_files: list[str] | None = None) -> dict[str, DatasetEntry]:
     """Register every registry dataset with ms-swift; safe to call more than once.
 
-    ``registry_files`` defaults to ``$SVP_DATASET_REGISTRY`` (``os.pathsep``-separated) or
-    ``./datasets.yaml``. Returns the entries registered.
+    ``registry_files`` defaults to the settings' files (``SVP_DATASET_REGISTRY`` or
+    ``./datasets.yaml``). Returns the entries registered.
     """
     _patch_dataset_syntax()
-    paths = registry_files if registry_files is not None else registry_paths_from_env()
+    config = settings.load()  # parsed, validated and logged at start-up
+    paths = registry_files if registry_files is not None else config.registry_files()
     entries = load_registry(paths) if paths else {}
     _registry_files[:] = [str(p) for p in paths]
     for name, entry in entries.items():

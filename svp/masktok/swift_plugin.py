@@ -6,15 +6,16 @@ decoding inside ms-swift's transformers engine.
   svp/common/vocab.py). Ids are deterministic, so ``swift infer --adapters`` re-creates
   the training vocabulary before loading the adapter's embed_tokens / lm_head.
 - ``--loss_scale default+mask_span`` weights the tokens of every ``<|mt_start|>...<|mt_end|>``
-  span by ``$SVP_MASK_LOSS_WEIGHT`` (default 2.0) in assistant turns; other trained tokens 1.
+  span by ``SVP_MASK_LOSS_WEIGHT`` (default 2.0) in assistant turns; other trained tokens 1.
 - Generation through ms-swift's transformers engine (``swift infer``, GRPO rollouts without
   vLLM) is constrained so that every mask is start, first-level code, second-level code, end
-  (``$SVP_CONSTRAIN_MASKS=0`` turns it off).
+  (``SVP_CONSTRAIN_MASKS=0`` turns it off).
+
+Both settings come from :mod:`svp.masktok.settings`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 from swift.loss_scale import LossScale, loss_scale_map
@@ -23,24 +24,12 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from svp.common.swift_vocab import grow_vocabulary
+from svp.masktok import settings
 from svp.masktok.tokens import MT_END, MT_START, MaskTokenLogitsProcessor, mask_token_list
 
 logger = get_logger()
 _MARK = "_svp_masktok_patched"
 _SPAN_RE = re.compile(re.escape(MT_START) + r".*?" + re.escape(MT_END), re.S)
-WEIGHT_ENV = "SVP_MASK_LOSS_WEIGHT"
-CONSTRAIN_ENV = "SVP_CONSTRAIN_MASKS"
-
-
-def mask_loss_weight() -> float:
-    value = os.environ.get(WEIGHT_ENV, "2.0")
-    try:
-        weight = float(value)
-    except ValueError as exc:
-        raise ValueError(f"{WEIGHT_ENV}={value!r} is not a number") from exc
-    if weight < 0:
-        raise ValueError(f"{WEIGHT_ENV}={weight} must be >= 0")
-    return weight
 
 
 class MaskSpanLossScale(LossScale):
@@ -51,7 +40,7 @@ class MaskSpanLossScale(LossScale):
     def get_loss_scale(self, context, **kwargs):
         if not isinstance(context, str) or MT_START not in context:
             return [context], [1.0]
-        weight = mask_loss_weight()
+        weight = settings.load().mask_loss_weight
         parts, weights, pos = [], [], 0
         for m in _SPAN_RE.finditer(context):
             if m.start() > pos:
@@ -86,7 +75,7 @@ def _patch_generation() -> None:
 
     def prepare_generate_kwargs(self, generate_kwargs, *, model=None):
         generate_kwargs = original(self, generate_kwargs, model=model)
-        if os.environ.get(CONSTRAIN_ENV, "1") == "0":
+        if not settings.load().constrain_masks:
             return generate_kwargs
         proc = getattr(self, "_svp_mask_processor", None)
         if proc is None:
@@ -107,6 +96,7 @@ def _patch_generation() -> None:
 
 def register() -> None:
     """Idempotent: patches once per process, registers the loss scale under 'mask_span'."""
+    settings.load()  # validated and logged at start-up, not at the first masked sample
     loss_scale_map["mask_span"] = MaskSpanLossScale
     if getattr(ModelLoader, _MARK, False):
         return

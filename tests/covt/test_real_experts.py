@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from svp.covt import real
-from svp.covt.tokens import ThoughtConfig
+from svp.covt.settings import checkpoint_variable, load
+from svp.covt.tokens import SPECS, ThoughtConfig
 
 IMAGENET = {"image_mean": list(real.IMAGENET_MEAN), "image_std": list(real.IMAGENET_STD)}
 
@@ -86,10 +87,11 @@ def ckpts(tmp_path_factory):
 
 
 @pytest.fixture
-def env(ckpts, monkeypatch):
-    for name, path in ckpts.items():
-        monkeypatch.setenv(real.ENV[name], str(path))
-    return ckpts
+def env(ckpts):
+    """The checkpoints as the settings give them: each from its SVP_COVT_<NAME>_CKPT."""
+    paths = load({checkpoint_variable(n): str(p) for n, p in ckpts.items()}).checkpoints
+    assert {n: paths[n] for n in ckpts} == ckpts
+    return paths
 
 
 EXPECTED = {  # target tensors and their per-sample shapes for the tiny checkpoints
@@ -106,10 +108,10 @@ EXPECTED = {  # target tensors and their per-sample shapes for the tiny checkpoi
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_real_expert_targets_decode_and_gradients(env, name):
     cfg = ThoughtConfig.parse(name)
-    expert = (real.SamExpert(cfg.count(name), points_per_side=4) if name == "sam"
-              else real.real_expert(name, cfg.count(name)))
+    expert = (real.SamExpert(cfg.count(name), env["sam"], points_per_side=4) if name == "sam"
+              else real.real_expert(name, cfg.count(name), env[name]))
     shape = expert.shape()
-    assert shape == real.real_head_shapes(cfg)[name]  # heads built before the expert loads fit
+    assert shape == real.real_head_shapes(cfg, env)[name]  # heads built before the expert loads fit
     t = expert.targets(images(2))
     assert {k: tuple(v.shape[1:]) for k, v in t.items()} == EXPECTED[name]
     assert all(v.shape[0] == 2 and not v.requires_grad for v in t.values())
@@ -135,20 +137,19 @@ def test_sam_architecture_is_read_from_the_checkpoint(ckpts):
         real._sam_arch({"x": torch.zeros(1)}, "bad.pth")
 
 
-def test_missing_checkpoint_names_the_variable(monkeypatch, tmp_path):
-    for name in real.ENV:
-        monkeypatch.delenv(real.ENV[name], raising=False)
-        with pytest.raises(FileNotFoundError, match=real.ENV[name]):
-            real.real_expert(name, 4)
-    monkeypatch.setenv(real.ENV["dino"], str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        real.real_expert("dino", 4)
+def test_missing_checkpoint_names_the_variable(tmp_path):
+    unset = load({}).checkpoints
+    for name in SPECS:
+        with pytest.raises(FileNotFoundError, match=checkpoint_variable(name)):
+            real.real_expert(name, 4, unset[name])
+    nowhere = load({"SVP_COVT_DINO_CKPT": str(tmp_path / "nowhere")}).checkpoints["dino"]
+    with pytest.raises(FileNotFoundError, match="SVP_COVT_DINO_CKPT=.*no such file"):
+        real.real_expert("dino", 4, nowhere)
 
 
-def test_head_shapes_without_checkpoints_are_upstreams(monkeypatch):
-    for name in real.ENV:
-        monkeypatch.delenv(real.ENV[name], raising=False)
-    shapes = real.real_head_shapes(ThoughtConfig.parse("sam,depth,dino,pidinet,siglip,metaclip"))
+def test_head_shapes_without_checkpoints_are_upstreams():
+    shapes = real.real_head_shapes(ThoughtConfig.parse("sam,depth,dino,pidinet,siglip,metaclip"),
+                                   load({}).checkpoints)
     assert {n: (s.token_dim, s.n_tokens, s.n_queries) for n, s in shapes.items()} == {
         "sam": (256, 8, 8), "depth": (1024, 4, 4), "dino": (1024, 4, 1025),
         "pidinet": (60, 4, 4), "siglip": (1024, 4, 1), "metaclip": (1024, 4, 1)}

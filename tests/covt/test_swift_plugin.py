@@ -28,7 +28,6 @@ ENV = {"SVP_COVT_BACKEND": "standin", "SVP_COVT_EXPERTS": "sam,depth",
 def covt_env(monkeypatch):
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.delenv("SVP_COVT_CLOCK", raising=False)
     monkeypatch.delenv("SVP_COVT_CACHE", raising=False)
 
 
@@ -44,19 +43,23 @@ def row(q="<image>\nWhat shape is this?", a="A red circle.", image=True):
     return out
 
 
-@pytest.fixture
-def loaded(covt_env, tiny_model):
-    from swift.model import get_model_processor
+def make_template(processor, model):
     from swift.template import get_template
 
-    load_entry("covt")
-
-    model, processor = get_model_processor(str(tiny_model("qwen2_5_vl")),
-                                           model_type="covt_qwen2_5_vl")
     template = get_template(processor, template_type="qwen2_5_vl_covt")
     template.set_mode("train")
     template.model = model
-    return model, processor, template
+    return template
+
+
+@pytest.fixture
+def loaded(covt_env, tiny_model):
+    from swift.model import get_model_processor
+
+    load_entry("covt")
+    model, processor = get_model_processor(str(tiny_model("qwen2_5_vl")),
+                                           model_type="covt_qwen2_5_vl")
+    return model, processor, make_template(processor, model)
 
 
 def test_entry_imports_twice_without_double_registration(covt_env):
@@ -89,10 +92,10 @@ def test_rows_are_staged_by_the_schedule(loaded, monkeypatch, tmp_path):
     assert "<think> Because the segmentation of the image is <|anchor_start|>" in text
     assert text.count("<|sam_pad|>") == 8 and text.count("<|depth_pad|>") == 4
     # the stage follows the clock the covt_stage callback publishes
-    clock = tmp_path / "step"
-    monkeypatch.setenv("SVP_COVT_CLOCK", str(clock))
     monkeypatch.setenv("SVP_COVT_SCHEDULE", "understanding@0,generation@5")
-    template.__dict__.pop("covt", None)
+    template = make_template(processor, template.model)  # settings are read per template
+    clock = tmp_path / "step"
+    template.clock_path = str(clock)
     clock.write_text("0")
     enc = template.encode(row())
     prompt = decode([t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True)

@@ -16,7 +16,6 @@ from svp.croptool.geometry import (
     from_space,
     model_input_size,
     parse_tool_calls,
-    policy_from_env,
     to_space,
 )
 
@@ -152,9 +151,5 @@ def test_execute_cuts_the_original_pixels():
         assert crop is None and px is None and why in reason
 
 
-def test_canonical_format_and_env_policy():
+def test_canonical_format():
     assert format_tool_call((1.4, 2.6, 30, 40.5)) == "<tool_call>[1, 3, 30, 40]</tool_call>"
-    p = policy_from_env("qwen3_vl", {"SVP_CROP_MAIN_SHORT": "0", "SVP_CROP_MAX_SHORT": "224"})
-    assert (p.main_short, p.crop_max_short, p.space) == (0, 224, "norm1000")
-    with pytest.raises(ValueError, match="integers"):
-        policy_from_env("qwen3_vl", {"SVP_CROP_MAIN_SHORT": "big"})

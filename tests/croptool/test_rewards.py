@@ -11,11 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from svp.croptool import rewards as R
+from svp.croptool import settings as crop_settings
+from svp.croptool.format import FEEDBACK, VISION_BLOCK, clean_text
 from svp.croptool.judge import Judge
 from tests.helpers import JudgeHandler
 
 GOOD = ("<think>The sign is small. <tool_call>[10, 20, 200, 180]</tool_call>"
-        + R.VISION_BLOCK + " It reads STOP.</think><answer>stop</answer>")
+        + VISION_BLOCK + " It reads STOP.</think><answer>stop</answer>")
 
 
 def traj(calls, executed=None, wh=(640, 480), model_wh=(588, 448), space="resized", factor=28):
@@ -44,10 +46,10 @@ def test_format(text, expected):
 
 
 def test_format_ignores_injected_blocks_and_failure_notes():
-    text = ("<think>a <tool_call>[1, 1, 0, 0]</tool_call>" + R.FEEDBACK.format(reason="swapped")
+    text = ("<think>a <tool_call>[1, 1, 0, 0]</tool_call>" + FEEDBACK.format(reason="swapped")
             + "b</think><answer>c</answer>")
     assert R.format_reward(text) == 1.0
-    assert R.clean_text(text) == ("<think>a <tool_call>[1, 1, 0, 0]</tool_call>b</think>"
+    assert clean_text(text) == ("<think>a <tool_call>[1, 1, 0, 0]</tool_call>b</think>"
                                   "<answer>c</answer>")
 
 
@@ -153,7 +155,7 @@ def test_accuracy_asks_the_judge_only_when_rules_cannot_decide():
 
 # ----------------------------------------------------------------------------- properties
 TAGS = ["<think>", "</think>", "<answer>", "</answer>", "<tool_call>", "</tool_call>",
-        R.VISION_BLOCK, "[", "]", ",", "{", "}", '"bbox_2d":', "{Crop x ", "nan", "inf",
+        VISION_BLOCK, "[", "]", ",", "{", "}", '"bbox_2d":', "{Crop x ", "nan", "inf",
         "-1e308", "1e309", "(crop failed: x)\n", " ", "\n", "A", "7", "3.5"]
 near_miss = st.lists(st.one_of(st.sampled_from(TAGS), st.integers(-2000, 2000).map(str),
                                st.text(max_size=5)), max_size=40).map("".join)
@@ -203,7 +205,8 @@ def test_rule_match_never_raises(pred, gold):
 # ----------------------------------------------------------------------------- judge
 def test_judge_over_http(judge_url):
     JudgeHandler.calls = 0
-    judge = Judge.from_env({"SVP_JUDGE_URL": judge_url, "SVP_JUDGE_WORKERS": "4"})
+    judge = crop_settings.load({"SVP_JUDGE_URL": judge_url, "SVP_JUDGE_WORKERS": "4"}).judge()
+    assert judge.workers == 4
     judge.prefetch([("q", "the crimson car", "a car"), ("q", "a bus", "a tram"),
                     ("q", "the crimson car", "a car")])
     assert JudgeHandler.calls == 2  # deduplicated, then cached
@@ -216,4 +219,4 @@ def test_judge_over_http(judge_url):
     dead = Judge("http://127.0.0.1:9/v1", model="m", timeout=0.5)
     assert dead("q", "a", "b") is None and dead.failures == 1
     assert R.accuracy_reward("<answer>b</answer>", "a thing", dead) == 0.0
-    assert Judge.from_env({}) is None
+    assert crop_settings.load({}).judge() is None

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from svp.croptool.rewards import REWARDS, VISION_BLOCK
+from svp.croptool.format import VISION_BLOCK
+from svp.croptool.rewards import REWARDS
 from tests.helpers import REPO, load_entry
 
 GOOD = ("<think>look <tool_call>[10, 20, 200, 180]</tool_call>" + VISION_BLOCK

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from data_tools import convert_rl
-from svp.croptool.rewards import REWARDS, VISION_BLOCK
+from svp.croptool.format import VISION_BLOCK
+from svp.croptool.rewards import REWARDS
 from tests.helpers import REPO, SWIFT, offline_env
 
 CHAIN = str(REPO / "recipes" / "vlmr3_qwen25vl_7b.sh")

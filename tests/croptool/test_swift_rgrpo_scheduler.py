@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from svp.croptool.format import VISION_BLOCK
 from svp.croptool.geometry import CropPolicy
-from svp.croptool.rewards import VISION_BLOCK, Trajectory
+from svp.croptool.rewards import Trajectory
 from svp.croptool.swift_rgrpo import CropToolScheduler, pending_call
 from tests.helpers import crop_setup, load_entry
 

@@ -12,11 +12,9 @@ from data_tools import check_data
 from svp.dataset_registry.registry import (
     DataValidationError,
     RegistryError,
-    bad_rows_mode,
     load_dataset_rows,
     load_registry,
     parse_spec,
-    registry_paths_from_env,
     sampled_count,
 )
 
@@ -122,22 +120,6 @@ def test_registry_duplicate_names_across_files(tmp_path: Path):
 def test_registry_missing_file(tmp_path: Path):
     with pytest.raises(RegistryError, match="not found"):
         load_registry([tmp_path / "nope.yaml"])
-
-
-def test_registry_paths_from_env(tmp_path: Path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert registry_paths_from_env({}) == []
-    (tmp_path / "datasets.yaml").write_text("x: {annotation_path: a}\n")
-    assert registry_paths_from_env({}) == [tmp_path / "datasets.yaml"]
-    env = {"SVP_DATASET_REGISTRY": f"{tmp_path}/a.yaml:{tmp_path}/b.yaml"}
-    assert registry_paths_from_env(env) == [tmp_path / "a.yaml", tmp_path / "b.yaml"]
-
-
-def test_bad_rows_mode():
-    assert bad_rows_mode({}) is False
-    assert bad_rows_mode({"SVP_BAD_ROWS": "skip"}) is True
-    with pytest.raises(RegistryError, match="expected 'error' or 'skip'"):
-        bad_rows_mode({"SVP_BAD_ROWS": "ignore"})
 
 
 # --- conversion ----------------------------------------------------------------------------

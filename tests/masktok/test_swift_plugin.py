@@ -61,7 +61,7 @@ def test_mask_span_loss_scale_split(monkeypatch):
     assert weights == [1.0, 3.0, 1.0, 3.0, 1.0]
     assert ls.get_loss_scale("No target.") == (["No target."], [1.0])
     monkeypatch.setenv("SVP_MASK_LOSS_WEIGHT", "x")
-    with pytest.raises(ValueError, match="is not a number"):
+    with pytest.raises(ValueError, match="SVP_MASK_LOSS_WEIGHT=.x.: expected a number"):
         ls.get_loss_scale(text)
 
 

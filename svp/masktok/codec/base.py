@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from svp.common.images import IMAGENET_MEAN, IMAGENET_STD
+
 ImageLike = Image.Image | np.ndarray
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:

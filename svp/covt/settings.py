@@ -1,0 +1,92 @@
+"""Settings of CoVT: the only reader of its ``SVP_COVT_*`` variables.
+
+``swift sft|export|infer`` and the data tools all read the same variables, so a model is
+loaded, trained, merged and decoded with the same experts and heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from svp.common import settings as s
+from svp.covt.tokens import SPECS, Schedule, ThoughtConfig
+
+
+def _schedule(text: str) -> str:
+    Schedule.parse(text)  # validated here, built with aux_until by CovtSettings.schedule
+    return text
+
+
+def _weights(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            continue
+        name, _, w = item.partition("=")
+        try:
+            out[name] = float(w)
+        except ValueError:
+            raise ValueError(f"bad weight in {item!r} (expected expert=number)") from None
+    return out
+
+
+def _ckpt(name: str, what: str):
+    return s.env(f"SVP_COVT_{name.upper()}_CKPT", None, s.text,
+                 f"local {what} for the real `{name}` expert (nothing is downloaded)")
+
+
+@dataclass(frozen=True)
+class CovtSettings:
+    thought: ThoughtConfig = s.env(
+        "SVP_COVT_EXPERTS", ThoughtConfig.parse(None), ThoughtConfig.parse,
+        "upstream's `VISUAL_MODEL_ID`: the experts in order, optionally with token counts "
+        "(`sam:16,depth:4`)")
+    backend: str = s.env(
+        "SVP_COVT_BACKEND", "real", s.choice("real", "standin"),
+        "`real` (the checkpoints below) or `standin` (seeded tiny experts, for dry runs)")
+    schedule_spec: str = s.env(
+        "SVP_COVT_SCHEDULE", "paper", _schedule,
+        "`paper`, one stage, or `stage@step,...` by global step (e.g. "
+        "`generation@0,reasoning@3000`)")
+    aux_until: int | None = s.env(
+        "SVP_COVT_AUX_UNTIL", None, s.integer(minimum=0),
+        "global step from which only the LM loss counts (unset: never)")
+    weights: dict = s.env(
+        "SVP_COVT_WEIGHTS", {}, _weights,
+        "per-expert weights on top of upstream's loss scales (`sam=1,depth=2`)")
+    cache: str | None = s.env(
+        "SVP_COVT_CACHE", None, s.text,
+        "target cache written by `data_tools/cache_expert_targets.py`")
+    sam_ckpt: str | None = _ckpt("sam", "`sam_vit_h_4b8939.pth` (segment-anything)")
+    depth_ckpt: str | None = _ckpt("depth", "folder of `Depth-Anything-V2-Large-hf`")
+    dino_ckpt: str | None = _ckpt("dino", "folder of `facebook/dinov2-large`")
+    pidinet_ckpt: str | None = _ckpt("pidinet", "`table5_pidinet.pth` (carv4 PiDiNet)")
+    siglip_ckpt: str | None = _ckpt("siglip", "folder of `google/siglip2-large-patch16-256`")
+    metaclip_ckpt: str | None = _ckpt("metaclip", "folder of `facebook/metaclip-h14-fullcc2.5b`")
+
+    def __post_init__(self):
+        unknown = [n for n in self.weights if n not in self.thought.experts]
+        if unknown:
+            raise s.SettingsError(
+                f"SVP_COVT_WEIGHTS names {', '.join(map(repr, unknown))}, not one of the "
+                f"chosen experts {', '.join(self.thought.experts)} (SVP_COVT_EXPERTS)")
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule.parse(self.schedule_spec, self.aux_until)
+
+    @property
+    def checkpoints(self) -> dict[str, Path | None]:
+        """Expert name -> its checkpoint path (None when its variable is unset)."""
+        return {name: (Path(v).expanduser() if (v := getattr(self, f"{name}_ckpt")) else None)
+                for name in SPECS}
+
+
+def checkpoint_variable(name: str) -> str:
+    """The variable that names expert ``name``'s checkpoint (for messages)."""
+    return f"SVP_COVT_{name.upper()}_CKPT"
+
+
+def load(environ=None) -> CovtSettings:
+    return s.load(CovtSettings, "covt", environ)

@@ -1,0 +1,56 @@
+"""The crop tool's text conventions, one copy each: what generation stops at, what the
+scheduler injects after a call, and how the think/answer parts are found.
+
+Used by the templates, the R-GRPO scheduler and rewards, and the inference loop, so a change
+here changes all of them together.
+"""
+
+from __future__ import annotations
+
+import re
+
+CALL_OPEN = "<tool_call>"
+STOP = "</tool_call>"
+"""Generation pauses at every closed call so the tool can run (a stop word of the crop
+templates)."""
+VISION_BLOCK = "<|vision_start|><|image_pad|><|vision_end|>"
+"""What follows an executed call in a rollout: one image pad that the Qwen template expands
+to the crop's grid."""
+FEEDBACK = "\n(crop failed: {reason})\n"
+"""What follows a rejected call in a rollout, so the model is told and can try again."""
+
+_VISION_RE = re.compile(re.escape("<|vision_start|>") + ".*?" + re.escape("<|vision_end|>"), re.S)
+_FEEDBACK_RE = re.compile(r"\n?\(crop failed: [^\n]*\)\n?")
+OPEN_CALL_RE = re.compile(re.escape(CALL_OPEN) + r"(?:(?!" + re.escape(STOP) + r").)*$", re.S)
+_THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
+_ANSWER_RE = re.compile(r"<answer>(.*?)(</answer>|$)", re.S)
+
+
+def clean_text(text) -> str:
+    """A completion without the vision blocks and crop-failure notes the scheduler injected
+    (what the model itself wrote)."""
+    if not isinstance(text, str):
+        return ""
+    return _FEEDBACK_RE.sub("", _VISION_RE.sub("", text))
+
+
+def ends_with_open_call(text: str) -> bool:
+    """True when ``text`` ends inside a ``<tool_call>`` that was not closed (an engine that
+    strips the stop string leaves the call this way)."""
+    return bool(OPEN_CALL_RE.search(text))
+
+
+def extract_answer(text, closed: bool = True) -> str | None:
+    """Content of the last ``<answer>`` (stripped). ``closed``: only answers that end with
+    ``</answer>`` count (what the rewards score); otherwise an unclosed last answer is taken
+    too (what inference reports when the token budget ran out)."""
+    if not isinstance(text, str):
+        return None
+    found = [m.group(1) for m in _ANSWER_RE.finditer(text) if m.group(2) or not closed]
+    return found[-1].strip() if found else None
+
+
+def extract_think(text: str) -> str | None:
+    """Content of the first ``<think>`` (an unclosed one runs to the end)."""
+    m = _THINK_RE.search(text) if isinstance(text, str) else None
+    return m.group(1).strip() if m else None

@@ -1,0 +1,36 @@
+"""Settings of the dataset registry: the only reader of its ``SVP_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from svp.common import settings as s
+
+DEFAULT_REGISTRY = "datasets.yaml"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    registry: tuple[str, ...] = s.env(
+        "SVP_DATASET_REGISTRY", (), s.path_list,
+        "registry YAML file(s), `os.pathsep`-separated; unset: `./datasets.yaml` if present")
+    bad_rows: str = s.env(
+        "SVP_BAD_ROWS", "error", s.choice("error", "skip"),
+        "`error`: any bad row stops the run with the full report; `skip`: bad rows are "
+        "dropped and counted")
+
+    @property
+    def skip_bad_rows(self) -> bool:
+        return self.bad_rows == "skip"
+
+    def registry_files(self, cwd: Path | None = None) -> list[Path]:
+        """The files to read: the variable's, or ``./datasets.yaml`` when present."""
+        if self.registry:
+            return [Path(p).expanduser().resolve() for p in self.registry]
+        default = (cwd or Path.cwd()) / DEFAULT_REGISTRY
+        return [default.resolve()] if default.is_file() else []
+
+
+def load(environ=None) -> RegistrySettings:
+    return s.load(RegistrySettings, "dataset_registry", environ)
