@@ -32,7 +32,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from svp.common.sharded import write_atomic
+from svp.common.io import write_atomic
 from svp.croptool.geometry import check_box
 
 SHOW_FIRST = 10

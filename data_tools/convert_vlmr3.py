@@ -34,7 +34,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from svp.common.sharded import write_atomic
+from svp.common.io import atomic_path, write_atomic
 from svp.croptool.geometry import (
     CropPolicy,
     check_box,
@@ -189,9 +189,8 @@ def _attach_crops(text: str, boxes, image: Image.Image, policy: CropPolicy, crop
             if crop is None:
                 raise Skip("bad_box", f"crop {k + 1}: {reason} after rounding")
         out = crops_dir / f"{stem}_{k}.png"
-        tmp = out.with_name(f".{out.name}.tmp.png")
-        crop.save(tmp)
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            crop.save(tmp)
         files.append(str(out.resolve()))
         parts += [text[pos:call.end], "<image>"]
         pos = call.end

@@ -37,7 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svp.common.sharded import write_atomic
+from svp.common.checkpoints import newest_checkpoint
+from svp.common.io import write_atomic
 from svp.testing.synthetic import write_llava_dataset, write_registry
 from svp.testing.tiny_model import cached_tiny_model
 
@@ -173,7 +174,7 @@ def stage_sft(demo: Demo, rec: StageRecord) -> None:
         EXTRA_ARGS="--check_model false --modules_to_save lm_head --logging_steps 2 "
                    "--add_version false")
     demo.run(rec, ["bash", str(REPO / "recipes" / "sft_registry.sh")], "sft.log", knobs)
-    ckpt = max(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    ckpt = newest_checkpoint(out_dir)
     rec.outputs.update(checkpoint=str(ckpt), logging=str(out_dir / "logging.jsonl"))
 
 
@@ -237,7 +238,7 @@ def stage_mask_sft(demo: Demo, rec: StageRecord) -> None:
         NUM_WORKERS="0", LOSS_SCALE="default",
         EXTRA_ARGS="--check_model false --logging_steps 4 --add_version false")
     demo.run(rec, ["bash", str(REPO / "recipes" / "sft_qwen25vl_3b.sh")], "mask_sft.log", knobs)
-    ckpt = max(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    ckpt = newest_checkpoint(out_dir)
     rec.outputs.update(checkpoint=str(ckpt), logging=str(out_dir / "logging.jsonl"))
 
 

@@ -13,8 +13,8 @@ import os
 from itertools import groupby
 from pathlib import Path
 
+from svp.common.io import atomic_path, write_atomic
 from svp.common.run_log import step_rows
-from svp.common.sharded import write_atomic
 from svp.covt.tokens import STAGES as COVT_STAGES
 
 
@@ -44,10 +44,9 @@ def curves_png(series: dict[str, tuple[list[int], list[float]]], out_png: Path, 
     if len(series) > 1:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    tmp = out_png.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(out_png)
     return True
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svp.common.io import write_atomic
 from svp.masktok.coco import mask_to_rle, rle_to_mask
 from svp.masktok.gres_data import load_gres, target_masks
 from svp.masktok.gres_metrics import format_metrics, gres_metrics, score_sample
@@ -162,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                   for s, it, text, rle in zip(scores, items, answers, pred_rles, strict=True)]
     metrics = gres_metrics(scores)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps({"metrics": metrics, "samples": per_sample}, indent=1))
-    tmp.replace(out)
+    write_atomic(out, json.dumps({"metrics": metrics, "samples": per_sample}, indent=1))
     print(format_metrics(metrics))
     print(f"per-sample results: {out}")
     return 0

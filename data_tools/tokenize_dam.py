@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from svp.common.io import atomic_path, write_atomic
 from svp.common.sharded import (
     run_sharded,
     summary_line,
-    write_atomic,
     write_registry_entry,
 )
 from svp.masktok.coco import annotation_to_mask
@@ -148,10 +148,8 @@ def process_shard(regions: list[dict], k: int, codec, image_root: Path, out: Pat
             else:
                 box = zoom_box(masks_to_boxes(mask[None])[0], w, h, context)
                 crop_path = out / "crops" / f"{name}-{k:05d}-{i:05d}.png"
-                crop_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = crop_path.with_name(f".{crop_path.name}.tmp.png")
-                img.crop(box).save(tmp)
-                tmp.replace(crop_path)
+                with atomic_path(crop_path) as tmp:
+                    img.crop(box).save(tmp)
                 images.append(str(crop_path.resolve()))
                 q = "<image>\n<image>\n" + rng.choice(ZOOM_QUESTIONS).format(mask=tokens)
                 counts["zoomed"] += 1

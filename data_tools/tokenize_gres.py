@@ -25,12 +25,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from svp.common.sharded import (
-    run_sharded,
-    summary_line,
-    write_atomic,
-    write_registry_entry,
-)
+from svp.common.io import write_atomic
+from svp.common.sharded import run_sharded, summary_line, write_registry_entry
 from svp.masktok.codec import load_codec, masks_to_boxes
 from svp.masktok.gres_data import (
     GresError,

@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 
+from svp.common.io import write_atomic
 from svp.masktok.codec.builtin import BuiltinCodec, CodecConfig
 from svp.masktok.codec.train import (
     CodecTrainer,
@@ -81,10 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                        median_iou=statistics.median(ious))
         print(f"held-out synthetic reconstruction IoU: mean {metrics['mean_iou']:.3f}, "
               f"median {metrics['median_iou']:.3f} over {len(ious)} masks")
-    tmp = os.path.join(args.out, ".metrics.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(tmp, os.path.join(args.out, "metrics.json"))
+    write_atomic(os.path.join(args.out, "metrics.json"), json.dumps(metrics, indent=2))
     print(f"codec weights: {final}  (use --codec builtin:{final})")
     return 0
 

@@ -27,12 +27,12 @@ import json
 import sys
 from pathlib import Path
 
+from svp.common.io import atomic_path
+
 
 def _save(img, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    img.save(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp)
     return path
 
 

@@ -22,12 +22,12 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$HERE")"
+# shellcheck source=recipes/common.sh
+source "$HERE/common.sh"
 BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}
 DATA=${DATA:?set DATA (LLaVA conversations JSON/JSONL with images)}
 WORK_DIR=${WORK_DIR:-output/covt_$(basename "$BASE_MODEL")}
 RUNS=${RUNS:-"understanding:4000 generation:3000 reasoning:3000 efficient:5000"}
-export SVP_COVT_EXPERTS=${SVP_COVT_EXPERTS:-sam,depth,dino}
-export SVP_COVT_BACKEND=${SVP_COVT_BACKEND:-real}
 LR=${LR:-5e-5}
 BATCH=${BATCH:-1}
 GRAD_ACC=${GRAD_ACC:-1}
@@ -46,13 +46,12 @@ DRY=${DRY_RUN:-0}
 PLUGIN="$REPO/plugins/covt.py"
 
 [[ "$DRY" == 1 || -e "$DATA" ]] || { echo "covt: DATA=$DATA not found" >&2; exit 2; }
-[[ "$SVP_COVT_BACKEND" == real || "$SVP_COVT_BACKEND" == standin ]] \
-  || { echo "covt: SVP_COVT_BACKEND must be real or standin" >&2; exit 2; }
+# experts, backend, weights parse; the real experts' checkpoints exist (svp/covt/settings.py)
+svp_check_settings covt
 save_modules=(covt_heads)
 [[ "$TRAIN_NEW_ROWS" == 1 ]] && save_modules+=(embed_tokens lm_head)
 ds_args=()
 [[ -n "${DEEPSPEED:-}" ]] && ds_args=(--deepspeed "$DEEPSPEED")
-newest_checkpoint() { ls -dt "$1"/v*/checkpoint-* 2>/dev/null | head -1 || true; }
 run() {
   echo "+ $*"
   [[ "$DRY" == 1 ]] || "$@"

@@ -24,8 +24,13 @@ OUTPUT_DIR=${OUTPUT_DIR:-output/rgrpo_$(basename "$MODEL")}
 TUNER=${TUNER:-full}                 # full (as VLM-R3) | lora
 LORA_RANK=${LORA_RANK:-64}
 LORA_ALPHA=${LORA_ALPHA:-128}
-REWARDS=${REWARDS:-rgrpo_accuracy rgrpo_format rgrpo_crop_valid rgrpo_region_iou rgrpo_segment_length rgrpo_tool}
-REWARD_WEIGHTS=${REWARD_WEIGHTS:-1.0 0.5 0.25 0.5 1.0 0.5}
+# default rewards and weights: the REWARDS table of svp/croptool/rewards.py (all six)
+if [[ -z "${REWARDS:-}" || -z "${REWARD_WEIGHTS:-}" ]]; then
+  defaults=$("$SVP_PYTHON" -m svp.croptool.rewards) \
+    || { echo "error: $SVP_PYTHON cannot import svp (set SVP_PYTHON)" >&2; exit 2; }
+  REWARDS=${REWARDS:-$(sed -n 1p <<< "$defaults")}
+  REWARD_WEIGHTS=${REWARD_WEIGHTS:-$(sed -n 2p <<< "$defaults")}
+fi
 SCALE_REWARDS=${SCALE_REWARDS:-group}  # group | batch | none | gdpo (each reward normalised)
 LR=${LR:-1e-6}
 EPOCHS=${EPOCHS:-1}
@@ -82,9 +87,8 @@ case "$USE_VLLM" in
                   --vllm_max_model_len "$MAX_LENGTH" --sleep_level 1) ;;
   server) cmd+=(--use_vllm true --vllm_mode server --vllm_server_host "$VLLM_HOST"
                 --vllm_server_port "$VLLM_PORT" --vllm_server_pass_dataset true)
-          echo "rollout server (start first, on its own GPUs, same env): MAX_PIXELS=$MAX_PIXELS" \
-               "SVP_CROP_MAIN_SHORT=$SVP_CROP_MAIN_SHORT SVP_CROP_MAX_SHORT=$SVP_CROP_MAX_SHORT" \
-               "swift rollout --model $MODEL --model_type $MODEL_TYPE --template $TEMPLATE" \
+          echo "rollout server (start first, on its own GPUs, same env incl. SVP_CROP_*):" \
+               "MAX_PIXELS=$MAX_PIXELS swift rollout --model $MODEL --model_type $MODEL_TYPE --template $TEMPLATE" \
                "--external_plugins $ROOT/plugins/rgrpo.py --multi_turn_scheduler crop_tool" \
                "--max_turns $MAX_TURNS --vllm_use_async_engine true" \
                "--vllm_limit_mm_per_prompt '{\"image\": $MAX_TURNS}' --port $VLLM_PORT" ;;

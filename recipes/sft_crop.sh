@@ -8,8 +8,8 @@
 #   NPROC_PER_NODE=4 DEEPSPEED=zero2 bash recipes/sft_crop.sh
 #
 # Every knob is an environment variable; EXTRA_ARGS is appended verbatim; DRY_RUN=1 prints
-# the command only. SVP_CROP_MAIN_SHORT / SVP_CROP_MAX_SHORT (448) must equal the values
-# used by convert_vlmr3.py and, later, by rollouts and inference.
+# the command only. SVP_CROP_MAIN_SHORT / SVP_CROP_MAX_SHORT (svp/croptool/settings.py) must
+# equal the values used by convert_vlmr3.py and, later, by rollouts and inference.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=recipes/crop_common.sh

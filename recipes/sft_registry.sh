@@ -9,12 +9,13 @@
 # ms-swift's own launcher: NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=recipes/common.sh
+source "$ROOT/recipes/common.sh"
 
 MODEL=${MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}
 MODEL_TYPE=${MODEL_TYPE:-qwen2_5_vl}
 TEMPLATE=${TEMPLATE:-$MODEL_TYPE}
 DATASETS=${DATASETS:?set DATASETS, e.g. DATASETS="gres%50 llava_mix%200"}
-SVP_DATASET_REGISTRY=${SVP_DATASET_REGISTRY:-$PWD/datasets.yaml}
 OUTPUT_DIR=${OUTPUT_DIR:-output/sft_registry}
 TUNER=${TUNER:-lora}                 # lora | full
 LORA_RANK=${LORA_RANK:-64}
@@ -35,20 +36,20 @@ MODULES_TO_SAVE=${MODULES_TO_SAVE:-} # e.g. "embed_tokens lm_head" when new toke
 LOSS_SCALE=${LOSS_SCALE:-default}    # e.g. default+mask_span
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
-IFS=':' read -r -a registries <<< "$SVP_DATASET_REGISTRY"
-for f in "${registries[@]}"; do
-  [[ -f "$f" ]] || { echo "error: registry file not found: $f (set SVP_DATASET_REGISTRY)" >&2; exit 2; }
-done
 if [[ "$MODEL" == /* || "$MODEL" == ./* ]] && [[ ! -d "$MODEL" ]]; then
   echo "error: model directory not found: $MODEL" >&2; exit 2
 fi
 
 plugin_files=("$ROOT/plugins/dataset_registry.py")
+capabilities=(dataset_registry)
 for p in $PLUGINS; do
   f="$ROOT/plugins/${p%.py}.py"
   [[ -f "$f" ]] || { echo "error: no plugin entry $f (PLUGINS=$PLUGINS)" >&2; exit 2; }
   plugin_files+=("$f")
+  capabilities+=("${p%.py}")
 done
+# registry files exist, every SVP_* value of these capabilities parses (printed as in force)
+svp_check_settings "${capabilities[@]}"
 
 cmd=(swift sft
   --model "$MODEL" --model_type "$MODEL_TYPE" --template "$TEMPLATE"
@@ -69,7 +70,7 @@ fi
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 
-export SVP_DATASET_REGISTRY MAX_PIXELS
-echo "SVP_DATASET_REGISTRY=$SVP_DATASET_REGISTRY MAX_PIXELS=$MAX_PIXELS ${cmd[*]}"
+export MAX_PIXELS
+echo "MAX_PIXELS=$MAX_PIXELS ${cmd[*]}"
 [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
 exec "${cmd[@]}"

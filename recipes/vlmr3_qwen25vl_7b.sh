@@ -14,6 +14,8 @@
 # NPROC_PER_NODE. DRY_RUN=1 prints the three commands.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=recipes/common.sh
+source "$HERE/common.sh"
 BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}
 export MODEL_TYPE=${MODEL_TYPE:-qwen2_5_vl}
 SFT_DATA=${SFT_DATA:?set SFT_DATA (data_tools/convert_vlmr3.py output)}
@@ -39,9 +41,6 @@ unset_knobs=()
 for k in "${KNOBS[@]}"; do unset_knobs+=(-u "$k"); done
 wants() { [[ " $STAGES " == *" $1 "* ]]; }
 done_or_forced() { [[ "${FORCE:-0}" != 1 && -e "$1" ]]; }
-newest_checkpoint() {
-  ls -dt "$1"/v*/checkpoint-* 2>/dev/null | head -1 || true
-}
 
 SFT_OUT="$WORK_DIR/sft"
 MERGED="$WORK_DIR/sft_merged"

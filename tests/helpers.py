@@ -48,10 +48,12 @@ def load_entry(name: str):
 
 
 def offline_env(**extra: str) -> dict[str, str]:
-    """The environment every subprocess gets: CPU only, no hub, our package importable."""
+    """The environment every subprocess gets: CPU only, no hub, our package importable, and
+    this interpreter's folder first on PATH (``python``/``swift`` as the recipes call them)."""
     env = dict(os.environ)
     env.update(CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}")
+               PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
     env.update(extra)
     return env
 
@@ -91,10 +93,12 @@ def crop_setup(model_dir: Path, arch: str, folder: Path):
 
 
 def last_checkpoint(output_dir: Path) -> Path:
-    """The newest ``checkpoint-N`` ms-swift wrote under ``output_dir``."""
-    ckpts = sorted(output_dir.glob("v*/checkpoint-*"), key=lambda p: p.stat().st_mtime)
-    assert ckpts, f"no checkpoint under {output_dir}"
-    return ckpts[-1]
+    """The newest ``checkpoint-N`` (highest step) ms-swift wrote under ``output_dir``."""
+    from svp.common.checkpoints import newest_checkpoint
+
+    ckpt = newest_checkpoint(output_dir)
+    assert ckpt is not None, f"no checkpoint under {output_dir}"
+    return ckpt
 
 
 class JudgeHandler(BaseHTTPRequestHandler):

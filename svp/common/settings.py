@@ -11,7 +11,7 @@ parser, one line of documentation). :func:`load` is the only place that reads th
 - the values in force are logged once per process (again only if the environment changes, as
   it does between tests), through the ``swift`` logger hierarchy so they land in ms-swift's
   log; anything secret (``secret=True``, or a name with KEY / TOKEN / SECRET / PASSWORD in
-  it) is shown as ``<set>``, never its value;
+  it) is shown as ``<set>``, never its value, and credentials inside a URL are redacted;
 - code below the ms-swift layer receives the settings object (or plain values) as arguments
   and never looks at ``os.environ`` itself (``tests/test_layering.py`` enforces it).
 
@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 logger = logging.getLogger("swift.svp.settings")
 T = TypeVar("T")
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _UNSET = object()
 
 
@@ -62,10 +63,22 @@ def is_secret(field: dataclasses.Field) -> bool:
 
 def shown(field: dataclasses.Field, value: Any) -> str:
     """How a value appears in logs: secrets never, None as 'unset'."""
-    if value is None:
+    if value is None or value == () or value == {}:
         return "unset"
     if is_secret(field):
         return "<set>"
+    return _URL_USERINFO.sub("<redacted>@", display(value))  # http://user:token@host
+
+
+def display(value: Any) -> str:
+    """A value as its variable would be written: ``1``/``0``, ``a:b`` paths, ``k=v,...``."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple | list):
+        return os.pathsep.join(map(str, value))
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in value.items())
     return str(value)
 
 
@@ -136,15 +149,9 @@ def markdown_table(cls: type) -> str:
             default = f.default
         else:
             default = f.default_factory()
-        text = "unset" if default is None or default == {} else f"`{_plain(default)}`"
+        text = "unset" if default in (None, {}, ()) else f"`{display(default)}`"
         rows.append(f"| `{f.metadata['env']}` | {text} | {f.metadata['doc']} |")
     return "\n".join(rows)
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(getattr(value, "text", value))
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -202,3 +209,41 @@ def text(value: str) -> str:
 def path_list(value: str) -> tuple[str, ...]:
     """``os.pathsep``-separated paths (``a.yaml:b.yaml``)."""
     return tuple(p for p in value.split(os.pathsep) if p)
+
+
+# ----------------------------------------------------------------------------- command line
+def main(argv: list[str] | None = None) -> int:
+    """``python -m svp.common.settings CAPABILITY...``: validate each capability's variables
+    (and the files they name, where a settings class has ``check_files``) and print the
+    values in force (secrets redacted); exit 2 naming the bad variable. The
+    recipes call it before launching, so a typo stops them in a second, not after the model
+    has loaded on every GPU."""
+    import importlib
+    import sys
+
+    names = sys.argv[1:] if argv is None else argv
+    if not names:
+        print("usage: python -m svp.common.settings CAPABILITY... "
+              "(dataset_registry, masktok, croptool, covt)", file=sys.stderr)
+        return 2
+    for cap in names:
+        try:
+            module = importlib.import_module(f"svp.{cap}.settings")
+        except ModuleNotFoundError:
+            print(f"error: no capability {cap!r} (no module svp.{cap}.settings)", file=sys.stderr)
+            return 2
+        try:
+            config = module.load()
+            print(describe(config, cap))
+            if hasattr(config, "check_files"):
+                config.check_files()
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":  # run the imported module's main: one SettingsError class
+    from svp.common import settings as _module
+
+    raise SystemExit(_module.main())

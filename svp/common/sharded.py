@@ -13,12 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+from svp.common.io import atomic_path, write_atomic
 
 
 def run_sharded(items: Sequence[Any], shard_size: int, out_dir: Path, name: str,
@@ -49,11 +44,9 @@ def run_sharded(items: Sequence[Any], shard_size: int, out_dir: Path, name: str,
                 totals.update(counts)
             bar.update(len(shard))
     joined = out_dir / f"{name}.jsonl"
-    tmp = joined.with_name(f".{joined.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(joined) as tmp, tmp.open("w", encoding="utf-8") as f:
         for k in range(len(shards)):
             f.write((shard_dir / f"{name}-{k:05d}.jsonl").read_text(encoding="utf-8"))
-    tmp.replace(joined)
     return joined, totals
 
 

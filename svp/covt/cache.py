@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from svp.common.io import write_atomic
+
 META = "meta.json"
 
 
@@ -51,13 +53,13 @@ class TargetCache:
             missing = [k for k in self.fingerprints if k not in have]
             if missing and create:
                 have.update({k: self.fingerprints[k] for k in missing})
-                _write_atomic(meta, json.dumps({"experts": have}, indent=1).encode())
+                write_atomic(meta, json.dumps({"experts": have}, indent=1).encode())
             return
         if not create:
             raise FileNotFoundError(f"no expert target cache at {self.root} ({META} missing); "
                                     f"build it with data_tools/cache_expert_targets.py")
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_atomic(meta, json.dumps({"experts": self.fingerprints}, indent=1).encode())
+        write_atomic(meta, json.dumps({"experts": self.fingerprints}, indent=1).encode())
 
     def cached_experts(self) -> list[str]:
         """Experts this cache holds targets for (per ``meta.json``)."""
@@ -111,15 +113,10 @@ class TargetCache:
                     t = t.to(torch.uint8)
                 flat[f"{expert}.{name}"] = t.contiguous()
         p.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(p, save(flat))
+        write_atomic(p, save(flat))
 
 
 def split_batch(targets: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
     """A batched target dict -> ``n`` per-sample dicts (batch dim dropped)."""
     return [{k: v[i] for k, v in targets.items()} for i in range(n)]
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

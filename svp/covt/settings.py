@@ -83,6 +83,22 @@ class CovtSettings:
                 for name in SPECS}
 
 
+    def check_files(self) -> None:
+        """With real experts, each chosen expert's checkpoint is set and exists; the cache
+        folder, when named, exists (the recipes call this before launching)."""
+        if self.backend == "real":
+            for name in self.thought.experts:
+                path, var = self.checkpoints[name], checkpoint_variable(name)
+                if path is None:
+                    raise s.SettingsError(f"{var} is unset: the real {name!r} expert needs its "
+                                          "local checkpoint (or SVP_COVT_BACKEND=standin)")
+                if not path.exists():
+                    raise s.SettingsError(f"{var}={path}: no such file or folder")
+        if self.cache and not Path(self.cache).is_dir():
+            raise s.SettingsError(f"SVP_COVT_CACHE={self.cache}: no such folder (write it with "
+                                  "data_tools/cache_expert_targets.py)")
+
+
 def checkpoint_variable(name: str) -> str:
     """The variable that names expert ``name``'s checkpoint (for messages)."""
     return f"SVP_COVT_{name.upper()}_CKPT"

@@ -27,7 +27,7 @@ from swift.template.register import TEMPLATE_MAPPING, register_template
 from swift.template.templates.qwen import Qwen2_5VLTemplate
 from swift.utils import get_logger
 
-from svp.common.sharded import write_atomic
+from svp.common.io import write_atomic
 from svp.common.swift_vocab import grow_vocabulary
 from svp.covt import settings
 from svp.covt.cache import TargetCache, image_key, split_batch

@@ -323,3 +323,15 @@ def accuracy_reward(text: str, solution, judge=None, question: str = "",
             if judge(question, gold, pred):
                 return 1.0
     return 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m svp.croptool.rewards``: the reward names and their default weights, one
+    line each, in :data:`REWARDS` order (what ``recipes/rgrpo.sh`` passes by default)."""
+    print(" ".join(REWARDS))
+    print(" ".join(f"{weight:g}" for _, weight, _ in REWARDS.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

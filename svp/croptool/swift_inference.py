@@ -183,7 +183,7 @@ def save_results(results: list[CropResult], output_json: str | Path) -> Path:
     """Write the results (and their crops as PNG beside the JSON), atomically."""
     import json
 
-    from svp.common.sharded import write_atomic
+    from svp.common.io import write_atomic
 
     out = Path(output_json)
     crops_dir = out.with_suffix("")

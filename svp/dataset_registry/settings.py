@@ -32,5 +32,17 @@ class RegistrySettings:
         return [default.resolve()] if default.is_file() else []
 
 
+    def check_files(self) -> None:
+        """Every registry file exists (the recipes call this before launching)."""
+        files = self.registry_files()
+        if not files:
+            raise s.SettingsError("no dataset registry: set SVP_DATASET_REGISTRY or put "
+                                  f"{DEFAULT_REGISTRY} in the working directory")
+        missing = [str(p) for p in files if not p.is_file()]
+        if missing:
+            raise s.SettingsError(f"SVP_DATASET_REGISTRY: registry file not found: "
+                                  f"{', '.join(missing)}")
+
+
 def load(environ=None) -> RegistrySettings:
     return s.load(RegistrySettings, "dataset_registry", environ)

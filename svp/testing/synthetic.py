@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from svp.common.io import write_atomic
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
            "yellow": (230, 210, 40)}
@@ -82,14 +84,8 @@ def write_llava_dataset(out_dir: str | Path, n: int = 24, seed: int = 0,
             ],
         })
     ann = out / (f"{name}.jsonl" if jsonl else f"{name}.json")
-    tmp = ann.with_suffix(ann.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        if jsonl:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        else:
-            json.dump(rows, f, indent=1)
-    tmp.replace(ann)
+    write_atomic(ann, "".join(json.dumps(r) + "\n" for r in rows) if jsonl
+                 else json.dumps(rows, indent=1))
     return ann
 
 
@@ -143,7 +139,6 @@ def write_crop_questions(out_dir: str | Path, n: int, seed: int = 0, width: int 
         sft.append({"image_path": fname, "QnA": [{"Q": question, "A3": answer}]})
         rl.append({"image_path": fname, "question": question, "answer": s.colour,
                    "bbox": list(s.box), "source": "synthetic"})
-    from svp.common.sharded import write_atomic
 
     paths = {"images": out / "images", "vlir": out / "vlir.jsonl", "rl": out / "rl.jsonl"}
     for key, rows in (("vlir", sft), ("rl", rl)):

@@ -238,7 +238,8 @@ def test_cache_tool_resumes_and_shards(tmp_path):
 
 def test_recipe_dry_run_chains_runs_and_merges(tmp_path):
     env = offline_env(DATA="d.jsonl", DRY_RUN="1", WORK_DIR=str(tmp_path / "w"),
-                      RUNS="understanding:40 generation@0,reasoning@30:60:50")
+                      RUNS="understanding:40 generation@0,reasoning@30:60:50",
+                      SVP_COVT_BACKEND="standin")
     r = subprocess.run(["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -254,4 +255,9 @@ def test_recipe_dry_run_chains_runs_and_merges(tmp_path):
     bad = subprocess.run(["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")],
                          env=dict(env, RUNS="understanding:x"), capture_output=True, text=True)
     assert bad.returncode == 2 and "bad RUNS entry" in bad.stderr
+    # the settings are checked before anything runs: real experts need their checkpoints
+    real = subprocess.run(["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")],
+                          env=dict(env, SVP_COVT_BACKEND="real"), capture_output=True, text=True)
+    assert real.returncode == 2 and "SVP_COVT_SAM_CKPT is unset" in real.stderr
+    assert not [ln for ln in real.stdout.splitlines() if ln.startswith("+ ")]
     assert os.path.exists(REPO / "plugins" / "covt.py")

@@ -26,7 +26,7 @@ def test_rgrpo_recipe_command(tmp_path):
     assert "swift rlhf --rlhf_type grpo --model m --model_type qwen2_5_vl" in out
     assert f"--template qwen2_5_vl_crop --external_plugins {REPO}/plugins/rgrpo.py" in out
     assert ("--reward_funcs rgrpo_accuracy rgrpo_format rgrpo_crop_valid rgrpo_region_iou "
-            "rgrpo_segment_length rgrpo_tool --reward_weights 1.0 0.5 0.25 0.5 1.0 0.5") in out
+            "rgrpo_segment_length rgrpo_tool --reward_weights 1 0.5 0.25 0.5 1 0.5") in out
     assert "--multi_turn_scheduler crop_tool --max_turns 5" in out
     assert "--learning_rate 1e-6" in out and "--beta 0.0" in out and "--use_vllm false" in out
     assert "--lr_scheduler_type constant" in out

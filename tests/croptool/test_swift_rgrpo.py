@@ -83,13 +83,25 @@ def test_judge_from_the_environment_is_shared_by_accuracy_and_tool(monkeypatch, 
     assert _call("rgrpo_accuracy", [text], rollout_infos=[INFOS], solution=["the kitten"]) == [0.0]
 
 
-def test_readme_table_and_recipe_defaults_match_the_code():
+def test_readme_table_and_recipe_defaults_match_the_code(tmp_path):
+    """The recipe takes its default rewards and weights from REWARDS (it states none), and
+    the README's table is REWARDS."""
     import re
+    import subprocess
+
+    from tests.helpers import offline_env
 
     readme = (REPO / "README.md").read_text()
     recipe = (REPO / "recipes" / "rgrpo.sh").read_text()
-    names = re.search(r"REWARDS=\$\{REWARDS:-([^}]*)\}", recipe).group(1).split()
-    weights = re.search(r"REWARD_WEIGHTS=\$\{REWARD_WEIGHTS:-([^}]*)\}", recipe).group(1).split()
+    assert "rgrpo_accuracy" not in recipe, "the recipe restates the reward defaults"
+    data = tmp_path / "rl.jsonl"
+    data.write_text("{}\n")
+    out = subprocess.run(["bash", str(REPO / "recipes" / "rgrpo.sh")], capture_output=True,
+                         text=True, env=offline_env(DRY_RUN="1", MODEL="m", DATA=str(data)),
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    m = re.search(r"--reward_funcs (.*?) --reward_weights (.*?) --", out.stdout)
+    names, weights = m.group(1).split(), m.group(2).split()
     assert names == list(REWARDS)
     for name, w in zip(names, weights, strict=True):
         rng, default, formula = REWARDS[name]

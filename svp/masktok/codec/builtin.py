@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from svp.common.io import atomic_path
 from svp.masktok.codec.base import (
     ImageLike,
     MaskCodec,
@@ -442,9 +443,6 @@ class BuiltinCodec(MaskCodec):
 
 def save_checkpoint(path: str | Path, model: MaskTokenizer, extra: dict | None = None) -> None:
     """Atomic save of weights + config (+ training state in ``extra``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(model.cfg),
-                "model": model.state_dict(), **(extra or {})}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(model.cfg),
+                    "model": model.state_dict(), **(extra or {})}, tmp)
