@@ -41,14 +41,14 @@ def coco_fixture_scene():
     """The fixture's polygons (image 98304) painted on a textured stand-in of its size."""
     from PIL import Image
 
-    from svp.testing.synthetic import _textured_background
+    from svp.masktok.codec.scenes import textured_background
     from tests.helpers import coco_fixture
 
     inst = json.loads(coco_fixture().read_text())
     im = next(i for i in inst["images"] if i["id"] == 98304)
     h, w = im["height"], im["width"]
     rng = random.Random(0)
-    img = np.asarray(_textured_background(rng, w, h)).copy()
+    img = np.asarray(textured_background(rng, w, h)).copy()
     masks = []
     for ann in inst["annotations"]:
         m = annotation_to_mask(ann["segmentation"], h, w)

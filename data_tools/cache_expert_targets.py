@@ -5,8 +5,9 @@ of running SAM's automatic mask generator, Depth Anything, DINOv2, ... every ste
         --experts sam,depth,dino [--backend real] [--num_shards 8 --shard_index 3]
 
 Rows are ms-swift rows (``images``) or LLaVA rows (``image``, relative to ``--image_root``);
-each row's first image is the one the experts see (notes/covt.md §1.3). One file per
-distinct picture (keyed by its pixels, see svp/covt/cache.py), written atomically:
+each row's first image is the one the experts see (upstream uses the first Q/A turn's
+image). One file per distinct picture (keyed by its pixels, see svp/covt/cache.py), written
+atomically:
 a rerun skips what is done, so an interrupted run resumes, and ``--shard_index`` splits the
 work between processes or GPUs. Unreadable images are counted and listed, never fatal.
 Training uses the cache with ``SVP_COVT_CACHE=<dir>`` and falls back to on-the-fly targets

@@ -150,7 +150,8 @@ def markdown_table(cls: type) -> str:
         else:
             default = f.default_factory()
         text = "unset" if default in (None, {}, ()) else f"`{display(default)}`"
-        rows.append(f"| `{f.metadata['env']}` | {text} | {f.metadata['doc']} |")
+        doc = f.metadata["doc"].replace("|", "\\|")  # pipes inside a table cell
+        rows.append(f"| `{f.metadata['env']}` | {text} | {doc} |")
     return "\n".join(rows)
 
 
@@ -222,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     names = sys.argv[1:] if argv is None else argv
+    markdown = bool(names) and names[0] == "--markdown"
+    names = names[1:] if markdown else names
     if not names:
-        print("usage: python -m svp.common.settings CAPABILITY... "
+        print("usage: python -m svp.common.settings [--markdown] CAPABILITY... "
               "(dataset_registry, masktok, croptool, covt)", file=sys.stderr)
         return 2
     for cap in names:
@@ -232,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         except ModuleNotFoundError:
             print(f"error: no capability {cap!r} (no module svp.{cap}.settings)", file=sys.stderr)
             return 2
+        if markdown:  # the README table of this capability
+            print(markdown_table(_settings_class(module)))
+            continue
         try:
             config = module.load()
             print(describe(config, cap))
@@ -241,6 +247,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     return 0
+
+
+def _settings_class(module) -> type:
+    """The settings dataclass a capability's settings module defines."""
+    classes = [v for v in vars(module).values() if isinstance(v, type)
+               and dataclasses.is_dataclass(v) and v.__module__ == module.__name__]
+    if len(classes) != 1:
+        raise RuntimeError(f"{module.__name__} must define exactly one settings dataclass")
+    return classes[0]
 
 
 if __name__ == "__main__":  # run the imported module's main: one SettingsError class

@@ -1,8 +1,8 @@
 """From a batch's last hidden states to the weighted CoVT auxiliary loss (no ms-swift here).
 
 Positions come from ``input_ids == <expert pad id>`` (labels may be compressed by
-``logits_to_keep``; notes/mswift-4.6-extension-points.md §6.2), in prompt or answer alike,
-with no shift (notes/covt.md §1.4). A sample contributes to an expert's loss when it holds
+``logits_to_keep`` in ms-swift's trainer), in prompt or answer alike, with no shift (as
+upstream's ``covt_qwen2_5_vl.py`` forward). A sample contributes to an expert's loss when it holds
 a complete group of that expert's pads and has targets; a group cut by truncation is
 counted, never silently read. Each expert's loss is the mean over its contributing
 samples, times its weight and upstream scale.

@@ -1,7 +1,7 @@
 """What the visual-thought tokens say, as pictures: the heads and the experts' frozen
 decoders applied to the hidden states of one sequence, next to the expert's own output.
 
-Upstream had no packaged way to look at this (notes/covt.md §5, issue #22). Note what the
+Upstream had no packaged way to look at this (Wakals/CoVT issue #22). Note what the
 pictures can and cannot show (§4.4): the decoders read the expert's features of the image,
 so a good-looking map partly reflects the expert; the figure therefore prints each map's
 loss against the expert and the loss of a *zero* token (the decoder with no information

@@ -1,4 +1,5 @@
-"""CoVT expert losses as upstream defines them (notes/covt.md §1.6), batched and shape-safe.
+"""CoVT expert losses as upstream defines them (``AnchorLoss`` in ``covt_qwen2_5_vl.py``),
+batched and shape-safe.
 
 SAM: Hungarian matching of the k predicted masks to the expert's masks on cost 1 - dice
 (no grad), matched pairs ``(1 - dice) + BCE``, unmatched predictions ``0.1 * BCE(pred, 0)``,

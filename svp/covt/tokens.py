@@ -1,10 +1,11 @@
 """Visual-thought tokens: which experts, how many pad tokens each, and the text around them.
 
 A visual thought for one expert is ``<|anchor_start|>`` + n x ``<|<expert>_pad|>`` +
-``<|anchor_end|>`` (notes/covt.md §1.1-1.3). The expert set is one option, upstream's
-``VISUAL_MODEL_ID`` (``"sam,depth,dino"``); per-expert counts default to upstream's (SAM 8,
-the others 4) and can be overridden as ``"sam:16,depth:4"``. Order is kept: it is the order
-of the groups in the text and of the auxiliary losses.
+``<|anchor_end|>`` (upstream CoVT ``train/src/training/constants.py``, ``data.py``). The
+expert set is one option, upstream's ``VISUAL_MODEL_ID`` (``"sam,depth,dino"``); per-expert
+counts default to upstream's (SAM 8, the others 4) and can be overridden as
+``"sam:16,depth:4"``. Order is kept: it is the order of the groups in the text and of the
+auxiliary losses.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ STAGES = ("understanding", "generation", "reasoning", "efficient")
 
 def build_turn(stage: str, question: str, answer: str, cfg: ThoughtConfig,
                rng: random.Random | None = None) -> tuple[str, str]:
-    """(user text, assistant text) of one sample in ``stage`` (notes/covt.md §1.3).
+    """(user text, assistant text) of one sample in ``stage`` (as upstream CoVT's ``data.py``).
 
     understanding: the tokens follow the image in the prompt, the answer is unchanged;
     generation: the question asks for the visual features and the answer is the tokens;
@@ -138,7 +139,8 @@ class Schedule:
     a resumed run continues where it stopped (upstream counted samples inside the Dataset
     and restarted at 0 on resume). ``Schedule.parse("reasoning")`` is one fixed stage;
     ``"generation@0,reasoning@3000,efficient@6000"`` is upstream's second run; the default
-    is the paper's single run (notes/covt.md §2.2) with expert losses until step 15000.
+    is the paper's single run (upstream ``train/scripts/finetune.sh``) with expert losses
+    until step 15000.
     """
 
     starts: tuple[tuple[int, str], ...] = ((0, "understanding"), (4000, "generation"),

@@ -5,7 +5,7 @@ documented range (or ``None`` where the reward does not apply, which ms-swift sk
 of them raises on any model output: text is parsed leniently and every box goes through
 :func:`svp.croptool.geometry.check_box`. The formulas, ranges and default weights are
 tabled in the README ("Regional GRPO") and in :data:`REWARDS`; they follow VLM-R3's code
-where its paper and code differ (notes/vlmr3-neo-peers.md §A.2), and DeepEyes for the tool
+where its paper and code differ (README "Regional GRPO"), and DeepEyes for the tool
 reward gated on correctness.
 
 What a completion is made of: the assistant text of the whole trajectory, in which the

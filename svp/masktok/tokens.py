@@ -5,7 +5,7 @@ A mask is ``<|mt_start|><|mt_{c0:04d}|><|mt_{256 + c1:04d}|><|mt_end|>`` with ``
 entry of the residual codebook. 514 tokens in all. The second code may be absent, in which
 case the mask is decoded from the first code alone.
 
-Parsing never raises: model output is arbitrary text. The repair rules (DESIGN.md §3):
+Parsing never raises: model output is arbitrary text. The repair rules:
 codes are read with a regex; a mask whose first code is not a first-level code (0..255) is
 dropped; a second code that is not a second-level code (256..511) is treated as absent; a
 mask missing ``<|mt_end|>`` (a truncated generation) ends at the next ``<|mt_start|>`` or

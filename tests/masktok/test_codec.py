@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from svp.masktok.codec.builtin import (
 from svp.masktok.codec.train import (
     CodecTrainer,
     TrainConfig,
+    make_batch,
     reconstruction_iou,
     synthetic_scenes,
 )
@@ -163,3 +166,55 @@ def test_synthetic_scenes_are_seeded():
     for (ia, ma), (ib, mb) in zip(a, b, strict=True):
         assert np.array_equal(ma, mb)
         assert np.array_equal(np.asarray(ia), np.asarray(ib)), "pixels must be seeded too"
+
+
+class _RunsCode:
+    """A pickled object whose unpickling calls a function: what a malicious file does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).write_text, ("code ran",))
+
+
+def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
+    from svp.masktok.codec.builtin import CHECKPOINT_FORMAT
+
+    marker = tmp_path / "pwned"
+    model = MaskTokenizer(CodecConfig(codebook_size=8))
+    evil = {"format": CHECKPOINT_FORMAT, "config": {}, "model": model.state_dict(),
+            "extra": _RunsCode(marker)}
+    torch.save(evil, tmp_path / "codec.pt")
+    with pytest.raises(ValueError, match="refused to load.*could run arbitrary code"):
+        BuiltinCodec.load(tmp_path / "codec.pt")
+    torch.save({**evil, "optimizer": {}}, tmp_path / "last.pt")  # a training state too
+    trainer = CodecTrainer(tmp_path, CodecConfig(codebook_size=8), TrainConfig(steps=1),
+                           synthetic_scenes(1))
+    with pytest.raises(ValueError, match="refused to load"):
+        trainer.resume()
+    assert not marker.exists(), "unpickling ran the payload"
+
+
+def test_checkpoints_in_the_existing_format_load_with_weights_only(tmp_path):
+    """What train_mask_codec.py has always written (weights, config, AdamW state, Python and
+    torch RNG states, history) is made of allow-listed types: old files load unchanged."""
+    import random
+
+    from svp.masktok.codec.builtin import CHECKPOINT_FORMAT
+
+    cfg = CodecConfig(codebook_size=8)
+    model = MaskTokenizer(cfg)
+    opt = torch.optim.AdamW(model.parameters())
+    model(*make_batch(synthetic_scenes(0), cfg, TrainConfig(images_per_batch=1,
+                                                             masks_per_image=1),
+                      random.Random(0)))["loss"].backward()
+    opt.step()
+    torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "step": 1, "rng": random.Random(3).getstate(),
+                "vq_rng": torch.Generator().get_state(), "torch_rng": torch.get_rng_state(),
+                "scenes_drawn": 1, "train_config": asdict(TrainConfig()),
+                "history": [{"step": 1, "loss": 0.5}]}, tmp_path / "old.pt")
+    loaded = BuiltinCodec.load(tmp_path / "old.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 loaded.model.state_dict().values(), strict=True))

@@ -199,7 +199,7 @@ def test_coco_fixture_polygons_tokenize(trained_codec, tmp_path):
 def test_tokenize_dam_direct_and_zoomed(trained_codec, tmp_path, capsys):
     from data_tools import check_data, tokenize_dam
     from svp.masktok.coco import mask_to_rle
-    from svp.testing.synthetic import draw_shapes_scene
+    from svp.masktok.codec.scenes import draw_shapes_scene
 
     rng = __import__("random").Random(5)
     images = tmp_path / "images"

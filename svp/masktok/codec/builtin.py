@@ -374,8 +374,8 @@ class BuiltinCodec(MaskCodec):
         if not path.is_file():
             raise FileNotFoundError(f"builtin mask codec checkpoint not found: {path} "
                                     "(train one with data_tools/train_mask_codec.py)")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        state = load_checkpoint_state(path)
+        if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a builtin mask codec checkpoint "
                              f"(expected format {CHECKPOINT_FORMAT!r})")
         known = set(CodecConfig.__dataclass_fields__)
@@ -439,6 +439,30 @@ class BuiltinCodec(MaskCodec):
         z = self.model.quantizer.embed_codes(codes_t)
         img_idx = torch.zeros(len(codes_t), dtype=torch.long, device=self.device)
         return self.model.decode_logits(feats, img_idx, z)
+
+
+def load_checkpoint_state(path: str | Path) -> dict:
+    """A checkpoint's contents, unpickled with ``weights_only=True``: tensors, numbers,
+    strings and containers only. A file that holds any other Python object (which unpickling
+    would construct, i.e. run code from) is refused with a clear error instead.
+
+    Every checkpoint this project writes (weights, config, optimizer and RNG states, history)
+    is made of those types, so files written by earlier versions load unchanged.
+    """
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path}: refused to load: it holds Python objects other than tensors and plain "
+            f"values, and unpickling them could run arbitrary code. A mask codec checkpoint "
+            f"written by data_tools/train_mask_codec.py never does; if you trust this file "
+            f"and it really is one, re-save its weights with a trusted script. "
+            f"({str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a builtin mask codec checkpoint (not a dict)")
+    return state
 
 
 def save_checkpoint(path: str | Path, model: MaskTokenizer, extra: dict | None = None) -> None:

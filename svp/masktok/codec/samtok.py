@@ -11,7 +11,7 @@ with the module names the release uses, and load the released state dict *strict
 key we need must be there, nothing unknown may be left over), so a wrong or truncated file
 fails at load time with the keys named, not later with bad masks.
 
-Numerics follow the release (DESIGN.md §3, ../shared/notes/samtok.md §1):
+Numerics follow the release (SAMTok's ``VQ_SAM2`` code and ``mask_tokenizer_256x2.pth``):
   * image squashed to 1024x1024 (bicubic, aspect not kept), /255, ImageNet mean/std;
   * ``no_mem_embed`` added to the top-level features on both sides;
   * box mandatory (derived from the mask when not given), mask prompt 256x256 bilinear with

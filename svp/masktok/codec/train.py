@@ -24,12 +24,13 @@ from svp.masktok.codec.builtin import (
     BuiltinCodec,
     CodecConfig,
     MaskTokenizer,
+    load_checkpoint_state,
     normalised_boxes,
     preprocess_image,
     preprocess_masks,
     save_checkpoint,
 )
-from svp.testing.synthetic import draw_shapes_scene
+from svp.masktok.codec.scenes import draw_shapes_scene
 
 Scene = tuple[object, np.ndarray]  # (image, masks [K, H, W] bool)
 
@@ -161,7 +162,7 @@ class CodecTrainer:
         """Continue from ``last.pt`` when present (same config required)."""
         if not self.state_path.is_file():
             return False
-        state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        state = load_checkpoint_state(self.state_path)
         if CodecConfig(**state["config"]) != self.cfg:
             raise ValueError(f"{self.state_path} was trained with another config: "
                              f"{state['config']}")
