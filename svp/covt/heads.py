@@ -2,12 +2,11 @@
 
 As upstream (``AnchorModels`` in ``covt_qwen2_5_vl.py``): a projection of the hidden states,
 then for SAM / DINO / edge / CLIP-like experts a cross-attention in which learned queries
-attend to the projected tokens, for depth a per-token MLP. Fixed on purpose: the projection is L2-normalised over the
-*feature* axis (upstream normalised over the token axis), SAM's token positions get a
-sinusoidal encoding so the 8 identical pad embeddings can specialise, and every head is a
-plain ``nn.Module`` child of :class:`CovtHeads`, so LoRA / full tuning train it and the
-checkpoint saves it (upstream's depth MLP stayed frozen under LoRA).
-"""
+attend to the projected tokens, for depth a per-token MLP. Fixed on purpose: the projection is
+L2-normalised over the *feature* axis (upstream normalised over the token axis), SAM's token
+positions get a sinusoidal encoding so the 8 identical pad embeddings can specialise, and every
+head is a plain ``nn.Module`` child of :class:`CovtHeads`, so LoRA / full tuning train it and
+the checkpoint saves it (upstream's depth MLP stayed frozen under LoRA)."""
 
 from __future__ import annotations
 
