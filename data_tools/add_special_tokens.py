@@ -19,7 +19,8 @@ import os
 import shutil
 import tempfile
 
-from svp.common.vocab import add_mask_tokens
+from svp.common.vocab import add_tokens
+from svp.masktok.tokens import mask_token_list
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     processor = AutoProcessor.from_pretrained(args.model)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype)
-    summary = add_mask_tokens(model, processor.tokenizer, seed=args.seed)
+    summary = add_tokens(model, processor.tokenizer, [(mask_token_list(), False)], seed=args.seed)
     out = os.path.abspath(args.out)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)

@@ -8,7 +8,8 @@ mentions ms-swift does not count and an import inside a function does):
    ``os.putenv``); everything else gets settings as arguments.
 3. Nothing edits ``sys.modules`` or ``sys.path`` (the package is installed, not found by
    path tricks).
-4. Test and demo fixtures (``svp.testing``) are not imported by the runtime package.
+4. Test and demo fixtures (``svp.testing``) are not imported by the runtime package, and
+   ``svp.common`` imports no capability.
 """
 
 from __future__ import annotations
@@ -124,3 +125,14 @@ def test_every_capability_has_one_settings_module_and_its_tests():
     for cap in capabilities:
         assert (PACKAGE / cap / "settings.py").is_file(), cap
         assert (REPO / "tests" / cap).is_dir(), cap
+
+
+def test_common_helpers_depend_on_no_capability():
+    """svp/common is what two or more capabilities use; it never reaches into one of them
+    (a capability may use common, not the other way round)."""
+    caps = ("svp.dataset_registry", "svp.masktok", "svp.croptool", "svp.covt")
+    offenders = {str(p.relative_to(REPO)): sorted(m for m in imported_modules(parse(p))
+                                                  if m.startswith(caps))
+                 for p in python_files(PACKAGE / "common")}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"svp/common imports a capability: {offenders}"

@@ -1,4 +1,4 @@
-"""Adding the 514 mask tokens to a tokenizer and a model, the way SAMTok needs them.
+"""Adding tokens to a tokenizer and a model (the mask tokens, CoVT's visual-thought tokens):
 
 - Non-special added tokens (``special=False, normalized=False``), so
   ``decode(skip_special_tokens=True)`` keeps them and no normaliser rewrites them.
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 
-from svp.masktok.tokens import mask_token_list
-
 
 def add_tokens_to_tokenizer(tokenizer, tokens: list[str], special: bool = False) -> list[str]:
     """Add the ``tokens`` the tokenizer lacks (in order); returns the tokens added."""
@@ -27,11 +25,6 @@ def add_tokens_to_tokenizer(tokenizer, tokens: list[str], special: bool = False)
                                          rstrip=False, single_word=False) for t in missing],
                              special_tokens=special)
     return missing
-
-
-def add_mask_tokens_to_tokenizer(tokenizer) -> list[str]:
-    """Add the mask tokens the tokenizer lacks; returns the tokens added."""
-    return add_tokens_to_tokenizer(tokenizer, mask_token_list())
 
 
 def init_new_rows(weight, old_len: int, new_ids: list[int], seed: int) -> None:
@@ -48,11 +41,6 @@ def init_new_rows(weight, old_len: int, new_ids: list[int], seed: int) -> None:
         noise = torch.randn(len(new_ids), weight.shape[1], generator=gen)
         rows = torch.tensor(new_ids, device=weight.device)
         weight[rows] = (mean + 0.02 * std * noise).to(weight.dtype).to(weight.device)
-
-
-def add_mask_tokens(model, tokenizer, seed: int = 0) -> dict:
-    """Add the mask tokens to ``tokenizer`` and grow/initialise ``model``'s embeddings."""
-    return add_tokens(model, tokenizer, [(mask_token_list(), False)], seed)
 
 
 def add_tokens(model, tokenizer, groups: list[tuple[list[str], bool]], seed: int = 0) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from svp.common.vocab import add_mask_tokens
+from svp.common.vocab import add_tokens
 from svp.masktok.tokens import codes_to_text, mask_token_list
 from tests.helpers import REPO, offline_env
 
@@ -88,8 +88,8 @@ class _Model(torch.nn.Module):
 
 def test_never_shrinks_a_larger_embedding_matrix():
     model, tok = _Model(rows=2000), _Tok(1000)  # room for 1514 tokens already
-    summary = add_mask_tokens(model, tok)
+    summary = add_tokens(model, tok, [(mask_token_list(), False)])
     assert model.resized_to is None and summary["rows_after"] == 2000
     assert summary["added"] == 514 and summary["tied_head"]
-    again = add_mask_tokens(model, tok)  # idempotent
+    again = add_tokens(model, tok, [(mask_token_list(), False)])  # idempotent
     assert again["added"] == 0
