@@ -40,27 +40,25 @@ def imported_modules(tree: ast.AST) -> set[str]:
     return out
 
 
-def environment_reads(tree: ast.AST) -> list[int]:
-    """Lines that touch ``os.environ`` / ``os.getenv`` / ``os.putenv`` (or import them)."""
+def attribute_uses(tree: ast.AST, module: str, attrs: tuple[str, ...]) -> list[int]:
+    """Lines that touch ``module.<attr>`` for any of ``attrs`` (or import them by name)."""
     lines = []
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id == "os" and node.attr in ("environ", "getenv", "putenv")):
+                and node.value.id == module and node.attr in attrs):
             lines.append(node.lineno)
-        if isinstance(node, ast.ImportFrom) and node.module == "os" and any(
-                a.name in ("environ", "getenv", "putenv") for a in node.names):
+        if isinstance(node, ast.ImportFrom) and node.module == module and any(
+                a.name in attrs for a in node.names):
             lines.append(node.lineno)
     return lines
+
+
+def environment_reads(tree: ast.AST) -> list[int]:
+    return attribute_uses(tree, "os", ("environ", "getenv", "putenv"))
 
 
 def path_or_module_edits(tree: ast.AST) -> list[int]:
-    """Lines that change ``sys.path`` or ``sys.modules``."""
-    lines = []
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id == "sys" and node.attr in ("path", "modules")):
-            lines.append(node.lineno)
-    return lines
+    return attribute_uses(tree, "sys", ("path", "modules"))
 
 
 def parse(path: Path) -> ast.AST:
