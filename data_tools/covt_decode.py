@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                            "images": [image]})
     enc.pop("covt", None)  # the experts run below on the image itself
     batch = template.data_collator([enc])
-    runtime = covt._runtime(template.covt, model)
+    runtime = covt.runtime_for(template.covt, model)
     with torch.no_grad():
         model(**{k: v for k, v in batch.items() if k not in ("labels", "text_position_ids")})
     hidden, runtime.hidden = runtime.hidden, None

@@ -76,6 +76,25 @@ def covt_losses(hidden: torch.Tensor, input_ids: torch.Tensor, pad_ids: dict[str
     return out
 
 
+def idle_heads_term(heads, names: list[str], like: torch.Tensor) -> torch.Tensor | None:
+    """``0 x`` the output of every head in ``names`` on a zero input shaped like ``like``
+    ([.., H]): the heads a batch did not supervise still take part in the step.
+
+    In a distributed step every rank must use the same parameters: DDP's reducer waits for
+    a gradient of each parameter (or fails with "Expected to have finished reduction" when a
+    head is skipped on one rank), and ZeRO reduces every partition. A batch without a group
+    of some expert (text-only rows, the efficient stage's subsets, after ``aux_until``)
+    therefore runs that head on zeros with weight 0: gradients of exactly 0, all ranks alike.
+    """
+    total = None
+    for name in names:
+        n = heads.input_width(name) if hasattr(heads, "input_width") else 1
+        zero = like.new_zeros(1, n, like.shape[-1])
+        term = 0.0 * heads(name, zero).float().sum()
+        total = term if total is None else total + term
+    return total
+
+
 def aux_factor(loss_scaled_for_ga: bool, ga_steps: int, tokens_averaged_across_devices: bool,
                world_size: int) -> float:
     """Factor that makes a per-micro-batch mean aux loss weigh as the LM loss does.

@@ -26,15 +26,48 @@ def sinusoid(n: int, dim: int) -> torch.Tensor:
     return enc
 
 
+class CrossAttention(nn.Module):
+    """``nn.MultiheadAttention``'s math, initialisation and parameter names (``in_proj_weight``,
+    ``in_proj_bias``, ``out_proj.*``, so its state dicts load), with ``out_proj`` *called* as
+    a module. DeepSpeed ZeRO-3 gathers a module's parameters when that module's forward runs;
+    ``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``, which
+    would leave it partitioned (empty) under ZeRO-3."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+                ) -> torch.Tensor:  # [B, Lq, d], [B, Lk, d], [B, Lk, d] -> [B, Lq, d]
+        wq, wk, wv = self.in_proj_weight.chunk(3)
+        bq, bk, bv = self.in_proj_bias.chunk(3)
+
+        def split(x: torch.Tensor) -> torch.Tensor:  # [B, L, d] -> [B, heads, L, d / heads]
+            return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(F.linear(query, wq, bq)),
+                                             split(F.linear(key, wk, bk)),
+                                             split(F.linear(value, wv, bv)))
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
 class AttentionHead(nn.Module):
-    """Linear(H, d) -> L2 norm over d -> MHA(queries [n_queries, d], keys = values = tokens)."""
+    """Linear(H, d) -> L2 norm over d -> attention(queries [n_queries, d], keys = values =
+    tokens)."""
 
     def __init__(self, hidden: int, dim: int, n_tokens: int, n_queries: int, heads: int,
                  positions: bool = False):
         super().__init__()
         self.proj = nn.Linear(hidden, dim)
         self.queries = nn.Parameter(torch.randn(n_queries, dim) * dim ** -0.5)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = CrossAttention(dim, heads)
         self.register_buffer("pos", sinusoid(n_tokens, hidden) if positions else None,
                              persistent=False)
 
@@ -43,7 +76,7 @@ class AttentionHead(nn.Module):
             h = h + self.pos.to(h.dtype)
         kv = F.normalize(self.proj(h), dim=-1) * self.proj.out_features ** 0.5  # unit RMS
         q = self.queries.to(kv.dtype).expand(h.shape[0], -1, -1)
-        return self.attn(q, kv, kv, need_weights=False)[0]
+        return self.attn(q, kv, kv)
 
 
 class TokenMLP(nn.Module):
@@ -81,3 +114,8 @@ class CovtHeads(nn.Module):
 
     def forward(self, name: str, h: torch.Tensor) -> torch.Tensor:
         return self.heads[name](h)
+
+    def input_width(self, name: str) -> int:
+        """Tokens a head reads: its SAM position table's length, else any (1)."""
+        pos = getattr(self.heads[name], "pos", None)
+        return pos.shape[0] if pos is not None else 1

@@ -12,9 +12,12 @@ already hold ``<|anchor_start|>`` are trained as written.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import random
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -27,11 +30,12 @@ from swift.template.register import TEMPLATE_MAPPING, register_template
 from swift.template.templates.qwen import Qwen2_5VLTemplate
 from swift.utils import get_logger
 
+from svp.common import swift_distributed
 from svp.common.io import write_atomic
 from svp.common.swift_vocab import grow_vocabulary
 from svp.covt import settings
 from svp.covt.cache import TargetCache, image_key, split_batch
-from svp.covt.compute import aux_factor, covt_losses
+from svp.covt.compute import AuxResult, aux_factor, covt_losses, idle_heads_term
 from svp.covt.experts import build_experts
 from svp.covt.heads import CovtHeads
 from svp.covt.settings import CovtSettings
@@ -212,6 +216,11 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
         return stage
 
     def _encode(self, inputs):
+        if self.is_training and (self.packing or self.padding_free):
+            raise ValueError("CoVT cannot train on packed or padding-free batches: its losses "
+                             "read one image and one group of thought tokens per row, and a "
+                             "packed row holds several samples (only the first would be "
+                             "supervised). Remove --packing / --padding_free.")
         stage = self._stage_messages(inputs) if self.is_training and self.stage_rows else None
         image = inputs.images[0] if inputs.images else None
         encoded = super()._encode(inputs)
@@ -225,20 +234,19 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
         return encoded
 
     def _data_collator(self, batch, *, padding_to=None):
-        extras = [b.get("covt") for b in batch]
+        samples = [b.get("covt") for b in batch]
         batch = [{k: v for k, v in b.items() if k != "covt"} for b in batch]
         res = super()._data_collator(batch, padding_to=padding_to)
-        if any(e is not None for e in extras):
-            res["covt"] = extras
+        if any(e is not None for e in samples):
+            res["covt"] = samples
         return res
 
     # -- loss
     def compute_sft_loss(self, model, inputs, num_items_in_batch=None, trainer=None):
-        extras = inputs.pop("covt", None)
+        samples = inputs.pop("covt", None)
         step = trainer.state.global_step if trainer is not None else 0
-        if extras is None or not self.covt.schedule.aux_on(step):
-            return super().compute_sft_loss(model, inputs, num_items_in_batch, trainer)
-        if "labels" not in inputs:
+        aux_on = samples is not None and self.covt.schedule.aux_on(step)
+        if aux_on and "labels" not in inputs:
             raise ValueError("CoVT adds its losses to the model's LM loss; it cannot be used with "
                              "options that make the trainer compute the loss itself "
                              "(--loss_scale other than default, channel loss, DFT, sequence "
@@ -247,32 +255,33 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
                 isinstance(cb, CovtStageCallback) for cb in trainer.callback_handler.callbacks):
             raise ValueError(f"SVP_COVT_SCHEDULE has several stages: add --callbacks {CALLBACK} "
                              f"so the data follows the global step (and resume continues it)")
-        runtime = _runtime(self.covt, model)
-        runtime.hidden = None
-        outputs = super().compute_sft_loss(model, inputs, num_items_in_batch, trainer)
-        hidden = runtime.hidden
-        runtime.hidden = None
-        if hidden is None:
-            raise RuntimeError("covt: the language model's final norm did not run")
-        targets = runtime.targets(extras, hidden.device)
-        res = covt_losses(hidden, inputs["input_ids"], self.pad_ids, runtime.heads, runtime.experts,
-                          targets, self.covt.weights)
-        if res.total is not None and outputs.loss is not None:
-            if trainer is not None:
-                scaled = trainer.loss_is_scaled_for_ga
-                if scaled is None:
-                    scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None
-                              ) or trainer.compute_loss_func is not None
-                f = aux_factor(bool(scaled), trainer.current_gradient_accumulation_steps,
-                               bool(getattr(trainer.args, "average_tokens_across_devices", False)
-                                    and trainer.model_accepts_loss_kwargs
-                                    and num_items_in_batch is not None),
-                               trainer.accelerator.num_processes)
-            else:
-                f = 1.0
-            outputs.loss = outputs.loss + f * res.total.to(outputs.loss.device)
-        runtime.report(res, extras, trainer, model.training)
+        runtime = runtime_for(self.covt, model)
+        runtime.pending = PendingBatch(inputs["input_ids"], samples if aux_on else None,
+                                       self.pad_ids, self.covt.weights)
+        try:
+            outputs = super().compute_sft_loss(model, inputs, num_items_in_batch, trainer)
+        finally:
+            runtime.pending = None
+        result, aux = runtime.last, outputs.get("covt_aux")
+        if aux is not None and outputs.loss is not None:
+            factor = 1.0 if trainer is None else _aux_factor(trainer, num_items_in_batch)
+            outputs.loss = outputs.loss + factor * aux.to(outputs.loss.device)
+        if result is not None:
+            runtime.report(result, samples or [], trainer, model.training)
         return outputs
+
+
+def _aux_factor(trainer, num_items_in_batch) -> float:
+    """Scale the aux loss as the trainer scales the LM loss (gradient accumulation, tokens
+    averaged across devices): see :func:`svp.covt.compute.aux_factor`."""
+    scaled = trainer.loss_is_scaled_for_ga
+    if scaled is None:
+        scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None
+                  ) or trainer.compute_loss_func is not None
+    averaged = bool(getattr(trainer.args, "average_tokens_across_devices", False)
+                    and trainer.model_accepts_loss_kwargs and num_items_in_batch is not None)
+    return aux_factor(bool(scaled), trainer.current_gradient_accumulation_steps, averaged,
+                      trainer.accelerator.num_processes)
 
 
 _EXPERTS: dict = {}
@@ -287,24 +296,55 @@ def _experts(config: CovtSettings) -> dict:
     return _EXPERTS[key]
 
 
-class _Runtime:
-    """Per-model state: heads, the final-norm hook, experts, counters."""
+@dataclass
+class PendingBatch:
+    """What the forward hook needs from the template for one micro-batch."""
+
+    input_ids: torch.Tensor
+    samples: list | None          # per row: {"image", "targets", "stage"} or None; None: no aux
+    pad_ids: dict[str, int]
+    weights: dict[str, float]
+
+
+class CovtRuntime:
+    """Per model: the heads, the experts, and the model's ``forward`` (of the module that owns
+    the heads) extended on the instance, so the heads and their losses run *inside* the
+    model's forward, as upstream's do.
+
+    That is what the wrappers need: DDP traces the parameters a forward used from its
+    outputs, and ZeRO-3 gathers a module's parameters only while the engine's forward runs.
+    It has to be the method itself, not a forward hook: peft's tuner calls the inner model's
+    ``.forward`` directly, so hooks on that module never run. After the stock forward it
+    reads the final norm's output (captured by a hook on the norm, which is called
+    normally), computes the expert losses of the pending batch, adds ``0 x`` every head it
+    did not use (so every rank uses every head parameter in every step), and returns the sum
+    as ``outputs["covt_aux"]``;
+    :meth:`Qwen2_5VLCovtTemplate.compute_sft_loss` adds it to the LM loss, scaled as the
+    trainer scales that.
+    """
 
     def __init__(self, config: CovtSettings, model):
         self.config = config
         self.hidden = None
-        self.heads = None
-        for name, module in model.named_modules():
-            if name.split(".")[-1] == HEADS_ATTR:
-                self.heads = module  # outermost: peft's ModulesToSaveWrapper when under LoRA
-                break
-        if self.heads is None:
+        self.pending: PendingBatch | None = None
+        self.last = None  # the AuxResult of the latest forward with a pending batch
+        found = next(((n, m) for n, m in model.named_modules()
+                      if n.split(".")[-1] == HEADS_ATTR), None)
+        if found is None:
             raise ValueError(f"the model has no {HEADS_ATTR}: load it with --model_type "
                              f"{MODEL_TYPE}")
-        norms = [m for n, m in model.named_modules() if n.endswith("language_model.norm")]
+        name, self.heads = found  # outermost: peft's ModulesToSaveWrapper under LoRA
+        self.owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        norms = [m for n, m in self.owner.named_modules() if n.endswith("language_model.norm")]
         if not norms:
             raise ValueError("covt: could not find the language model's final norm")
         norms[0].register_forward_hook(self._capture)
+        stock_forward = self.owner.forward
+
+        def forward(*args, **kwargs):
+            return self._after_forward(stock_forward(*args, **kwargs))
+
+        self.owner.forward = forward
         self.experts = _experts(config)
         if config.cache:  # refuse targets made by other experts before the first update
             TargetCache(config.cache, {n: e.fingerprint() for n, e in self.experts.items()}
@@ -314,10 +354,34 @@ class _Runtime:
     def _capture(self, module, args, output):
         self.hidden = output
 
-    def targets(self, extras, device) -> list[dict | None]:
-        out: list[dict | None] = [None] * len(extras)
+    def _after_forward(self, output):
+        batch = self.pending
+        if batch is None:  # generation, or a forward the template did not start (the
+            return output  # decoding tool reads ``hidden`` itself)
+        hidden = self.hidden
+        self.pending, self.hidden = None, None
+        if hidden is None:
+            raise RuntimeError("covt: the language model's final norm did not run")
+        result = AuxResult()
+        if batch.samples is not None:
+            targets = self.targets(batch.samples, hidden.device)
+            result = covt_losses(hidden, batch.input_ids, batch.pad_ids, self.heads,
+                                 self.experts, targets, batch.weights)
+        self.last = result
+        aux = result.total
+        if torch.is_grad_enabled():
+            idle = idle_heads_term(self.heads, [n for n in self.experts if n not in result.parts],
+                                   hidden)
+            if idle is not None:
+                aux = idle if aux is None else aux + idle
+        if aux is None:
+            return output
+        return _with_aux_field(type(output))(**output, covt_aux=aux)
+
+    def targets(self, samples, device) -> list[dict | None]:
+        out: list[dict | None] = [None] * len(samples)
         todo = []
-        for i, e in enumerate(extras):
+        for i, e in enumerate(samples):
             if e is None:
                 continue
             if e.get("targets") is not None:
@@ -325,7 +389,7 @@ class _Runtime:
             else:
                 todo.append(i)
         if todo:
-            images = [extras[i]["image"] for i in todo]
+            images = [samples[i]["image"] for i in todo]
             for name, expert in self.experts.items():
                 with torch.no_grad():
                     per = split_batch(expert.targets(images), len(todo))
@@ -334,7 +398,7 @@ class _Runtime:
                     out[i][name] = t
         return out
 
-    def report(self, res, extras, trainer, training: bool) -> None:
+    def report(self, res, samples, trainer, training: bool) -> None:
         for reason, n in res.skipped.items():
             self.logged_skips[reason] += n
             if self.logged_skips[reason] in (n, 100, 10000):
@@ -343,7 +407,7 @@ class _Runtime:
         if trainer is None:
             return
         metrics = trainer.custom_metrics["train" if training else "eval"]
-        present = [e for e in extras if e is not None]
+        present = [e for e in samples if e is not None]
         if present:  # share of samples whose targets came from the cache
             hits = [float(e.get("targets") is not None) for e in present]
             metrics["covt_cached"].update(torch.tensor(hits))
@@ -356,13 +420,25 @@ class _Runtime:
             metrics["covt_aux"].update(res.total.detach().float())
 
 
-_RUNTIMES: dict[int, _Runtime] = {}
+@functools.cache
+def _with_aux_field(output_cls: type) -> type:
+    """``output_cls`` plus a ``covt_aux`` field. DDP rebuilds a forward's output as
+    ``type(output)(**fields)``, so the aux loss must be a declared field, not an added key."""
+    return dataclasses.make_dataclass(f"{output_cls.__name__}WithCovtAux",
+                                      [("covt_aux", torch.Tensor | None, None)],
+                                      bases=(output_cls,))
 
 
-def _runtime(config: CovtSettings, model) -> _Runtime:
+_RUNTIMES: dict[int, CovtRuntime] = {}
+
+
+def runtime_for(config: CovtSettings, model) -> CovtRuntime:
+    """The runtime of ``model`` (any wrapper of it), created once per model that owns heads."""
     key = id(model)
     if key not in _RUNTIMES:
-        _RUNTIMES[key] = _Runtime(config, model)
+        runtime = next((r for r in _RUNTIMES.values()
+                        if any(m is r.heads for m in model.modules())), None)
+        _RUNTIMES[key] = runtime or CovtRuntime(config, model)
     return _RUNTIMES[key]
 
 
@@ -371,6 +447,7 @@ def register() -> None:
     from dataclasses import replace
 
     settings.load()  # validated and logged at start-up
+    swift_distributed.register()
 
     stock = TEMPLATE_MAPPING["qwen2_5_vl"]
     register_template(replace(stock, template_type=TEMPLATE,

@@ -28,6 +28,7 @@ from swift.template.templates.qwen import Qwen2_5VLTemplate, Qwen3VLTemplate
 from swift.template.utils import get_token_backed_response_ids
 from swift.utils import get_logger
 
+from svp.common import swift_distributed
 from svp.croptool import settings
 from svp.croptool.format import STOP
 from svp.croptool.geometry import CropPolicy, parse_tool_calls
@@ -131,6 +132,7 @@ def register() -> None:
     from dataclasses import replace
 
     settings.load()  # validated and logged at start-up
+    swift_distributed.register()
     for name, base in TEMPLATES.items():
         stock = TEMPLATE_MAPPING[base]
         # generation pauses at every call so the tool (inference loop, R-GRPO scheduler) runs

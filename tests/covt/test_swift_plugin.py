@@ -124,7 +124,10 @@ def test_heads_receive_gradients_experts_none(loaded, tuner):
     if tuner == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+        # CAUSAL_LM, as ms-swift builds it: peft then calls the inner model's .forward directly
+        # (no module hooks run), so the heads must run inside that forward, not in a hook
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=4,
+                                                 target_modules=["q_proj", "v_proj"],
                                                  modules_to_save=["covt_heads"]))
     batch = template.data_collator([template.encode(row()), template.encode(row())])
     out = template.compute_sft_loss(model, batch)

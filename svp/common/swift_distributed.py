@@ -1,0 +1,171 @@
+"""Multi-process runs that are really one job, and a way to prove it.
+
+Three pieces, installed by every entry's ``register()``:
+
+- **The one-job guard.** A run started with several processes (``NPROC_PER_NODE``/``NNODES``
+  through torchrun) whose trainer is not distributed trains every rank alone: on a machine
+  without a GPU, transformers does that silently unless ``--use_cpu true`` is given, and the
+  ranks end with different weights while the run "succeeds". The guard compares the launched
+  world size with the trainer's and stops before the first step, saying what to add.
+- **The ``svp_rank_check`` callback** (``--callbacks svp_rank_check``). At the end of
+  training every rank hashes each trainable tensor (gathered first under ZeRO-3), writes
+  ``<output_dir>/rank_check/rank<R>.json`` with the wrapper type, the world size and the
+  hashes, and the ranks compare their hashes: a single differing tensor fails the run with its
+  name. The tests read the same files and compare them themselves.
+- **DeepSpeed on CPU processes.** With ``--use_cpu true`` transformers initialises the gloo
+  process group itself but never DeepSpeed's communication layer, so ZeRO-3's ``zero.Init``
+  (which runs while the model loads, before any engine exists) sees world size 1 and rejects
+  the batch size (``train_batch_size ... 4 != 2 * 1 * 1``). Right after the devices are set
+  up we hand DeepSpeed the process group that already exists (``deepspeed.comm`` adopts an
+  initialised torch group). It only acts when ``use_cpu`` and ``deepspeed`` are both set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from swift.callbacks import TrainerCallback, callbacks_map
+from swift.trainers.mixin import SwiftMixin
+from swift.utils import get_dist_setting, get_logger
+
+from svp.common.io import write_atomic
+
+logger = get_logger()
+CALLBACK = "svp_rank_check"
+_GUARD_MARK = "_svp_one_job_guard"
+
+
+class NotOneJobError(RuntimeError):
+    """Several processes were launched, but the trainer is not distributed."""
+
+
+def check_one_job(args) -> None:
+    """Raise when torchrun launched several processes but ``args`` trains each alone."""
+    launched = get_dist_setting()[2]  # the WORLD_SIZE torchrun gave this process
+    trained = args.world_size
+    if launched > 1 and trained != launched:
+        raise NotOneJobError(
+            f"{launched} processes were launched but the trainer runs {trained} "
+            f"(parallel mode {args.parallel_mode}): every rank would train alone and end with "
+            "different weights. Without a GPU add `--use_cpu true --ddp_backend gloo` (the "
+            "recipes do this by themselves); with GPUs, check that CUDA is visible to each "
+            "process.")
+
+
+def install_one_job_guard() -> None:
+    """Check every ms-swift trainer right after it is built (idempotent)."""
+    if getattr(SwiftMixin, _GUARD_MARK, False):
+        return
+    original = SwiftMixin.__init__
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        check_one_job(self.args)
+
+    SwiftMixin.__init__ = __init__
+    setattr(SwiftMixin, _GUARD_MARK, True)
+
+
+def install_deepspeed_cpu_comm() -> None:
+    """Wrap ``TrainingArguments._setup_devices`` (a cached property) so that, with
+    ``--use_cpu true --deepspeed ...``, DeepSpeed adopts the gloo group (idempotent)."""
+    from functools import cached_property
+
+    from transformers import TrainingArguments
+
+    prop = TrainingArguments.__dict__["_setup_devices"]
+    if getattr(prop.func, _GUARD_MARK, False):
+        return
+    original = prop.func
+
+    def _setup_devices(self):
+        device = original(self)
+        if self.use_cpu and self.deepspeed and torch.distributed.is_initialized():
+            from deepspeed import comm
+
+            if not comm.is_initialized():
+                comm.init_distributed(dist_backend=self.ddp_backend or "gloo",
+                                      auto_mpi_discovery=False)
+        return device
+
+    setattr(_setup_devices, _GUARD_MARK, True)
+    wrapped = cached_property(_setup_devices)
+    wrapped.__set_name__(TrainingArguments, "_setup_devices")
+    TrainingArguments._setup_devices = wrapped
+
+
+# ----------------------------------------------------------------------------- rank check
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's bytes (bitwise: bf16/fp16 are hashed as their raw bits)."""
+    t = tensor.detach().cpu().contiguous()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.view(torch.int16)
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+
+
+def wrapper_name(trainer) -> str:
+    """What the trainer trains through: ``DistributedDataParallel``, ``DeepSpeedEngine``,
+    or the bare model class when nothing wraps it."""
+    wrapped = getattr(trainer, "model_wrapped", None) or trainer.model
+    return type(wrapped).__name__
+
+
+def _gathered(params, zero3: bool):
+    if not zero3:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
+def rank_record(trainer) -> dict:
+    """This rank's wrapper, world size and the digest of every trainable tensor."""
+    model = trainer.model
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    zero3 = any(hasattr(p, "ds_id") for _, p in named)
+    digests = {}
+    with _gathered([p for _, p in named], zero3):
+        for name, p in named:
+            digests[name] = tensor_digest(p)
+    rank = trainer.args.process_index
+    return {"rank": rank, "world_size": trainer.args.world_size,
+            "launched_world_size": get_dist_setting()[2], "wrapper": wrapper_name(trainer),
+            "zero3": zero3, "parallel_mode": str(trainer.args.parallel_mode),
+            "global_step": trainer.state.global_step, "trainable": digests}
+
+
+def differing(records: list[dict]) -> list[str]:
+    """Names of the tensors whose digests are not the same on every rank."""
+    names = set().union(*(r["trainable"] for r in records))
+    return sorted(n for n in names if len({r["trainable"].get(n) for r in records}) != 1)
+
+
+class RankCheckCallback(TrainerCallback):
+    """``--callbacks svp_rank_check``: prove at the end that all ranks hold the same model."""
+
+    def on_train_end(self, args, state, control, **kwargs):
+        record = rank_record(self.trainer)
+        out = Path(args.output_dir) / "rank_check" / f"rank{record['rank']}.json"
+        write_atomic(out, json.dumps(record, indent=1))
+        records = [record]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            records = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(records, record)
+        diff = differing(records)
+        if diff:
+            raise RuntimeError(f"svp_rank_check: {len(diff)} trainable tensors differ between "
+                               f"ranks after step {state.global_step}: {diff[:5]}")
+        logger.info(f"svp_rank_check: {len(record['trainable'])} trainable tensors identical on "
+                    f"{len(records)} rank(s) ({record['wrapper']}, step {state.global_step})")
+
+
+def register() -> None:
+    """The one-job guard, DeepSpeed on CPU processes and the ``svp_rank_check`` callback
+    (idempotent)."""
+    install_one_job_guard()
+    install_deepspeed_cpu_comm()
+    callbacks_map[CALLBACK] = RankCheckCallback
