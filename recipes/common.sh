@@ -19,3 +19,29 @@ svp_check_settings() {  # svp_check_settings CAPABILITY...: validate and print t
 newest_checkpoint() {  # newest_checkpoint OUTPUT_DIR: highest-step checkpoint-N, or nothing
   "$SVP_PYTHON" -m svp.common.checkpoints "$1"
 }
+
+svp_launch() {  # svp_launch: check the launch variables and set DEVICE_ARGS for this machine
+  # Multi-GPU and multi-node go through ms-swift's own launcher (torchrun), which reads
+  # NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT from the environment.
+  local nnodes=${NNODES:-1}
+  if (( nnodes > 1 )); then
+    [[ -n "${NODE_RANK:-}" && -n "${MASTER_ADDR:-}" ]] || {
+      echo "error: NNODES=$nnodes needs NODE_RANK (0..$((nnodes - 1)), one per node) and" \
+           "MASTER_ADDR (the address of node 0) on every node" >&2; exit 2; }
+    (( NODE_RANK >= 0 && NODE_RANK < nnodes )) || {
+      echo "error: NODE_RANK=$NODE_RANK is not in 0..$((nnodes - 1))" >&2; exit 2; }
+  fi
+  echo "launch: NPROC_PER_NODE=${NPROC_PER_NODE:-1} NNODES=$nnodes NODE_RANK=${NODE_RANK:-0}" \
+       "MASTER_ADDR=${MASTER_ADDR:-127.0.0.1} MASTER_PORT=${MASTER_PORT:-29500}"
+  # Without a GPU, transformers only wraps the model for a multi-process job when told the
+  # job is on CPU; it would otherwise train every rank alone (the plugins refuse that run).
+  # fp16 mixed precision is a GPU feature (ms-swift turns it on for float32 weights, and
+  # DeepSpeed's CPU accelerator rejects it).
+  DEVICE_ARGS=()
+  local gpus
+  gpus=$("$SVP_PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null) || gpus=0
+  if [[ "$gpus" == 0 ]]; then
+    DEVICE_ARGS=(--use_cpu true --ddp_backend gloo --fp16 false)
+    echo "no GPU visible: training on CPU processes with ${DEVICE_ARGS[*]}"
+  fi
+}

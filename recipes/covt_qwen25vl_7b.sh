@@ -48,6 +48,7 @@ PLUGIN="$REPO/plugins/covt.py"
 [[ "$DRY" == 1 || -e "$DATA" ]] || { echo "covt: DATA=$DATA not found" >&2; exit 2; }
 # experts, backend, weights parse; the real experts' checkpoints exist (svp/covt/settings.py)
 svp_check_settings covt
+svp_launch
 save_modules=(covt_heads)
 [[ "$TRAIN_NEW_ROWS" == 1 ]] && save_modules+=(embed_tokens lm_head)
 ds_args=()
@@ -92,7 +93,7 @@ for entry in $RUNS; do
       --max_length "$MAX_LENGTH" --truncation_strategy delete --torch_dtype "$DTYPE" \
       --gradient_checkpointing "$GRAD_CKPT" --dataloader_num_workers "$NUM_WORKERS" \
       --save_steps "$SAVE_STEPS" --logging_steps 5 --report_to tensorboard \
-      --output_dir "$out" "${resume[@]}" "${ds_args[@]}" $EXTRA_ARGS
+      --output_dir "$out" "${resume[@]}" "${ds_args[@]}" "${DEVICE_ARGS[@]}" $EXTRA_ARGS
     [[ "$DRY" == 1 ]] || touch "$out/.done"
     ckpt=$(newest_checkpoint "$out")
   fi

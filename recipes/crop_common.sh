@@ -23,6 +23,7 @@ crop_checks() {  # crop_checks: DATA files exist, a local MODEL exists, TEMPLATE
     echo "error: TEMPLATE=$TEMPLATE; the crop tool needs qwen2_5_vl_crop or qwen3_vl_crop" >&2
     exit 2;; esac
   svp_check_settings croptool
+  svp_launch
 }
 
 crop_run() {  # crop_run CMD...: print, and run unless DRY_RUN=1

@@ -50,9 +50,9 @@ VLLM_PORT=${VLLM_PORT:-8000}
 SAVE_STEPS=${SAVE_STEPS:-100}
 
 crop_checks
-NPROC=${NPROC_PER_NODE:-1}
-if (( BATCH * GRAD_ACC * NPROC % NUM_GENERATIONS != 0 )); then
-  echo "error: BATCH x GRAD_ACC x NPROC_PER_NODE = $((BATCH * GRAD_ACC * NPROC)) is not" \
+WORLD=$(( ${NPROC_PER_NODE:-1} * ${NNODES:-1} ))
+if (( BATCH * GRAD_ACC * WORLD % NUM_GENERATIONS != 0 )); then
+  echo "error: BATCH x GRAD_ACC x NPROC_PER_NODE x NNODES = $((BATCH * GRAD_ACC * WORLD)) is not" \
        "divisible by NUM_GENERATIONS=$NUM_GENERATIONS (GRPO's generation batch)" >&2; exit 2
 fi
 read -r -a rewards <<< "$REWARDS"
@@ -95,6 +95,7 @@ case "$USE_VLLM" in
   *) echo "error: USE_VLLM=$USE_VLLM (false | colocate | server)" >&2; exit 2 ;;
 esac
 [[ -n "$DEEPSPEED" ]] && cmd+=(--deepspeed "$DEEPSPEED")
+cmd+=("${DEVICE_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 

@@ -53,6 +53,7 @@ if [[ "$TUNER" == lora ]]; then
         --target_modules all-linear)
 fi
 [[ -n "$DEEPSPEED" ]] && cmd+=(--deepspeed "$DEEPSPEED")
+cmd+=("${DEVICE_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 

@@ -50,6 +50,7 @@ for p in $PLUGINS; do
 done
 # registry files exist, every SVP_* value of these capabilities parses (printed as in force)
 svp_check_settings "${capabilities[@]}"
+svp_launch
 
 cmd=(swift sft
   --model "$MODEL" --model_type "$MODEL_TYPE" --template "$TEMPLATE"
@@ -67,6 +68,7 @@ fi
 # shellcheck disable=SC2206
 [[ -n "$MODULES_TO_SAVE" ]] && cmd+=(--modules_to_save $MODULES_TO_SAVE)
 [[ -n "$DEEPSPEED" ]] && cmd+=(--deepspeed "$DEEPSPEED")
+cmd+=("${DEVICE_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 

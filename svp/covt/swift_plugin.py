@@ -115,7 +115,9 @@ class CovtQwen2_5VLLoader(Qwen2_5VLLoader):
         summary = grow_vocabulary(self, model, processor, config,
                                   [(tokens[:2], True), (tokens[2:], False)], seed=1)
         if summary["added"]:
-            logger.info(f"covt: added {summary['added']} visual-thought tokens")
+            logger.info(f"covt: added {summary['added']} visual-thought tokens"
+                        + (f"; new rows digest {summary['rows_digest']}"
+                           if summary.get("rows_digest") else ""))
 
 
 # ----------------------------------------------------------------------------- stage clock

@@ -66,7 +66,8 @@ def _patch_model_loader() -> None:
             logger.info(f"masktok: added {summary['added']} mask tokens to the tokenizer")
         elif summary["added"]:
             logger.info(f"masktok: added {summary['added']} mask tokens; embedding rows "
-                        f"{summary['rows_before']} -> {summary['rows_after']}")
+                        f"{summary['rows_before']} -> {summary['rows_after']}; new rows "
+                        f"digest {summary['rows_digest']}")
 
     ModelLoader._add_new_special_tokens = add_tokens
 
