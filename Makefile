@@ -38,7 +38,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not distributed" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) data_tools/demo.py --out $(DEMO_OUT)

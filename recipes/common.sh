@@ -41,7 +41,9 @@ svp_launch() {  # svp_launch: check the launch variables and set DEVICE_ARGS for
   local gpus
   gpus=$("$SVP_PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null) || gpus=0
   if [[ "$gpus" == 0 ]]; then
-    DEVICE_ARGS=(--use_cpu true --ddp_backend gloo --fp16 false)
+    DEVICE_ARGS=(--use_cpu true --fp16 false)
+    # gloo only for a real multi-process job: accelerate fails on a backend without a group
+    (( ${NPROC_PER_NODE:-1} * nnodes > 1 )) && DEVICE_ARGS+=(--ddp_backend gloo)
     echo "no GPU visible: training on CPU processes with ${DEVICE_ARGS[*]}"
   fi
 }

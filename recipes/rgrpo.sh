@@ -55,6 +55,11 @@ if (( BATCH * GRAD_ACC * WORLD % NUM_GENERATIONS != 0 )); then
   echo "error: BATCH x GRAD_ACC x NPROC_PER_NODE x NNODES = $((BATCH * GRAD_ACC * WORLD)) is not" \
        "divisible by NUM_GENERATIONS=$NUM_GENERATIONS (GRPO's generation batch)" >&2; exit 2
 fi
+if [[ "$DEEPSPEED" == zero3 && "$USE_VLLM" == false && "$EXTRA_ARGS" == *"--ds3_gather_for_generation false"* ]]; then
+  echo "error: ZeRO-3 rollouts through the trainer's model need --ds3_gather_for_generation true:" \
+       "crop-tool rounds differ between ranks, and partitioned generation would wait for the" \
+       "others at every token (see svp/croptool/swift_template.py)" >&2; exit 2
+fi
 read -r -a rewards <<< "$REWARDS"
 read -r -a weights <<< "$REWARD_WEIGHTS"
 if [[ ${#rewards[@]} -ne ${#weights[@]} ]]; then

@@ -133,3 +133,82 @@ class JudgeHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+# ----------------------------------------------------------------------------- multi-process
+MODES = ("ddp", "zero2", "zero3")
+WRAPPER = {"ddp": "DistributedDataParallel", "zero2": "DeepSpeedEngine",
+           "zero3": "DeepSpeedEngine"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_recipe(recipe: str, log: Path, cwd: Path, mode: str | None = None, nproc: int = 2,
+               timeout: int = 900, expect_ok: bool = True, **env: str) -> str:
+    """``bash recipes/<recipe>`` with ``nproc`` processes (torchrun through ms-swift) in
+    ``mode`` (``ddp``, ``zero2``, ``zero3``), exactly as a user runs it: the recipe itself
+    adds the CPU arguments. Returns the output; fails with its tail unless it succeeded."""
+    launch = {"NPROC_PER_NODE": str(nproc), "MASTER_PORT": str(free_port())}
+    if mode is not None:
+        launch["DEEPSPEED"] = "" if mode == "ddp" else mode
+    proc = subprocess.run(["bash", str(REPO / "recipes" / recipe)], cwd=cwd, timeout=timeout,
+                          env=offline_env(**{**launch, **env}), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    log.write_text(proc.stdout)
+    if expect_ok and proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-50:])
+        raise AssertionError(f"{recipe} ({mode}, {nproc} processes) failed "
+                             f"(rc={proc.returncode}), log {log}:\n{tail}")
+    if not expect_ok and proc.returncode == 0:
+        raise AssertionError(f"{recipe} unexpectedly succeeded; log {log}")
+    return proc.stdout
+
+
+def run_dir(output_dir: Path) -> Path:
+    """The newest ``v<N>-<date>`` folder ms-swift wrote under ``output_dir``."""
+    runs = sorted(output_dir.glob("v*-*"), key=lambda p: int(p.name[1:].split("-")[0]))
+    assert runs, f"no run under {output_dir}"
+    return runs[-1]
+
+
+def assert_one_job(run: Path, mode: str, world: int = 2) -> dict[str, str]:
+    """The ranks' ``svp_rank_check`` records (``--callbacks svp_rank_check``), read and
+    compared here independently of the callback's own check: one record per rank, each rank
+    wrapped (DDP module or DeepSpeed engine, ZeRO-3 partitioned when asked), the same world
+    size everywhere, and every trainable tensor bitwise identical on all ranks. Returns the
+    digests."""
+    files = sorted((run / "rank_check").glob("rank*.json"))
+    assert len(files) == world, f"{len(files)} rank records in {run}, expected {world}"
+    records = [json.loads(f.read_text()) for f in files]
+    assert sorted(r["rank"] for r in records) == list(range(world))
+    for r in records:
+        assert r["wrapper"] == WRAPPER[mode], (r["rank"], r["wrapper"], mode)
+        assert r["world_size"] == r["launched_world_size"] == world, r
+        assert r["zero3"] == (mode == "zero3"), r
+        assert r["trainable"], "no trainable tensor recorded"
+    first = records[0]["trainable"]
+    for r in records[1:]:
+        differ = sorted(n for n in first if r["trainable"].get(n) != first[n])
+        assert set(r["trainable"]) == set(first) and not differ, (
+            f"rank {r['rank']} differs from rank {records[0]['rank']} in {len(differ)} "
+            f"tensors: {differ[:5]}")
+    return first
+
+
+def step_losses(run: Path) -> list[float]:
+    from svp.common.run_log import step_rows
+
+    return [float(r["loss"]) for r in step_rows(run / "logging.jsonl") if "loss" in r]
+
+
+def assert_finite_and_falling(losses: list[float]) -> None:
+    import math
+
+    assert losses and all(math.isfinite(x) for x in losses), losses
+    assert losses[-1] < losses[0], f"the loss did not fall: {losses}"

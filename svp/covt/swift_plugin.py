@@ -30,7 +30,7 @@ from swift.template.register import TEMPLATE_MAPPING, register_template
 from swift.template.templates.qwen import Qwen2_5VLTemplate
 from swift.utils import get_logger
 
-from svp.common import swift_distributed
+from svp.common import swift_trainer
 from svp.common.io import write_atomic
 from svp.common.swift_vocab import grow_vocabulary
 from svp.covt import settings
@@ -449,7 +449,7 @@ def register() -> None:
     from dataclasses import replace
 
     settings.load()  # validated and logged at start-up
-    swift_distributed.register()
+    swift_trainer.register()
 
     stock = TEMPLATE_MAPPING["qwen2_5_vl"]
     register_template(replace(stock, template_type=TEMPLATE,

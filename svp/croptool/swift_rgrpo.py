@@ -35,7 +35,7 @@ from swift.rollout import MultiTurnScheduler, multi_turns
 from swift.template import Template
 from swift.utils import get_logger
 
-from svp.common import swift_distributed
+from svp.common import swift_trainer
 from svp.croptool import rewards, settings
 from svp.croptool.format import FEEDBACK, STOP, VISION_BLOCK, ends_with_open_call
 from svp.croptool.geometry import parse_tool_calls
@@ -305,6 +305,6 @@ REGISTERED = {cls.name: _named_for_logging(cls) for cls in REWARD_CLASSES}
 def register() -> None:
     """Put the rewards in ``orms`` and the scheduler in ``multi_turns`` (idempotent)."""
     settings.load()  # validated and logged at start-up
-    swift_distributed.register()
+    swift_trainer.register()
     orms.update(REGISTERED)
     multi_turns[SCHEDULER] = CropToolScheduler

@@ -28,7 +28,7 @@ from swift.template.templates.qwen import Qwen2_5VLTemplate, Qwen3VLTemplate
 from swift.template.utils import get_token_backed_response_ids
 from swift.utils import get_logger
 
-from svp.common import swift_distributed
+from svp.common import swift_trainer
 from svp.croptool import settings
 from svp.croptool.format import STOP
 from svp.croptool.geometry import CropPolicy, parse_tool_calls
@@ -54,6 +54,25 @@ class CropToolMixin:
         if inputs.images:
             self._insert_crops(inputs)
         super()._preprocess_inputs(inputs)
+
+    def prepare_generate_kwargs(self, generate_kwargs, *, model=None):
+        """Generation that needs no collective when ZeRO-3's parameters are gathered.
+
+        Under ZeRO-3, transformers makes every ``generate`` call ``synced_gpus`` (each step
+        all-reduces "anyone unfinished?"), which is needed while the parameters are
+        partitioned. R-GRPO rollouts with the crop tool run a different number of rounds on
+        each rank (one rank's trajectories call the tool, another's answer at once), and
+        ms-swift lets a rank without pending requests skip ``generate`` in that round: the
+        other ranks then wait in that all-reduce forever. ms-swift gathers the whole model
+        for generation (``--ds3_gather_for_generation true``, its default), so no step needs
+        the other ranks; we then turn ``synced_gpus`` off. Without that gathering the rounds
+        would still hang, so ``recipes/rgrpo.sh`` refuses ZeRO-3 rollouts with
+        ``--ds3_gather_for_generation false``.
+        """
+        generate_kwargs = super().prepare_generate_kwargs(generate_kwargs, model=model)
+        if model is not None and zero3_gathered(model):
+            generate_kwargs.setdefault("synced_gpus", False)
+        return generate_kwargs
 
     def _id_images(self, content) -> int:
         """Image pads inside an assistant message held as token ids (R-GRPO rollouts and
@@ -116,6 +135,16 @@ class CropToolMixin:
         inputs.images = images
 
 
+def zero3_gathered(model) -> bool:
+    """True when ``model`` is ZeRO-3 partitioned and all its parameters are gathered now."""
+    params = [p for p in model.parameters() if hasattr(p, "ds_status")]
+    if not params:
+        return False
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+    return all(p.ds_status == ZeroParamStatus.AVAILABLE for p in params)
+
+
 class Qwen2_5VLCropTemplate(CropToolMixin, Qwen2_5VLTemplate):
     crop_family = "qwen2_5_vl"
 
@@ -132,7 +161,7 @@ def register() -> None:
     from dataclasses import replace
 
     settings.load()  # validated and logged at start-up
-    swift_distributed.register()
+    swift_trainer.register()
     for name, base in TEMPLATES.items():
         stock = TEMPLATE_MAPPING[base]
         # generation pauses at every call so the tool (inference loop, R-GRPO scheduler) runs

@@ -25,7 +25,7 @@ from swift.dataset import (
 from swift.dataset.preprocessor import RowPreprocessor
 from swift.utils import get_logger
 
-from svp.common import swift_distributed
+from svp.common import swift_trainer
 from svp.dataset_registry import settings
 from svp.dataset_registry.registry import (
     DatasetEntry,
@@ -140,7 +140,7 @@ def register(registry_files: list[str] | None = None) -> dict[str, DatasetEntry]
     ``registry_files`` defaults to the settings' files (``SVP_DATASET_REGISTRY`` or
     ``./datasets.yaml``). Returns the entries registered.
     """
-    swift_distributed.register()
+    swift_trainer.register()
     _patch_dataset_syntax()
     config = settings.load()  # parsed, validated and logged at start-up
     paths = registry_files if registry_files is not None else config.registry_files()

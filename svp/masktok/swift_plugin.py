@@ -23,7 +23,7 @@ from swift.model.register import ModelLoader
 from swift.template import Template
 from swift.utils import get_logger
 
-from svp.common import swift_distributed
+from svp.common import swift_trainer
 from svp.common.swift_vocab import grow_vocabulary
 from svp.masktok import settings
 from svp.masktok.tokens import MT_END, MT_START, MaskTokenLogitsProcessor, mask_token_list
@@ -99,7 +99,7 @@ def _patch_generation() -> None:
 def register() -> None:
     """Idempotent: patches once per process, registers the loss scale under 'mask_span'."""
     settings.load()  # validated and logged at start-up, not at the first masked sample
-    swift_distributed.register()
+    swift_trainer.register()
     loss_scale_map["mask_span"] = MaskSpanLossScale
     if getattr(ModelLoader, _MARK, False):
         return

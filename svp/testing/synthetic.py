@@ -90,14 +90,20 @@ def write_llava_dataset(out_dir: str | Path, n: int = 24, seed: int = 0,
 
 
 def write_messages_dataset(out_dir: str | Path, n: int, width: int = 112, height: int = 84,
-                           seed: int = 0) -> Path:
+                           seed: int = 0, text_only: tuple[int, ...] = ()) -> Path:
     """``n`` shape pictures and ``out_dir/train.jsonl`` in ms-swift's ``messages`` form with
-    absolute image paths ("What shape is this?" -> "A <colour> <shape>.")."""
+    absolute image paths ("What shape is this?" -> "A <colour> <shape>."); the rows whose
+    index is in ``text_only`` are an arithmetic question without an image instead."""
     rng = random.Random(seed)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
+        if i in text_only:
+            a, b = rng.randint(1, 9), rng.randint(1, 9)
+            rows.append({"messages": [{"role": "user", "content": f"What is {a}+{b}?"},
+                                      {"role": "assistant", "content": str(a + b)}]})
+            continue
         img, s = draw_shape_image(rng, width, height)
         path = (out / "images" / f"{i}.png").resolve()
         img.save(path)
@@ -107,6 +113,24 @@ def write_messages_dataset(out_dir: str | Path, n: int, width: int = 112, height
     ann = out / "train.jsonl"
     ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return ann
+
+
+def write_mask_token_dataset(out_dir: str | Path, n: int = 16, seed: int = 0) -> Path:
+    """Shape pictures whose answers end with one mask-token group (random codes), as LLaVA
+    rows, plus ``out_dir/datasets.yaml`` naming them ``masks``: the data of the mask-token
+    SFT recipe in its smallest form. Returns the registry file."""
+    from svp.masktok.tokens import codes_to_text
+
+    out = Path(out_dir)
+    ann = write_llava_dataset(out, n=n, seed=seed, name="shapes")
+    rng = random.Random(seed)
+    rows = [json.loads(line) for line in ann.read_text().splitlines()]
+    for r in rows:
+        r["conversations"][1]["value"] += " Mask: " + codes_to_text(rng.randrange(256),
+                                                                     rng.randrange(256))
+    write_atomic(out / "masks.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return write_registry(out / "datasets.yaml", {"masks": (out / "masks.jsonl",
+                                                            out / "images")})
 
 
 def write_crop_questions(out_dir: str | Path, n: int, seed: int = 0, width: int = 224,

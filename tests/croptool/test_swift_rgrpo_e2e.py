@@ -9,35 +9,14 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from data_tools import convert_rl
 from svp.croptool.format import VISION_BLOCK
 from svp.croptool.rewards import REWARDS
+from tests.croptool.conftest import SMALL
 from tests.helpers import REPO, SWIFT, offline_env
 
 CHAIN = str(REPO / "recipes" / "vlmr3_qwen25vl_7b.sh")
-ANSWER = "<think>look <tool_call>[10, 10, 60, 60]</tool_call> left part</think><answer>cat</answer>"
-SMALL = {"SVP_CROP_MAIN_SHORT": "112", "SVP_CROP_MAX_SHORT": "112"}  # CPU-sized images
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vlmr3")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(root / "scene.png")
-    sft = {"messages": [{"role": "user", "content": "<image>What is it?"},
-                        {"role": "assistant", "content": ANSWER}],
-           "images": [str(root / "scene.png")]}
-    (root / "sft.jsonl").write_text((json.dumps(sft) + "\n") * 16)
-    rl = {"image_path": "scene.png", "question": "What is it?", "answer": "cat",
-          "bbox": [40, 40, 260, 260], "source": "demo"}
-    (root / "rl_src.jsonl").write_text((json.dumps(rl) + "\n") * 8)
-    assert convert_rl.main(["--input", str(root / "rl_src.jsonl"),
-                            "--output", str(root / "rl.jsonl")]) == 0
-    return root
 
 
 def chain(root, **env) -> subprocess.CompletedProcess:
@@ -59,7 +38,8 @@ def chain(root, **env) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_vlmr3_chain_sft_merge_grpo_executes_crops(data, tiny_model):
+def test_vlmr3_chain_sft_merge_grpo_executes_crops(crop_data, tiny_model):
+    data = crop_data
     proc = chain(data, BASE_MODEL=str(tiny_model("qwen2_5_vl")))
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
@@ -90,13 +70,13 @@ def test_vlmr3_chain_sft_merge_grpo_executes_crops(data, tiny_model):
 
 
 @pytest.mark.slow
-def test_merge_stage_merges_a_lora_checkpoint(data, tiny_model):
+def test_merge_stage_merges_a_lora_checkpoint(crop_data, tiny_model):
     """SFT_TUNER=lora: the merge stage runs ``swift export --merge_lora`` on the newest SFT
     checkpoint and the merged folder is a loadable full model."""
     from swift.model import get_model_processor
 
-    work = data / "lora_work"
-    proc = chain(data, BASE_MODEL=str(tiny_model("qwen2_5_vl")), WORK_DIR=str(work),
+    work = crop_data / "lora_work"
+    proc = chain(crop_data, BASE_MODEL=str(tiny_model("qwen2_5_vl")), WORK_DIR=str(work),
                  SFT_TUNER="lora", SFT_MAX_STEPS="2", SFT_SAVE_STEPS="2", STAGES="sft merge")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     merged = work / "sft_merged"

@@ -1,6 +1,7 @@
-"""Multi-process runs that are really one job, and a way to prove it.
+"""What every ms-swift training run of ours gets: multi-process runs that are really one
+job, a way to prove it, and resumes that really resume.
 
-Three pieces, installed by every entry's ``register()``:
+Four pieces, installed by every entry's ``register()``:
 
 - **The one-job guard.** A run started with several processes (``NPROC_PER_NODE``/``NNODES``
   through torchrun) whose trainer is not distributed trains every rank alone: on a machine
@@ -18,6 +19,15 @@ Three pieces, installed by every entry's ``register()``:
   the batch size (``train_batch_size ... 4 != 2 * 1 * 1``). Right after the devices are set
   up we hand DeepSpeed the process group that already exists (``deepspeed.comm`` adopts an
   initialised torch group). It only acts when ``use_cpu`` and ``deepspeed`` are both set.
+- **Resuming a full fine-tune.** transformers 5 saves a Qwen-VL checkpoint in the legacy
+  key layout (``model.layers.N``, ``visual.*``) and ``Trainer._load_from_checkpoint`` loads it
+  with ``load_state_dict(..., strict=False)`` *without* converting the keys back: every weight
+  is reported "missing" in a warning and stays at the base model's value while the optimizer
+  and schedule continue, so a resumed full fine-tune silently restarts from the base model.
+  We rename the keys with the model's own conversion mapping (the one ``from_pretrained``
+  applies) before loading, and stop if a trainable tensor is still missing. LoRA checkpoints
+  (adapters) and DeepSpeed checkpoints (the engine's own files) take other paths and are left
+  to them.
 """
 
 from __future__ import annotations
@@ -98,6 +108,60 @@ def install_deepspeed_cpu_comm() -> None:
     TrainingArguments._setup_devices = wrapped
 
 
+def checkpoint_state_dict(checkpoint: str | Path, model) -> dict | None:
+    """A full checkpoint's tensors with the keys ``model`` uses (None when the folder holds no
+    plain ``model.safetensors`` / sharded safetensors, e.g. an adapter or DeepSpeed one)."""
+    from safetensors.torch import load_file
+    from transformers import PreTrainedModel
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    folder = Path(checkpoint)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        return None
+    if not isinstance(model, PreTrainedModel):
+        return None
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+    state = {}
+    for name in files:
+        for key, tensor in load_file(str(folder / name), device="cpu").items():
+            state[rename_source_key(key, renamings, converters)[0]] = tensor
+    return state
+
+
+def install_full_resume_fix() -> None:
+    """Load a full checkpoint under the model's own key names on resume (idempotent)."""
+    from transformers import Trainer
+
+    if getattr(Trainer._load_from_checkpoint, _GUARD_MARK, False):
+        return
+    original = Trainer._load_from_checkpoint
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        target = self.model if model is None else model
+        state = checkpoint_state_dict(resume_from_checkpoint, target)
+        if state is None:
+            return original(self, resume_from_checkpoint, model)
+        result = target.load_state_dict(state, strict=False)
+        trainable = {n for n, p in target.named_parameters() if p.requires_grad}
+        missing = sorted(trainable.intersection(result.missing_keys))
+        if missing:
+            raise RuntimeError(f"resume from {resume_from_checkpoint}: {len(missing)} trained "
+                               f"tensors are not in the checkpoint: {missing[:5]}")
+        logger.info(f"resume: loaded {len(state)} tensors from {resume_from_checkpoint} "
+                    f"({len(result.missing_keys)} frozen ones not saved there)")
+
+    setattr(_load_from_checkpoint, _GUARD_MARK, True)
+    Trainer._load_from_checkpoint = _load_from_checkpoint
+
+
 # ----------------------------------------------------------------------------- rank check
 def tensor_digest(tensor: torch.Tensor) -> str:
     """SHA-256 of a tensor's bytes (bitwise: bf16/fp16 are hashed as their raw bits)."""
@@ -164,8 +228,9 @@ class RankCheckCallback(TrainerCallback):
 
 
 def register() -> None:
-    """The one-job guard, DeepSpeed on CPU processes and the ``svp_rank_check`` callback
-    (idempotent)."""
+    """The one-job guard, DeepSpeed on CPU processes, the full-checkpoint resume and the
+    ``svp_rank_check`` callback (idempotent)."""
     install_one_job_guard()
     install_deepspeed_cpu_comm()
+    install_full_resume_fix()
     callbacks_map[CALLBACK] = RankCheckCallback
