@@ -57,7 +57,7 @@ def test_crop_sft_two_processes(mode, tiny_model, crop_data, tmp_path):
 
 
 def rgrpo(model, data, out, log, mode, *extra):
-    return run_recipe("rgrpo.sh", log, out.parent, mode, **SIZES, MODEL=str(model),
+    return run_recipe("rgrpo.sh", log, out.parent, mode, **SIZES, MODEL=str(model), timeout=420,
                       MODEL_TYPE="qwen2_5_vl", DATA=str(data / "rl.jsonl"), OUTPUT_DIR=str(out),
                       NUM_GENERATIONS="4", BATCH="2", MAX_STEPS="2", MAX_TURNS="3",
                       MAX_COMPLETION_LENGTH="40", LR="1e-4", TEMPERATURE="1.0", SAVE_STEPS="1",

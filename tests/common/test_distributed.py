@@ -1,0 +1,122 @@
+"""The pieces every training run gets (svp/common/swift_trainer.py): the one-job guard, the
+rank check, multi-node launching through the recipes, and full-checkpoint resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+
+import pytest
+import torch
+
+from svp.common.swift_trainer import differing, tensor_digest
+from svp.testing.synthetic import write_mask_token_dataset
+from tests.helpers import (
+    REPO,
+    TEMPLATE_ARGS,
+    TRAIN_ARGS,
+    assert_one_job,
+    free_port,
+    offline_env,
+    run_swift,
+)
+
+
+def test_digests_are_bitwise_and_differences_named():
+    a = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
+    bits = a.view(torch.int16).clone()
+    bits[1] += 1  # the next bf16 value after 2.0: one bit apart
+    b = bits.view(torch.bfloat16)
+    assert tensor_digest(a) == tensor_digest(a.clone()) != tensor_digest(b)
+    records = [{"trainable": {"x": "1", "y": "2"}}, {"trainable": {"x": "1", "y": "3"}},
+               {"trainable": {"x": "1"}}]
+    assert differing(records) == ["y"]
+
+
+@pytest.mark.distributed
+def test_a_multi_process_run_that_is_not_one_job_stops(tiny_model, tmp_path):
+    """torchrun with two processes on a machine without a GPU and no --use_cpu: transformers
+    would train each rank alone (different weights, exit 0); the guard stops it."""
+    registry = write_mask_token_dataset(tmp_path / "data", n=8)
+    env = offline_env(NPROC_PER_NODE="2", MASTER_PORT=str(free_port()),
+                      SVP_DATASET_REGISTRY=str(registry))
+    log = run_swift("sft", [
+        "--model", str(tiny_model("qwen2_5_vl")), *TEMPLATE_ARGS["qwen2_5_vl"],
+        "--external_plugins", str(REPO / "plugins" / "dataset_registry.py"),
+        "--dataset", "masks", "--tuner_type", "lora", "--max_steps", "2",
+        "--output_dir", str(tmp_path / "out"), *TRAIN_ARGS,
+    ], tmp_path / "sft.log", env, cwd=tmp_path, expect_ok=False)
+    assert "NotOneJobError: 2 processes were launched but the trainer runs 1" in log
+    assert "--use_cpu true --ddp_backend gloo" in log
+    assert not list((tmp_path / "out").glob("v*/checkpoint-*")), "a step was trained"
+
+
+@pytest.mark.distributed
+def test_two_nodes_one_process_each(tiny_model, tmp_path):
+    """The recipe as two nodes of one process each on localhost (NNODES, NODE_RANK,
+    MASTER_ADDR, MASTER_PORT passed through to ms-swift's launcher): one job of two ranks."""
+    registry = write_mask_token_dataset(tmp_path / "data", n=8)
+    port = str(free_port())
+    common = dict(NPROC_PER_NODE="1", NNODES="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                  MODEL=str(tiny_model("qwen2_5_vl")), SVP_DATASET_REGISTRY=str(registry),
+                  DATASETS="masks", OUTPUT_DIR=str(tmp_path / "out"), BATCH="2",
+                  GRAD_ACC="1", NUM_WORKERS="0", LORA_RANK="8", LR="1e-3", DTYPE="float32",
+                  EXTRA_ARGS="--max_steps 2 --save_steps 2 --logging_steps 1 --add_version "
+                             "false --check_model false --callbacks svp_rank_check")
+    procs = {}
+
+    def node(rank: str) -> None:
+        procs[rank] = subprocess.run(
+            ["bash", str(REPO / "recipes" / "sft_qwen25vl_3b.sh")], cwd=tmp_path,
+            env=offline_env(**common, NODE_RANK=rank), capture_output=True, text=True,
+            timeout=600)
+
+    threads = [threading.Thread(target=node, args=(r,)) for r in ("0", "1")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for rank, proc in sorted(procs.items()):
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"node {rank}:\n{out[-3000:]}"
+        assert f"NNODES=2 NODE_RANK={rank} MASTER_ADDR=127.0.0.1 MASTER_PORT={port}" in out
+        assert "--ddp_backend gloo" in out  # two ranks in all: gloo although one per node
+    assert_one_job(tmp_path / "out", "ddp")
+
+
+def test_recipe_refuses_an_incomplete_multi_node_launch(tmp_path):
+    registry = write_mask_token_dataset(tmp_path / "data", n=4)
+    proc = subprocess.run(["bash", str(REPO / "recipes" / "sft_qwen25vl_3b.sh")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=offline_env(NNODES="2", DATASETS="masks", DRY_RUN="1",
+                                          SVP_DATASET_REGISTRY=str(registry)))
+    assert proc.returncode == 2 and "NNODES=2 needs NODE_RANK" in proc.stderr
+
+
+def test_resumed_full_checkpoint_loads_under_the_models_key_names(tiny_model, tmp_path):
+    """A full checkpoint as the trainer saves it (transformers 5 writes the legacy layout,
+    ``model.layers.N``, ``visual.*``) loads back into every parameter by its own name."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from svp.common.swift_trainer import checkpoint_state_dict
+
+    path = tiny_model("qwen2_5_vl")
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    model.save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved["model_type"] == "qwen2_5_vl"
+    fresh = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    naive = fresh.load_state_dict(load_file(str(tmp_path / "ckpt" / "model.safetensors")),
+                                  strict=False)
+    assert naive.missing_keys, "the checkpoint is not in the legacy layout any more"
+    state = checkpoint_state_dict(tmp_path / "ckpt", fresh)
+    result = fresh.load_state_dict(state, strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name

@@ -1,0 +1,74 @@
+"""CoVT where users run it, here in two CPU processes under DDP, ZeRO-2 and ZeRO-3, through
+recipes/covt_qwen25vl_7b.sh with stand-in experts: all four stages in one run
+(understanding, generation, reasoning, efficient) on rows that include text-only ones, and
+the expert losses switched off after step 6 (``AUX_UNTIL``), so some steps supervise part of
+the heads and the last two none. Each run must be one job (both ranks wrapped, every
+trainable tensor, heads included, bitwise identical at the end; under DDP with
+``--ddp_find_unused_parameters false``, which fails or silently diverges when a step skips a
+head); the stage follows the global step; under DDP the recipe's own resume continues from
+the checkpoint, stage schedule included, to the same weights."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+
+from svp.common.run_log import step_rows
+from svp.testing.synthetic import write_messages_dataset
+from tests.helpers import MODES, assert_one_job, run_dir, run_recipe
+
+pytestmark = pytest.mark.distributed
+SCHEDULE = "understanding@0,generation@2,reasoning@4,efficient@6"
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    return write_messages_dataset(tmp_path_factory.mktemp("covt"), 16, seed=6,
+                                  text_only=(3, 10))
+
+
+def covt(tiny_model, data, work, log, mode):
+    strict = " --ddp_find_unused_parameters false" if mode == "ddp" else ""
+    return run_recipe(
+        "covt_qwen25vl_7b.sh", log, work.parent, mode,
+        SVP_COVT_BACKEND="standin", SVP_COVT_EXPERTS="sam,depth",
+        BASE_MODEL=str(tiny_model("qwen2_5_vl")), DATA=str(data), WORK_DIR=str(work),
+        RUNS=f"{SCHEDULE}:8:6", LR="1e-3", BATCH="2", SAVE_STEPS="4", NUM_WORKERS="0",
+        GRAD_CKPT="false", DTYPE="float32", TRAIN_NEW_ROWS="0", MAX_PIXELS="50176",
+        EXTRA_ARGS="--check_model false --logging_steps 1 --seed 7 "
+                   "--callbacks covt_stage svp_rank_check" + strict)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_covt_four_stages_two_processes(mode, tiny_model, rows, tmp_path):
+    work = tmp_path / "work"
+    covt(tiny_model, rows, work, tmp_path / "covt.log", mode)
+    out = work / "run1_understanding"
+    run = run_dir(out)
+    digests = assert_one_job(run, mode)
+    assert any("covt_heads" in n and ".heads.sam." in n for n in digests)
+    assert any("covt_heads" in n and ".heads.depth." in n for n in digests)
+    logged = step_rows(run / "logging.jsonl")
+    assert [r["step"] for r in logged] == list(range(1, 9))
+    assert [r["covt_stage"] for r in logged] == [0, 0, 1, 1, 2, 2, 3, 3]  # by global step
+    assert all(math.isfinite(r["loss"]) for r in logged)
+    for name in ("covt_sam", "covt_depth"):  # each expert's loss went below its start
+        values = [r[name] for r in logged if name in r]
+        assert len(values) == 6 and min(values[1:]) < values[0], (name, values)
+    assert [("covt_aux" in r) for r in logged] == [True] * 6 + [False] * 2  # AUX_UNTIL=6
+    assert (work / "run1_understanding_merged" / ".done").exists()
+    if mode != "ddp":
+        return
+    # the recipe's own resume: the run is not done, its newest checkpoint is step 4
+    (out / ".done").unlink()
+    shutil.rmtree(work / "run1_understanding_merged")
+    shutil.rmtree(run / "checkpoint-8")
+    log = covt(tiny_model, rows, work, tmp_path / "resume.log", mode)
+    assert f"resuming from {run / 'checkpoint-4'}" in log
+    again = run_dir(out)
+    assert again != run
+    resumed = step_rows(again / "logging.jsonl")
+    assert [(r["step"], r["covt_stage"]) for r in resumed] == [(5, 2), (6, 2), (7, 3), (8, 3)]
+    assert assert_one_job(again, mode) == digests, "the resumed run ended elsewhere"
