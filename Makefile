@@ -25,12 +25,15 @@ $(STAMP): requirements/constraints.txt setup.cfg pyproject.toml
 		|| { grep -v "is ignored: it is neither" $(VENV)/install.log | tail -40; exit 1; }
 	@SAM2_BUILD_CUDA=0 $(PY) -m pip install --no-build-isolation -c requirements/constraints.txt \
 		sam2 >> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	@# DeepSpeed's sdist imports torch to build; no ops are compiled ahead (CPU: JIT on first use)
+	@DS_BUILD_OPS=0 $(PY) -m pip install --no-build-isolation -c requirements/constraints.txt \
+		deepspeed >> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	@# controlnet-aux comes --no-deps: only PIDINet's network file is used, not the detectors
 	@# that need its other dependencies (timm, scikit-image); the check ignores just those
 	@$(PY) -m pip check > $(VENV)/check.log 2>&1 || ! grep -v "^controlnet-aux " $(VENV)/check.log
 	@$(PY) -m pip install --no-deps -c requirements/constraints.txt controlnet-aux \
 		>> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
-	@$(PY) -c "import torch, torchvision, swift, msgspec, qwen_vl_utils; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| ms-swift', swift.__version__)"
+	@$(PY) -c "import torch, torchvision, swift, msgspec, qwen_vl_utils, deepspeed; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| ms-swift', swift.__version__, '| deepspeed', deepspeed.__version__)"
 	@touch $(STAMP)
 
 test: $(STAMP)

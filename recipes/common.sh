@@ -24,6 +24,8 @@ svp_launch() {  # svp_launch: check the launch variables and set DEVICE_ARGS for
   # Multi-GPU and multi-node go through ms-swift's own launcher (torchrun), which reads
   # NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT from the environment.
   local nnodes=${NNODES:-1}
+  # DeepSpeed needs a launcher even for one process (without torchrun it looks for MPI)
+  [[ -n "${DEEPSPEED:-}" && -z "${NPROC_PER_NODE:-}" ]] && export NPROC_PER_NODE=1
   if (( nnodes > 1 )); then
     [[ -n "${NODE_RANK:-}" && -n "${MASTER_ADDR:-}" ]] || {
       echo "error: NNODES=$nnodes needs NODE_RANK (0..$((nnodes - 1)), one per node) and" \
@@ -46,4 +48,19 @@ svp_launch() {  # svp_launch: check the launch variables and set DEVICE_ARGS for
     (( ${NPROC_PER_NODE:-1} * nnodes > 1 )) && DEVICE_ARGS+=(--ddp_backend gloo)
     echo "no GPU visible: training on CPU processes with ${DEVICE_ARGS[*]}"
   fi
+}
+
+svp_plan_memory() {  # svp_plan_memory ARGS...: print the per-GPU memory plan of this launch
+  # (data_tools/plan_memory.py on the real architecture, meta device); warns, never stops.
+  local zero=0 rc=0
+  case "${DEEPSPEED:-}" in *zero3*) zero=3 ;; *zero2*) zero=2 ;; esac
+  "$SVP_PYTHON" "$(dirname "${BASH_SOURCE[0]}")/../data_tools/plan_memory.py" \
+    --gpus $(( ${NPROC_PER_NODE:-1} * ${NNODES:-1} )) --zero "$zero" "$@" || rc=$?
+  if (( rc == 1 )); then
+    echo "warning: the memory plan above does not fit; more GPUs, DEEPSPEED=zero3, a smaller" \
+         "BATCH or MAX_LENGTH, or GRAD_CKPT=true would" >&2
+  elif (( rc != 0 )); then
+    echo "note: no memory plan for MODEL=${MODEL:-$BASE_MODEL} (see above)" >&2
+  fi
+  return 0
 }

@@ -58,6 +58,9 @@ run() {
   [[ "$DRY" == 1 ]] || "$@"
 }
 
+svp_plan_memory --model "$BASE_MODEL" --tuner lora --lora-rank "$LORA_RANK" \
+  --modules-to-save "${save_modules[*]}" --batch "$BATCH" --seq "$MAX_LENGTH" \
+  --grad-ckpt "$GRAD_CKPT"
 model="$BASE_MODEL"
 i=0
 for entry in $RUNS; do

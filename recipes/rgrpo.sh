@@ -14,6 +14,9 @@
 # the command only. MAX_PIXELS and SVP_CROP_* must equal the SFT run's values.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# A full 7B policy with its AdamW states and rollouts does not fit plain DDP on 80 GB (see the
+# memory plan printed below): ZeRO-3 by default; DEEPSPEED= (empty) asks for DDP.
+DEEPSPEED=${DEEPSPEED-zero3}
 # shellcheck source=recipes/crop_common.sh
 source "$ROOT/recipes/crop_common.sh"
 : "${MODEL:?set MODEL to the crop-SFT model (merged)}"
@@ -104,4 +107,10 @@ cmd+=("${DEVICE_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 
+rollout_batch=0 vllm_fraction=0
+[[ "$USE_VLLM" == false ]] && rollout_batch=$BATCH
+[[ "$USE_VLLM" == colocate ]] && vllm_fraction=$VLLM_GPU_MEMORY
+svp_plan_memory --model "$MODEL" --tuner "$TUNER" --lora-rank "$LORA_RANK" --batch "$BATCH" \
+  --seq "$MAX_LENGTH" --grad-ckpt "$GRAD_CKPT" --rollout-batch "$rollout_batch" \
+  --vllm-fraction "$vllm_fraction"
 crop_run "${cmd[@]}"

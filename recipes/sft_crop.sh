@@ -57,4 +57,6 @@ cmd+=("${DEVICE_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 
+svp_plan_memory --model "$MODEL" --tuner "$TUNER" --lora-rank "$LORA_RANK" \
+  --batch "$BATCH" --seq "$MAX_LENGTH" --grad-ckpt "$GRAD_CKPT"
 crop_run "${cmd[@]}"

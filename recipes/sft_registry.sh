@@ -72,6 +72,8 @@ cmd+=("${DEVICE_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 
+svp_plan_memory --model "$MODEL" --tuner "$TUNER" --lora-rank "$LORA_RANK" \
+  --modules-to-save "$MODULES_TO_SAVE" --batch "$BATCH" --seq "$MAX_LENGTH" --grad-ckpt true
 export MAX_PIXELS
 echo "MAX_PIXELS=$MAX_PIXELS ${cmd[*]}"
 [[ "${DRY_RUN:-0}" == 1 ]] && exit 0

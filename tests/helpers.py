@@ -154,20 +154,32 @@ def run_recipe(recipe: str, log: Path, cwd: Path, mode: str | None = None, nproc
     """``bash recipes/<recipe>`` with ``nproc`` processes (torchrun through ms-swift) in
     ``mode`` (``ddp``, ``zero2``, ``zero3``), exactly as a user runs it: the recipe itself
     adds the CPU arguments. Returns the output; fails with its tail unless it succeeded."""
+    import signal
+
     launch = {"NPROC_PER_NODE": str(nproc), "MASTER_PORT": str(free_port())}
     if mode is not None:
         launch["DEEPSPEED"] = "" if mode == "ddp" else mode
-    proc = subprocess.run(["bash", str(REPO / "recipes" / recipe)], cwd=cwd, timeout=timeout,
+    # its own process group: a hung job (a deadlocked collective) is killed whole at the
+    # timeout, torchrun's workers included, instead of hanging the test session
+    with subprocess.Popen(["bash", str(REPO / "recipes" / recipe)], cwd=cwd,
                           env=offline_env(**{**launch, **env}), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    log.write_text(proc.stdout)
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True) as proc:
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            log.write_text(output)
+            raise AssertionError(f"{recipe} ({mode}, {nproc} processes) still running after "
+                                 f"{timeout} s (hung?), killed; log {log}") from None
+    log.write_text(output)
     if expect_ok and proc.returncode != 0:
-        tail = "\n".join(proc.stdout.splitlines()[-50:])
+        tail = "\n".join(output.splitlines()[-50:])
         raise AssertionError(f"{recipe} ({mode}, {nproc} processes) failed "
                              f"(rc={proc.returncode}), log {log}:\n{tail}")
     if not expect_ok and proc.returncode == 0:
         raise AssertionError(f"{recipe} unexpectedly succeeded; log {log}")
-    return proc.stdout
+    return output
 
 
 def run_dir(output_dir: Path) -> Path:

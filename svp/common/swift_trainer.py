@@ -53,17 +53,22 @@ class NotOneJobError(RuntimeError):
     """Several processes were launched, but the trainer is not distributed."""
 
 
-def check_one_job(args) -> None:
-    """Raise when torchrun launched several processes but ``args`` trains each alone."""
-    launched = get_dist_setting()[2]  # the WORLD_SIZE torchrun gave this process
-    trained = args.world_size
-    if launched > 1 and trained != launched:
+def check_one_job(args, launched: int | None = None) -> None:
+    """Raise when torchrun launched several processes but ``args`` trains each alone: the
+    trainer counts fewer processes, or counts them (a process group exists, e.g. with
+    ``--ddp_backend gloo`` alone) without being in distributed mode, so nothing wraps the
+    model."""
+    from transformers.training_args import ParallelMode
+
+    launched = get_dist_setting()[2] if launched is None else launched  # torchrun's WORLD_SIZE
+    if launched <= 1:
+        return
+    if args.world_size != launched or args.parallel_mode != ParallelMode.DISTRIBUTED:
         raise NotOneJobError(
-            f"{launched} processes were launched but the trainer runs {trained} "
-            f"(parallel mode {args.parallel_mode}): every rank would train alone and end with "
-            "different weights. Without a GPU add `--use_cpu true --ddp_backend gloo` (the "
-            "recipes do this by themselves); with GPUs, check that CUDA is visible to each "
-            "process.")
+            f"{launched} processes were launched but the trainer runs {args.world_size} in "
+            f"{args.parallel_mode} mode: every rank would train alone and end with different "
+            "weights. Without a GPU add `--use_cpu true --ddp_backend gloo` (the recipes do "
+            "this by themselves); with GPUs, check that CUDA is visible to each process.")
 
 
 def install_one_job_guard() -> None:

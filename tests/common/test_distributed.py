@@ -34,8 +34,26 @@ def test_digests_are_bitwise_and_differences_named():
     assert differing(records) == ["y"]
 
 
+def test_the_guard_wants_the_launched_world_in_distributed_mode():
+    from types import SimpleNamespace
+
+    from transformers.training_args import ParallelMode
+
+    from svp.common.swift_trainer import NotOneJobError, check_one_job
+
+    one_job = SimpleNamespace(world_size=2, parallel_mode=ParallelMode.DISTRIBUTED)
+    check_one_job(one_job, launched=2)
+    check_one_job(SimpleNamespace(world_size=1, parallel_mode=ParallelMode.NOT_PARALLEL), 1)
+    for alone in (SimpleNamespace(world_size=1, parallel_mode=ParallelMode.NOT_PARALLEL),
+                  # --ddp_backend gloo without --use_cpu: two processes counted, none wrapped
+                  SimpleNamespace(world_size=2, parallel_mode=ParallelMode.NOT_PARALLEL)):
+        with pytest.raises(NotOneJobError, match="every rank would train alone"):
+            check_one_job(alone, launched=2)
+
+
 @pytest.mark.distributed
-def test_a_multi_process_run_that_is_not_one_job_stops(tiny_model, tmp_path):
+@pytest.mark.parametrize("backend", [[], ["--ddp_backend", "gloo"]], ids=["plain", "gloo"])
+def test_a_multi_process_run_that_is_not_one_job_stops(tiny_model, tmp_path, backend):
     """torchrun with two processes on a machine without a GPU and no --use_cpu: transformers
     would train each rank alone (different weights, exit 0); the guard stops it."""
     registry = write_mask_token_dataset(tmp_path / "data", n=8)
@@ -45,9 +63,9 @@ def test_a_multi_process_run_that_is_not_one_job_stops(tiny_model, tmp_path):
         "--model", str(tiny_model("qwen2_5_vl")), *TEMPLATE_ARGS["qwen2_5_vl"],
         "--external_plugins", str(REPO / "plugins" / "dataset_registry.py"),
         "--dataset", "masks", "--tuner_type", "lora", "--max_steps", "2",
-        "--output_dir", str(tmp_path / "out"), *TRAIN_ARGS,
+        "--output_dir", str(tmp_path / "out"), *TRAIN_ARGS, *backend,
     ], tmp_path / "sft.log", env, cwd=tmp_path, expect_ok=False)
-    assert "NotOneJobError: 2 processes were launched but the trainer runs 1" in log
+    assert "NotOneJobError: 2 processes were launched but the trainer runs" in log
     assert "--use_cpu true --ddp_backend gloo" in log
     assert not list((tmp_path / "out").glob("v*/checkpoint-*")), "a step was trained"
 
