@@ -72,6 +72,25 @@ def recipe_plan(name: str):
     return plan(with_plugins(RECIPES[name]))
 
 
+def markdown_table() -> str:
+    """Every recipe's plan at its defaults, one row each (the README's table)."""
+    rows = ["| recipe | model | tuning | mode (8 x 80 GB) | micro-batch x tokens | weights | "
+            "gradients + optimizer | activations + logits | other | total per GPU |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in sorted(RECIPES):
+        p = recipe_plan(name)
+        s, g = p.shape, p.parts
+        tuning = s.tuner + (f" r{s.lora_rank}" if s.tuner == "lora" else "") + (
+            f" + {', '.join(s.modules_to_save)}" if s.modules_to_save else "")
+        mode = {0: "DDP", 2: "ZeRO-2", 3: "ZeRO-3"}[s.zero]
+        main = g["weights"] + g["gradients"] + g["optimizer"] + g["activations"] + g["logits"]
+        rows.append(f"| `{name}` | {s.arch} | {tuning} | {mode} | {s.batch} x {s.seq_len} | "
+                    f"{g['weights']:.1f} | {g['gradients'] + g['optimizer']:.1f} | "
+                    f"{g['activations'] + g['logits']:.1f} | {p.total_gb - main:.1f} | "
+                    f"**{p.total_gb:.1f} GB** |")
+    return "\n".join(rows)
+
+
 def local_gpu_gb() -> float | None:
     """Memory of this machine's first GPU in GB, when it has one."""
     import torch
@@ -106,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", choices=sorted(RECIPES))
     ap.add_argument("--all", action="store_true", help="plan every recipe at its defaults")
+    ap.add_argument("--markdown", action="store_true",
+                    help="the table of every recipe at its defaults (README 'Scaling out')")
     ap.add_argument("--model", help="bundled config name, model id or folder with config.json")
     ap.add_argument("--tuner", choices=["lora", "full"])
     ap.add_argument("--lora-rank", dest="lora_rank", type=int)
@@ -123,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="vLLM colocate share of each GPU")
     ap.add_argument("--supervised-fraction", dest="supervised_fraction", type=float)
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown_table())
+        return 0
     names = sorted(RECIPES) if args.all else [args.recipe]
     if names == [None] and not args.model:
         ap.error("give --recipe NAME, --all or --model")

@@ -313,8 +313,17 @@ def builder_fingerprint() -> str:
 
 def cached_tiny_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:
     """Build once per builder version into ``cache_root`` and reuse it (tests, demo, bench)."""
+    import fcntl
+
     _check_arch(arch)
     out = Path(cache_root).resolve() / f"tiny-{arch}-s{seed}-{builder_fingerprint()}"
-    if not (out / "tiny_model.json").is_file():
-        build_tiny_model(arch, out, seed=seed)
+    if (out / "tiny_model.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one builder at a time (parallel test workers share the cache): the others wait, then
+    # find it built instead of replacing a model that is in use
+    with (out.parent / f".{out.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "tiny_model.json").is_file():
+            build_tiny_model(arch, out, seed=seed)
     return out

@@ -96,8 +96,11 @@ def test_two_nodes_one_process_each(tiny_model, tmp_path):
     for t in threads:
         t.join()
     for rank, proc in sorted(procs.items()):
+        (tmp_path / f"node{rank}.log").write_text(proc.stdout + proc.stderr)
+    for rank, proc in sorted(procs.items()):
         out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, f"node {rank}:\n{out[-3000:]}"
+        assert proc.returncode == 0, (f"node {rank} failed (logs: {tmp_path}/node*.log):\n"
+                                      f"{out[-3000:]}")
         assert f"NNODES=2 NODE_RANK={rank} MASTER_ADDR=127.0.0.1 MASTER_PORT={port}" in out
         assert "--ddp_backend gloo" in out  # two ranks in all: gloo although one per node
     assert_one_job(tmp_path / "out", "ddp")

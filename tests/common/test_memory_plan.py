@@ -124,3 +124,13 @@ def test_each_recipe_prints_the_plan_of_its_defaults(recipe, tmp_path):
     printed = "\n".join(printed[:next(i for i, ln in enumerate(printed)
                                       if ln.strip().startswith("total per GPU")) + 1])
     assert printed == format_plan(recipe_plan(name)), recipe
+
+
+def test_readme_table_is_the_planners():
+    """README 'Scaling out' shows every recipe's plan; regenerate it with
+    ``python data_tools/plan_memory.py --markdown`` when a default or the method changes."""
+    from data_tools.plan_memory import markdown_table
+
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- memory-plan -->\n(.*?)\n<!-- /memory-plan -->", readme, re.S)
+    assert block and block.group(1) == markdown_table()

@@ -11,6 +11,7 @@ the checkpoint, stage schedule included, to the same weights."""
 from __future__ import annotations
 
 import math
+import re
 import shutil
 
 import pytest
@@ -21,6 +22,26 @@ from tests.helpers import MODES, assert_one_job, run_dir, run_recipe
 
 pytestmark = pytest.mark.distributed
 SCHEDULE = "understanding@0,generation@2,reasoning@4,efficient@6"
+
+
+@pytest.fixture(scope="module")
+def one_process_rows(tiny_model):
+    """Digest of the visual-thought token rows one plain process writes (the tiny model has
+    room for them: no resize, so a partitioned ZeRO-3 load must write into the matrix it has
+    rather than "grow" it from an empty shard to fewer rows)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    from svp.common.vocab import add_tokens
+    from svp.covt.tokens import ThoughtConfig
+
+    path = tiny_model("qwen2_5_vl")
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    tokens = ThoughtConfig.parse("sam,depth").new_tokens()
+    summary = add_tokens(model, AutoTokenizer.from_pretrained(path),
+                         [(tokens[:2], True), (tokens[2:], False)], seed=1)
+    assert summary["rows_before"] == summary["rows_after"]
+    return summary["rows_digest"]
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +63,11 @@ def covt(tiny_model, data, work, log, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_covt_four_stages_two_processes(mode, tiny_model, rows, tmp_path):
+def test_covt_four_stages_two_processes(mode, tiny_model, rows, one_process_rows, tmp_path):
     work = tmp_path / "work"
-    covt(tiny_model, rows, work, tmp_path / "covt.log", mode)
+    log = covt(tiny_model, rows, work, tmp_path / "covt.log", mode)
+    grown = set(re.findall(r"covt: added 4 visual-thought tokens; new rows digest (\w+)", log))
+    assert grown == {one_process_rows}, f"new rows {grown} vs one process {one_process_rows}"
     out = work / "run1_understanding"
     run = run_dir(out)
     digests = assert_one_job(run, mode)

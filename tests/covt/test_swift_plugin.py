@@ -264,3 +264,13 @@ def test_recipe_dry_run_chains_runs_and_merges(tmp_path):
     assert real.returncode == 2 and "SVP_COVT_SAM_CKPT is unset" in real.stderr
     assert not [ln for ln in real.stdout.splitlines() if ln.startswith("+ ")]
     assert os.path.exists(REPO / "plugins" / "covt.py")
+
+
+@pytest.mark.parametrize("flag", ["packing", "padding_free"])
+def test_packed_or_padding_free_batches_are_refused(loaded, flag):
+    """A packed row holds several samples; CoVT reads one image and one thought group per
+    row, so it would supervise only the first: refused at encoding, before training."""
+    _, _, template = loaded
+    setattr(template, flag, True)
+    with pytest.raises(ValueError, match="CoVT cannot train on packed or padding-free"):
+        template.encode(row())

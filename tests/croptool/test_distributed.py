@@ -26,7 +26,8 @@ from tests.helpers import (
     step_losses,
 )
 
-pytestmark = pytest.mark.distributed
+# one worker for all (``make test`` runs two): they share the crop-SFT model fixture
+pytestmark = [pytest.mark.distributed, pytest.mark.xdist_group("crop_tool_runs")]
 SIZES = dict(**SMALL, NUM_WORKERS="0", GRAD_CKPT="false", DTYPE="float32", GRAD_ACC="1")
 
 
