@@ -24,9 +24,9 @@ overhead     2 GB (CUDA context, NCCL buffers) + 10 % of the activations (fragme
 
 For full tuning the model-state terms equal the installed DeepSpeed's own estimators
 (``estimate_zero2_model_states_mem_needs``: 2 P + 18 P / N; ``estimate_zero3_...``:
-18 P / N + 4 x largest layer); a test calls them and holds the two equal. Activation figures are estimates
-(checkpointing granularity, kernels and allocator behaviour move them by some percent);
-the plan is for choosing settings, not a guarantee.
+18 P / N + 4 x largest layer); a test calls them and holds the two equal. Activation
+figures are estimates (checkpointing granularity, kernels and allocator behaviour move them
+by some percent); the plan is for choosing settings, not a guarantee.
 """
 
 from __future__ import annotations
