@@ -5,9 +5,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.svp-installed
 PYTEST_ARGS ?=
-# two test workers (pytest-xdist): most of the suite waits on ms-swift subprocesses, whose
-# start-up is single-threaded; tests sharing an expensive fixture stay on one worker
-PYTEST_WORKERS ?= 2
 DEMO_OUT ?= demo_out
 
 export HF_HUB_OFFLINE ?= 1
@@ -41,10 +38,10 @@ $(STAMP): requirements/constraints.txt setup.cfg pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow and not distributed" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not distributed" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) data_tools/demo.py --out $(DEMO_OUT)
