@@ -40,8 +40,17 @@ svp_launch() {  # svp_launch: check the launch variables and set DEVICE_ARGS for
   # fp16 mixed precision is a GPU feature (ms-swift turns it on for float32 weights, and
   # DeepSpeed's CPU accelerator rejects it).
   DEVICE_ARGS=()
-  local gpus
-  gpus=$("$SVP_PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null) || gpus=0
+  # torch is asked only where a GPU could be (device nodes or a driver tool present): its
+  # import costs seconds, and a machine without either has none
+  local gpus=0 maybe=0
+  compgen -G "/dev/nvidia[0-9]*" >/dev/null && maybe=1
+  [[ -e /dev/kfd ]] && maybe=1  # ROCm
+  command -v nvidia-smi >/dev/null && maybe=1
+  [[ "${CUDA_VISIBLE_DEVICES-unset}" == "" || "${CUDA_VISIBLE_DEVICES:-}" == -1 ]] && maybe=0
+  if (( maybe )); then
+    gpus=$("$SVP_PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null) ||
+      gpus=0
+  fi
   if [[ "$gpus" == 0 ]]; then
     DEVICE_ARGS=(--use_cpu true --fp16 false)
     # gloo only for a real multi-process job: accelerate fails on a backend without a group

@@ -31,10 +31,13 @@ by some percent); the plan is for choosing settings, not a guarantee.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
+
+from svp.common.io import write_atomic
 
 GB = 1024 ** 3
 CONFIG_DIR = Path(__file__).with_name("model_configs")
@@ -113,10 +116,8 @@ class Plan:
         return self.total_gb <= self.shape.gpu_mem_gb
 
 
-def resolve_config(arch: str):
-    """A transformers config from a bundled name, a known hub id or a folder/JSON file."""
-    from transformers import AutoConfig
-
+def config_data(arch: str) -> dict:
+    """The config JSON of a bundled name, a known hub id or a folder/JSON file."""
     name = KNOWN_MODELS.get(arch.lower(), arch)
     path = CONFIG_DIR / f"{name}.json"
     if not path.is_file():
@@ -127,12 +128,52 @@ def resolve_config(arch: str):
         raise FileNotFoundError(f"no config for {arch!r}: give one of "
                                 f"{', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.json')))}"
                                 ", a known model id, or a model folder with config.json")
-    data = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def resolve_config(arch: str):
+    """A transformers config from a bundled name, a known hub id or a folder/JSON file."""
+    from transformers import AutoConfig
+
+    data = config_data(arch)
     return AutoConfig.for_model(data.pop("model_type"), **data)
 
 
+# Counting builds the model on the meta device, which needs transformers and torch (seconds
+# of start-up on every recipe launch); the counts are kept per config content and
+# transformers version, so a recipe's plan costs a file read after the first time.
+COUNTS_CACHE = Path.home() / ".cache" / "svp" / "param_counts"
+COUNTS_VERSION = 1  # bump when count_on_meta changes what it counts
+
+
+def counts_key(arch: str) -> str:
+    from importlib.metadata import version
+
+    blob = json.dumps([COUNTS_VERSION, version("transformers"), config_data(arch)],
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
 @cache
-def count(arch: str) -> Counts:
+def count(arch: str, cache_dir: Path | None = COUNTS_CACHE) -> Counts:
+    """Parameter counts of ``arch``: from ``cache_dir`` when this config was counted before,
+    else built on the meta device and stored there (``cache_dir=None``: always build)."""
+    if cache_dir is None:
+        return count_on_meta(arch)
+    path = Path(cache_dir) / f"{counts_key(arch)}.json"
+    try:
+        return Counts(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    counts = count_on_meta(arch)
+    try:
+        write_atomic(path, json.dumps(asdict(counts)))
+    except OSError:
+        pass  # a read-only home: plan without the cache
+    return counts
+
+
+def count_on_meta(arch: str) -> Counts:
     """Build ``arch`` on the meta device and count its parameters by part."""
     import torch
     from torch import nn

@@ -141,3 +141,36 @@ def test_resumed_full_checkpoint_loads_under_the_models_key_names(tiny_model, tm
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(),
                             strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(("visible", "gpus", "asked"), [
+    (None, "8", True),   # a driver tool present: torch counts the GPUs
+    (None, "0", True),   # a driver but no usable GPU: CPU arguments
+    ("", "8", False),    # CUDA_VISIBLE_DEVICES="" hides every GPU: torch is not even asked
+    ("-1", "8", False),
+])
+def test_launch_picks_cpu_arguments_only_without_a_gpu(tmp_path, visible, gpus, asked):
+    """svp_launch asks torch for the GPU count only where a GPU could be (its import costs
+    seconds on every recipe start), and says what it chose."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    fake_python = bin_dir / "python"
+    fake_python.write_text(f"#!/bin/sh\necho asked >> {tmp_path / 'asked'}\necho {gpus}\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = offline_env(PATH=f"{bin_dir}:/usr/bin:/bin", SVP_PYTHON=str(fake_python),
+                      NPROC_PER_NODE="2")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    script = (f"source {REPO / 'recipes' / 'common.sh'}; svp_launch; "
+              'echo "ARGS=${DEVICE_ARGS[*]}"')
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert (tmp_path / "asked").exists() == asked
+    if asked and gpus == "8":
+        assert "ARGS=\n" in out and "no GPU visible" not in out
+    else:
+        assert "ARGS=--use_cpu true --fp16 false --ddp_backend gloo" in out
+        assert "no GPU visible: training on CPU processes" in out

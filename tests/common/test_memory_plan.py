@@ -4,6 +4,7 @@ fitting 8 x 80 GB, and each recipe printing the plan of its defaults."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -28,7 +29,34 @@ PUBLISHED = {"qwen2_5_vl_3b": 3.75, "qwen2_5_vl_7b": 8.29, "qwen3_vl_4b": 4.44,
 
 @pytest.mark.parametrize("arch", sorted(PUBLISHED))
 def test_parameter_counts_are_the_published_ones(arch):
-    assert round(count(arch).total / 1e9, 2) == PUBLISHED[arch]
+    assert round(count(arch, cache_dir=None).total / 1e9, 2) == PUBLISHED[arch]
+
+
+def test_counts_are_kept_per_config_and_rebuilt_when_it_changes(tmp_path, tiny_model):
+    """The on-disk counts are the meta build's; a different config (or transformers version)
+    is a different key, and an unreadable entry is rebuilt, never trusted."""
+    from svp.common.memory_plan import count_on_meta, counts_key
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = json.loads((tiny_model("qwen2_5_vl") / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config))
+    cache = tmp_path / "cache"
+    first = count(str(folder), cache)
+    assert first == count_on_meta(str(folder))
+    stored = cache / f"{counts_key(str(folder))}.json"
+    assert json.loads(stored.read_text())["total"] == first.total
+    count.cache_clear()
+    stored.write_text(json.dumps({**json.loads(stored.read_text()), "total": 1}))
+    assert count(str(folder), cache).total == 1  # read back, not rebuilt
+    count.cache_clear()
+    stored.write_text("{broken")
+    assert count(str(folder), cache) == first
+    config["text_config"]["intermediate_size"] *= 2
+    (folder / "config.json").write_text(json.dumps(config))
+    count.cache_clear()
+    assert count(str(folder), cache).language > first.language  # wider MLPs: counted anew
+    assert len(list(cache.glob("*.json"))) == 2
 
 
 @pytest.mark.parametrize("zero", [2, 3])

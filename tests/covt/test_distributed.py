@@ -90,6 +90,7 @@ def test_covt_four_stages_two_processes(mode, tiny_model, rows, one_process_rows
     shutil.rmtree(run / "checkpoint-8")
     log = covt(tiny_model, rows, work, tmp_path / "resume.log", mode)
     assert f"resuming from {run / 'checkpoint-4'}" in log
+    assert "covt: schedule starts at global step 4 (stage reasoning)" in log
     again = run_dir(out)
     assert again != run
     resumed = step_rows(again / "logging.jsonl")

@@ -1,6 +1,6 @@
 """CoVT end to end with real ``swift sft`` / ``swift export`` on the tiny Qwen2.5-VL, CPU, two
 stand-in experts (SAM, depth): the expert losses are logged per expert and fall, the stage
-follows the global step and a resumed run continues it, the checkpoint holds the heads and
+follows the global step, the checkpoint holds the heads and
 no base weights, cached targets give the on-the-fly losses, and the recipe chains runs and
 merges (the second run restores the first run's heads)."""
 
@@ -46,8 +46,9 @@ def steps_of(out: Path, version: str = "v0") -> list[dict]:
 
 
 @pytest.mark.slow
-def test_swift_sft_logs_falling_expert_losses_and_resume_continues_the_schedule(
-        data, tiny_model):
+def test_swift_sft_logs_falling_expert_losses_and_saves_heads_with_lora(data, tiny_model):
+    """(Resume, stage schedule included, is tested through the recipe in two processes:
+    tests/covt/test_distributed.py.)"""
     model = tiny_model("qwen2_5_vl")
     out = data / "out"
     sft(model, data, out, data / "sft.log")
@@ -75,15 +76,6 @@ def test_swift_sft_logs_falling_expert_losses_and_resume_continues_the_schedule(
     size = (ckpt / "adapter_model.safetensors").stat().st_size
     base = sum(f.stat().st_size for f in Path(model).glob("*.safetensors"))
     assert size < 0.01 * base, (size, base)
-
-    # resume from step 4: the schedule continues at "generation", losses as uninterrupted
-    mid = next(out.glob("v0-*/checkpoint-4"))
-    log = sft(model, data, out, data / "resume.log", "--resume_from_checkpoint", str(mid))
-    assert "covt: schedule starts at global step 4 (stage generation)" in log
-    resumed = steps_of(out, "v1")
-    assert [r["covt_stage"] for r in resumed] == [1, 1, 2, 2]
-    for a, b in zip(resumed, logged[4:], strict=True):
-        assert abs(a["covt_sam"] - b["covt_sam"]) < 0.05 * b["covt_sam"], (a, b)
 
 
 @pytest.mark.slow

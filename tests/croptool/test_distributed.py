@@ -26,8 +26,7 @@ from tests.helpers import (
     step_losses,
 )
 
-# one worker for all (``make test`` runs two): they share the crop-SFT model fixture
-pytestmark = [pytest.mark.distributed, pytest.mark.xdist_group("crop_tool_runs")]
+pytestmark = pytest.mark.distributed
 SIZES = dict(**SMALL, NUM_WORKERS="0", GRAD_CKPT="false", DTYPE="float32", GRAD_ACC="1")
 
 

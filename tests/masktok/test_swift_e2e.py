@@ -1,7 +1,7 @@
 """Mask tokens end to end on the tiny Qwen2.5-VL: gRefCOCO-format data -> tokenize_gres
 (builtin codec) -> swift sft (LoRA, new rows trained, mask-span weight) -> swift infer ->
-eval_gres. Once on synthetic scenes (multi-target and no-target refs), once on the real
-COCO fixture polygons."""
+eval_gres, on the real COCO fixture polygons with single-, multi- and no-target refs (the
+synthetic scenes take the same path in ``make demo``: tests/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import sys
 import pytest
 from PIL import Image
 
-from svp.testing.synthetic import write_synthetic_gres
 from tests.helpers import (
     REPO,
     TEMPLATE_ARGS,
@@ -56,10 +55,8 @@ def _tool(name: str, *args: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["synthetic", "coco_fixture"])
-def test_gres_tokenize_sft_infer_eval(tiny_model, trained_codec, tmp_path, source):
-    data = (write_synthetic_gres(tmp_path / "gres", n_images=6, seed=4) if source == "synthetic"
-            else _coco_fixture_gres(tmp_path / "gres"))
+def test_gres_tokenize_sft_infer_eval(tiny_model, trained_codec, tmp_path):
+    data = _coco_fixture_gres(tmp_path / "gres")
     codec = f"builtin:{trained_codec[0]}"
     regs = []
     for split in ("train", "val"):
