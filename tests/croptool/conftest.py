@@ -41,7 +41,8 @@ CHAIN = str(REPO / "recipes" / "vlmr3_qwen25vl_7b.sh")
 def chain(root, **env) -> subprocess.CompletedProcess:
     """recipes/vlmr3_qwen25vl_7b.sh on the tiny model with CPU-sized stages (crop SFT: full
     tuning, 40 steps at a constant 1e-2, which teaches a random tiny model the think / tool
-    call / answer pattern; LoRA cannot in that budget)."""
+    call / answer pattern; LoRA cannot in that budget). One plain process: ``DEEPSPEED=""``
+    overrides R-GRPO's ZeRO-3 default, which the two-process tests and the demo run."""
     base = dict(
         PATH=f"{Path(SWIFT).parent}:{offline_env()['PATH']}",
         BASE_MODEL=env.pop("BASE_MODEL"), MODEL_TYPE="qwen2_5_vl",
@@ -53,7 +54,7 @@ def chain(root, **env) -> subprocess.CompletedProcess:
         RL_NUM_GENERATIONS="4", RL_BATCH="4", RL_GRAD_ACC="1", RL_MAX_STEPS="3",
         RL_MAX_TURNS="3", RL_MAX_COMPLETION_LENGTH="40", RL_LR="1e-5", RL_TEMPERATURE="0.7",
         RL_DTYPE="float32", RL_NUM_WORKERS="0", RL_GRAD_CKPT="false",
-        RL_EXTRA_ARGS="--check_model false --save_strategy no", **SMALL)
+        RL_EXTRA_ARGS="--check_model false --save_strategy no", DEEPSPEED="", **SMALL)
     base.update(env)
     return subprocess.run(["bash", CHAIN], capture_output=True, text=True, timeout=900,
                           env=offline_env(**base))
