@@ -348,7 +348,9 @@ def stage_crop_infer(demo: Demo, rec: StageRecord) -> None:
 def stage_rgrpo(demo: Demo, rec: StageRecord) -> None:
     shutil.rmtree(demo.out / "vlmr3" / "rgrpo", ignore_errors=True)
     steps = "1" if demo.smoke else "6"
-    _vlmr3(demo, rec, "grpo", "rgrpo.log",
+    rec.notes.append("one process without DeepSpeed (DEEPSPEED=''): on one CPU process "
+                     "ZeRO-3, the recipe's default for GPUs, only adds start-up time")
+    _vlmr3(demo, rec, "grpo", "rgrpo.log", DEEPSPEED="",
            RL_NUM_GENERATIONS="4", RL_BATCH="4", RL_GRAD_ACC="1", RL_MAX_STEPS=steps,
            RL_MAX_TURNS="3", RL_MAX_COMPLETION_LENGTH="40", RL_LR="1e-5",
            RL_TEMPERATURE="1.0", RL_DTYPE="float32", RL_NUM_WORKERS="0",

@@ -114,10 +114,12 @@ class CovtQwen2_5VLLoader(Qwen2_5VLLoader):
         tokens = settings.load().thought.new_tokens()  # anchors special, pads not
         summary = grow_vocabulary(self, model, processor, config,
                                   [(tokens[:2], True), (tokens[2:], False)], seed=1)
-        if summary["added"]:
-            logger.info(f"covt: added {summary['added']} visual-thought tokens"
-                        + (f"; new rows digest {summary['rows_digest']}"
-                           if summary.get("rows_digest") else ""))
+        if summary["added"] and "rows_after" not in summary:
+            logger.info(f"covt: added {summary['added']} visual-thought tokens to the tokenizer")
+        elif summary["added"]:
+            logger.info(f"covt: added {summary['added']} visual-thought tokens; embedding rows "
+                        f"{summary['rows_before']} -> {summary['rows_after']}; new rows "
+                        f"digest {summary['rows_digest']}")
 
 
 # ----------------------------------------------------------------------------- stage clock

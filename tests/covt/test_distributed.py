@@ -26,9 +26,9 @@ SCHEDULE = "understanding@0,generation@2,reasoning@4,efficient@6"
 
 @pytest.fixture(scope="module")
 def one_process_rows(tiny_model):
-    """Digest of the visual-thought token rows one plain process writes (the tiny model has
-    room for them: no resize, so a partitioned ZeRO-3 load must write into the matrix it has
-    rather than "grow" it from an empty shard to fewer rows)."""
+    """Rows before / after and digest of the new rows, as one plain process writes them (the
+    tiny model has room for them: no resize, so a partitioned ZeRO-3 load must write into
+    the matrix it has rather than "grow" it from an empty shard to fewer rows)."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
@@ -41,7 +41,7 @@ def one_process_rows(tiny_model):
     summary = add_tokens(model, AutoTokenizer.from_pretrained(path),
                          [(tokens[:2], True), (tokens[2:], False)], seed=1)
     assert summary["rows_before"] == summary["rows_after"]
-    return summary["rows_digest"]
+    return summary["rows_before"], summary["rows_after"], summary["rows_digest"]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,10 @@ def covt(tiny_model, data, work, log, mode):
 def test_covt_four_stages_two_processes(mode, tiny_model, rows, one_process_rows, tmp_path):
     work = tmp_path / "work"
     log = covt(tiny_model, rows, work, tmp_path / "covt.log", mode)
-    grown = set(re.findall(r"covt: added 4 visual-thought tokens; new rows digest (\w+)", log))
-    assert grown == {one_process_rows}, f"new rows {grown} vs one process {one_process_rows}"
+    grown = {tuple(int(x) if x.isdigit() else x for x in m) for m in re.findall(
+        r"covt: added 4 visual-thought tokens; embedding rows (\d+) -> (\d+); new rows "
+        r"digest (\w+)", log)}
+    assert grown == {one_process_rows}, f"rows {grown} vs one process {one_process_rows}"
     out = work / "run1_understanding"
     run = run_dir(out)
     digests = assert_one_job(run, mode)

@@ -31,7 +31,8 @@ def registry(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_process_rows(tiny_model):
-    """Digest of the new-token rows when one plain process grows the vocabulary."""
+    """Rows before / after and digest of the new rows when one plain process grows the
+    vocabulary."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
@@ -42,7 +43,7 @@ def one_process_rows(tiny_model):
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
     summary = add_tokens(model, AutoTokenizer.from_pretrained(path),
                          [(mask_token_list(), False)])
-    return summary["rows_digest"]
+    return summary["rows_before"], summary["rows_after"], summary["rows_digest"]
 
 
 def sft(tiny_model, registry, out, log, mode, *extra):
@@ -66,7 +67,9 @@ def test_mask_token_sft_two_processes(mode, tiny_model, registry, one_process_ro
     digests = assert_one_job(run, mode)
     assert any(".embed_tokens." in n for n in digests), "embed_tokens not trained"
     assert_finite_and_falling(step_losses(run))
-    grown = set(re.findall(r"masktok: added 514 mask tokens; .*new rows digest (\w+)", log))
+    grown = {tuple(int(x) if x.isdigit() else x for x in m) for m in re.findall(
+        r"masktok: added 514 mask tokens; embedding rows (\d+) -> (\d+); new rows digest "
+        r"(\w+)", log)}
     assert grown == {one_process_rows}, f"new rows {grown} vs one process {one_process_rows}"
     if mode != "ddp":
         return
