@@ -42,7 +42,7 @@ def chain(root, **env) -> subprocess.CompletedProcess:
     """recipes/vlmr3_qwen25vl_7b.sh on the tiny model with CPU-sized stages (crop SFT: full
     tuning, 40 steps at a constant 1e-2, which teaches a random tiny model the think / tool
     call / answer pattern; LoRA cannot in that budget). One plain process: ``DEEPSPEED=""``
-    overrides R-GRPO's ZeRO-3 default, which the two-process tests and the demo run."""
+    overrides R-GRPO's ZeRO-3 default, which the two-process tests run."""
     base = dict(
         PATH=f"{Path(SWIFT).parent}:{offline_env()['PATH']}",
         BASE_MODEL=env.pop("BASE_MODEL"), MODEL_TYPE="qwen2_5_vl",
