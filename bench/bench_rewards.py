@@ -3,21 +3,24 @@
 
     python bench/bench_rewards.py --completions 512 --repeats 5
 
-The batch looks like a real crop-tool rollout batch: 64 prompts x 8 generations, reasoning
-of 200-1500 characters with 0-4 executed or rejected crop calls (vision blocks and failure
-notes in the text, the scheduler's ``rollout_infos``), answers that are option letters,
-counts, decimals or free text (a fifth of them wrong, some malformed), ground-truth boxes on
-half the rows. Each reward is called the way ms-swift calls it (``reward(completions,
+The batch (``svp.testing.synthetic.rollout_reward_batch``) looks like a real crop-tool
+rollout batch: 64 prompts x 8 generations, reasoning of 200-1500 characters with 0-4
+executed or rejected crop calls, answers of every kind, ground-truth boxes on half the rows.
+Each reward is called the way ms-swift calls it (``reward(completions,
 **columns)``), without an LLM judge (its cost is the endpoint's). Prints completions/s per
 reward and for all six, and, measured in the same run, ms-swift's stock ``format`` reward
 (one regex) as the reference: ratio = all six / stock format in completions/s.
+
+"All six, one batch" is what a GRPO step costs: ms-swift calls the six in turn on the same
+batch, and they share the cleaned text, the scheduler's records and the accuracy.
+"All six, each alone" adds up each reward timed on its own (no sharing). Every timed call
+gets a fresh copy of the batch, so nothing is shared across repeats.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import sys
 import time
@@ -26,58 +29,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 os.environ.pop("SVP_JUDGE_URL", None)
 
-WORDS = ("the sign above the door shows a small red symbol next to the window while the "
-         "person on the left holds a blue umbrella near the counter").split()
+def fresh(comps: list[str], cols: dict) -> tuple[list[str], dict]:
+    """A copy of the batch with new string and list objects, as the next GRPO step brings
+    (the rewards share work within one batch, recognised by identity, never across)."""
+    return ([c.encode().decode() for c in comps],
+            {k: list(v) if isinstance(v, list) else v for k, v in cols.items()})
 
 
-def make_batch(n: int, seed: int = 0) -> tuple[list[str], dict]:
-    from svp.croptool.format import FEEDBACK, VISION_BLOCK
-    from svp.croptool.geometry import CropPolicy
-
-    rng = random.Random(seed)
-    policy = CropPolicy("qwen2_5_vl")
-    comps, infos, sols, gts, msgs = [], [], [], [], []
-    for i in range(n):
-        w, h = rng.randint(500, 2000), rng.randint(400, 1500)
-        mw, mh = policy.main_size(w, h)
-        kind = rng.choice(["letter", "count", "decimal", "text"])
-        gold = {"letter": rng.choice("ABCD"), "count": str(rng.randint(0, 40)),
-                "decimal": f"{rng.uniform(0, 100):.2f}",
-                "text": " ".join(rng.sample(WORDS, 2))}[kind]
-        answer = gold if rng.random() < 0.8 else "something else"
-        parts, calls, executed = ["<think>"], [], 0
-        for _ in range(rng.randint(0, 4)):
-            parts.append(" ".join(rng.choices(WORDS, k=rng.randint(8, 60))) + " ")
-            x1, y1 = rng.uniform(0, mw * 0.7), rng.uniform(0, mh * 0.7)
-            box = [round(x1), round(y1), round(x1 + rng.uniform(5, mw * 0.4)),
-                   round(y1 + rng.uniform(5, mh * 0.4))]
-            ok = rng.random() < 0.85
-            if not ok:
-                box = [box[2], box[1], box[0], box[3]]
-            parts.append("<tool_call>[" + ", ".join(map(str, box)) + "]</tool_call>")
-            parts.append(VISION_BLOCK if ok else FEEDBACK.format(reason="swapped corners"))
-            calls.append({"box": [float(v) for v in box], "error": None if ok else "swapped"})
-            executed += ok
-        parts.append(" ".join(rng.choices(WORDS, k=rng.randint(8, 60))))
-        tail = f"</think>\n<answer>{answer}</answer>" if rng.random() < 0.95 else "</think>"
-        comps.append("".join(parts) + tail)
-        infos.append({"crop_tool": {"calls": calls, "executed": executed, "image_wh": [w, h],
-                                    "model_wh": [mw, mh], "space": "resized", "factor": 28},
-                      "num_turns": len(calls) + 1})
-        sols.append(gold)
-        gts.append([[w * 0.1, h * 0.1, w * 0.5, h * 0.6]] if i % 2 else None)
-        msgs.append([{"role": "user", "content": "<image>What does the sign show?"}])
-    return comps, dict(rollout_infos=infos, solution=sols, gt_boxes=gts, messages=msgs,
-                       trainer_state=None)
-
-
-def rate(fn, comps, cols, repeats: int) -> float:
+def rate(fns, comps, cols, repeats: int) -> float:
+    """Completions/s of calling ``fns`` in turn on one batch (median over fresh copies)."""
+    copies = [fresh(comps, cols) for _ in range(repeats + 1)]
     times = []
-    for _ in range(repeats):
+    for k, (c, kw) in enumerate(copies):
         t0 = time.perf_counter()
-        out = fn(comps, **cols)
-        times.append(time.perf_counter() - t0)
-        assert len(out) == len(comps)
+        for fn in fns:
+            out = fn(c, **kw)
+            assert len(out) == len(c)
+        if k:  # the first is a warm-up
+            times.append(time.perf_counter() - t0)
     return len(comps) / statistics.median(times)
 
 
@@ -91,23 +60,28 @@ def main(argv=None) -> int:
     except (AttributeError, OSError):
         pass
     from swift.rewards import orms
+    from swift.utils.utils import import_external_file
 
-    import plugins.rgrpo  # noqa: F401
+    import_external_file(str(REPO / "plugins" / "rgrpo.py"))  # as --external_plugins does
     from svp.croptool.rewards import REWARDS
+    from svp.testing.synthetic import rollout_reward_batch
 
-    comps, cols = make_batch(args.completions)
+    comps, cols = rollout_reward_batch(args.completions)
     print(f"batch: {len(comps)} completions, mean {statistics.mean(map(len, comps)):.0f} chars, "
           f"{sum(len(i['crop_tool']['calls']) for i in cols['rollout_infos'])} crop calls")
-    total = 0.0
-    for name in REWARDS:
-        r = rate(orms[name](args=None), comps, cols, args.repeats)
-        total += 1 / r
+    fns = [orms[name](args=None) for name in REWARDS]
+    alone = 0.0
+    for name, fn in zip(REWARDS, fns, strict=True):
+        r = rate([fn], comps, cols, args.repeats)
+        alone += 1 / r
         print(f"{name:22s} {r:10.0f} completions/s")
-    ours = 1 / total
-    stock = rate(orms["format"](args=None), comps, cols, args.repeats)
-    print(f"{'all six':22s} {ours:10.0f} completions/s")
+    together = rate(fns, comps, cols, args.repeats)
+    stock = rate([orms["format"](args=None)], comps, cols, args.repeats)
+    print(f"{'all six, each alone':22s} {1 / alone:10.0f} completions/s")
+    print(f"{'all six, one batch':22s} {together:10.0f} completions/s  (as ms-swift calls "
+          "them: six calls on one batch)")
     print(f"{'stock format (ref)':22s} {stock:10.0f} completions/s")
-    print(f"ratio all six / stock format: {ours / stock:.3f}")
+    print(f"ratio all six (one batch) / stock format: {together / stock:.3f}")
     return 0
 
 

@@ -23,7 +23,7 @@ _VISION_RE = re.compile(re.escape("<|vision_start|>") + ".*?" + re.escape("<|vis
 _FEEDBACK_RE = re.compile(r"\n?\(crop failed: [^\n]*\)\n?")
 OPEN_CALL_RE = re.compile(re.escape(CALL_OPEN) + r"(?:(?!" + re.escape(STOP) + r").)*$", re.S)
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
-_ANSWER_RE = re.compile(r"<answer>(.*?)(</answer>|$)", re.S)
+_ANSWER_RE = re.compile(r"<answer>(.*?)(</answer>|$)", re.S)  # extract_answer's definition
 
 
 def clean_text(text) -> str:
@@ -31,7 +31,11 @@ def clean_text(text) -> str:
     (what the model itself wrote)."""
     if not isinstance(text, str):
         return ""
-    return _FEEDBACK_RE.sub("", _VISION_RE.sub("", text))
+    if "<|vision_start|>" in text:  # substring tests first: most text has neither
+        text = _VISION_RE.sub("", text)
+    if "(crop failed: " in text:
+        text = _FEEDBACK_RE.sub("", text)
+    return text
 
 
 def ends_with_open_call(text: str) -> bool:
@@ -46,8 +50,19 @@ def extract_answer(text, closed: bool = True) -> str | None:
     too (what inference reports when the token budget ran out)."""
     if not isinstance(text, str):
         return None
-    found = [m.group(1) for m in _ANSWER_RE.finditer(text) if m.group(2) or not closed]
-    return found[-1].strip() if found else None
+    # what _ANSWER_RE.finditer finds, by substring search (the reward hot path)
+    last = None
+    at = text.find("<answer>")
+    while at >= 0:
+        start = at + len("<answer>")
+        end = text.find("</answer>", start)
+        if end < 0:
+            if not closed:
+                last = text[start:]
+            break
+        last = text[start:end]
+        at = text.find("<answer>", end + len("</answer>"))
+    return last.strip() if last is not None else None
 
 
 def extract_think(text: str) -> str | None:

@@ -35,7 +35,8 @@ MERGE = 2
 
 _NUM_LIST = r"\[(?P<nums>[^\[\]]*)\]"
 _CROP_RE = re.compile(r"\{\s*Crop\b(?P<desc>[^\[\]{}]*)" + _NUM_LIST + r"\s*\}")
-_TOOL_RE = re.compile(r"<tool_call>\s*(?P<body>.*?)\s*</tool_call>", re.S)
+_TOOL_RE = re.compile(r"<tool_call>\s*(?P<body>.*?)\s*</tool_call>", re.S)  # the definition
+_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 _BARE_RE = re.compile(r"\{\s*\"bbox_2d\"\s*:\s*" + _NUM_LIST + r"\s*\}")
 
 
@@ -71,7 +72,13 @@ class ToolCall:
 
 
 def _numbers(text: str) -> tuple[tuple[float, ...] | None, str | None]:
-    parts = [p.strip() for p in text.split(",")]
+    try:  # the common case in one pass (float() ignores surrounding whitespace)
+        vals = tuple(map(float, text.split(",")))
+        if len(vals) == 4 and all(map(math.isfinite, vals)):
+            return vals, None
+    except ValueError:
+        pass
+    parts = [p.strip() for p in text.split(",")]  # something is wrong: say what
     if len(parts) != 4 or any(not p for p in parts):
         return None, f"expected 4 coordinates, got {len([p for p in parts if p])}"
     vals = []
@@ -111,14 +118,27 @@ def _json_box(body: str) -> tuple[tuple[float, ...] | None, str | None]:
     return tuple(float(v) for v in box), None
 
 
+def _tool_call_spans(text: str):
+    """(start, end, body) of each ``<tool_call>..</tool_call>``, exactly what
+    ``_TOOL_RE.finditer`` yields (the body up to the first closing tag, surrounding
+    whitespace stripped), by substring search: several times faster than the regex."""
+    open_at = text.find(_OPEN)
+    while open_at >= 0:
+        close_at = text.find(_CLOSE, open_at + len(_OPEN))
+        if close_at < 0:
+            return
+        end = close_at + len(_CLOSE)
+        yield open_at, end, text[open_at + len(_OPEN):close_at].strip()
+        open_at = text.find(_OPEN, end)
+
+
 def parse_tool_calls(text: str) -> list[ToolCall]:
     """Every crop request in ``text``, in order; never raises (bad ones carry ``error``)."""
     if not isinstance(text, str):
         return []
     calls: list[ToolCall] = []
     taken: list[tuple[int, int]] = []
-    for m in _TOOL_RE.finditer(text):
-        body = m.group("body")
+    for start, end, body in _tool_call_spans(text):
         if body.startswith("["):
             inner = body[1:-1] if body.endswith("]") else body[1:]
             box, err = _numbers(inner) if body.endswith("]") else (None, "unterminated box list")
@@ -126,17 +146,18 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
         else:
             box, err = _json_box(body)
             form = "tool_call_json"
-        calls.append(ToolCall(m.start(), m.end(), form, box, err))
-        taken.append((m.start(), m.end()))
-    for regex, form in ((_CROP_RE, "crop"), (_BARE_RE, "bbox_2d")):
-        for m in regex.finditer(text):
+        calls.append(ToolCall(start, end, form, box, err))
+        taken.append((start, end))
+    # the other forms have a literal their patterns cannot match without
+    for regex, form, literal in ((_CROP_RE, "crop", "Crop"), (_BARE_RE, "bbox_2d", "bbox_2d")):
+        for m in regex.finditer(text) if literal in text else ():
             if any(s <= m.start() < e for s, e in taken):
                 continue
             box, err = _numbers(m.group("nums"))
             desc = m.group("desc").strip() if form == "crop" else ""
             calls.append(ToolCall(m.start(), m.end(), form, box, err, desc))
             taken.append((m.start(), m.end()))
-    return sorted(calls, key=lambda c: c.start)
+    return sorted(calls, key=lambda c: c.start) if len(calls) > 1 else calls
 
 
 def format_tool_call(box) -> str:
@@ -149,14 +170,15 @@ def check_box(box, width: int, height: int) -> tuple[tuple[float, float, float, 
                                                         str | None]:
     """Pixel box -> (box clamped to the image, None) or (None, reason). Never raises."""
     try:
-        vals = [float(v) for v in box]
+        vals = tuple(map(float, box))
     except (TypeError, ValueError):
         return None, f"non-numeric box {box!r}"
     if len(vals) != 4:
         return None, f"expected 4 coordinates, got {len(vals)}"
-    if not all(math.isfinite(v) for v in vals):
-        return None, "coordinate is not finite"
     x1, y1, x2, y2 = vals
+    if not (math.isfinite(x1) and math.isfinite(y1) and math.isfinite(x2)
+            and math.isfinite(y2)):
+        return None, "coordinate is not finite"
     if x1 > x2 or y1 > y2:
         return None, f"swapped corners ({x1:g},{y1:g}) / ({x2:g},{y2:g})"
     if x1 == x2 or y1 == y2:

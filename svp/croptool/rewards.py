@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from svp.croptool.format import clean_text, extract_answer
 from svp.croptool.geometry import check_box, from_space, parse_tool_calls
 
-_STRUCTURE_RE = re.compile(
+_STRUCTURE_RE = re.compile(  # the definition of structure(), which is faster
     r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.S)
 _NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
 _LETTER_GT_RE = re.compile(r"^\(?([A-Ja-j])\)?[.:)]?(?:\s.*)?$", re.S)
@@ -63,19 +63,38 @@ REWARDS: dict[str, tuple[str, float, str]] = {
 def format_reward(text: str, max_answer_chars: int = 1000) -> float:
     """0.5 for the ``<think>`` then ``<answer>`` structure (once each, nothing around them),
     +0.5 when, in addition, tool-call tags balance and every call in the text parses."""
-    text = clean_text(text)
-    m = _STRUCTURE_RE.fullmatch(text)
-    if not m or not m.group("think").strip() or not m.group("answer").strip():
+    parts = structure(clean_text(text))
+    if parts is None:
         return 0.0
-    if any(t in m.group("think") + m.group("answer") for t in ("<think>", "<answer>")):
+    think, answer = parts
+    if not think.strip() or not answer.strip():
         return 0.0
-    if len(m.group("answer")) > max_answer_chars:  # DeepEyes' anti-hacking rule
+    if any(t in think + answer for t in ("<think>", "<answer>")):
         return 0.0
-    think = m.group("think")
+    if len(answer) > max_answer_chars:  # DeepEyes' anti-hacking rule
+        return 0.0
     balanced = think.count("<tool_call>") == think.count("</tool_call>")
     calls_ok = all(c.error is None for c in parse_tool_calls(think))
-    no_calls_in_answer = "<tool_call>" not in m.group("answer")
+    no_calls_in_answer = "<tool_call>" not in answer
     return 1.0 if balanced and calls_ok and no_calls_in_answer else 0.5
+
+
+def structure(text: str) -> tuple[str, str] | None:
+    """(think, answer) when ``text`` is ``<think>..</think><answer>..</answer>`` with only
+    whitespace around and between, else None: exactly the groups of
+    ``_STRUCTURE_RE.fullmatch`` (the think part ends at the first ``</think>`` that an
+    ``<answer>`` follows; the answer at the final ``</answer>``), by substring search."""
+    t = text.strip()
+    if not (t.startswith("<think>") and t.endswith("</answer>")):
+        return None
+    body = t[len("<think>"):-len("</answer>")]
+    at = body.find("</think>")
+    while at >= 0:
+        rest = body[at + len("</think>"):].lstrip()
+        if rest.startswith("<answer>"):
+            return body[:at], rest[len("<answer>"):]
+        at = body.find("</think>", at + 1)
+    return None
 
 
 def segment_length_reward(text: str, per_char: float = 0.01, cap: float = 0.1) -> float:
@@ -103,6 +122,8 @@ class Trajectory:
     space: str = "resized"
     factor: int = 28
     executed: int | None = None                      # crops appended; None = unknown
+    # worked out once per trajectory: three rewards read them
+    _checked: list | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_infos(cls, infos) -> Trajectory | None:
@@ -118,6 +139,15 @@ class Trajectory:
                        int(d["executed"]) if d.get("executed") is not None else None)
         except (TypeError, ValueError, KeyError):
             return None
+
+    def checked_boxes(self) -> list[tuple[tuple | None, tuple | None, str | None]]:
+        """Per call: (box in original pixels or None, the box clamped to the image or None,
+        why it is not a box: :func:`check_box`'s reason, or None)."""
+        if self._checked is None:
+            w, h = self.image_wh or (0, 0)
+            self._checked = [(px, *(check_box(px, w, h) if px is not None else (None, None)))
+                             for px in self.pixel_boxes()]
+        return self._checked
 
     def pixel_boxes(self) -> list[tuple | None]:
         """Each call's box in original pixels, unclamped (None for unreadable ones)."""
@@ -136,9 +166,12 @@ class Trajectory:
 
 
 def _is_box(box) -> bool:
-    return (isinstance(box, list | tuple) and len(box) == 4
-            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in box))
+    if not isinstance(box, list | tuple) or len(box) != 4:
+        return False
+    for v in box:  # a loop, not all(genexpr): this runs for every call of every rollout
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return False
+    return True
 
 
 def box_iou(a, b) -> float:
@@ -159,11 +192,10 @@ def call_verdicts(traj: Trajectory, inside_frac: float = 0.95, whole_frac: float
     seen: list[tuple] = []
     w, h = traj.image_wh or (0, 0)
     mw, mh = traj.model_wh or traj.image_wh or (0, 0)
-    for call, px in zip(traj.calls, traj.pixel_boxes(), strict=True):
+    for call, (px, clamped, reason) in zip(traj.calls, traj.checked_boxes(), strict=True):
         if px is None:
             verdicts.append(call.get("error") or "unreadable box")
             continue
-        clamped, reason = check_box(px, w, h)
         if clamped is None:
             verdicts.append(reason)
             continue
@@ -199,10 +231,7 @@ def region_iou_reward(traj: Trajectory | None, gt_boxes) -> float | None:
         return None
     crops = []
     if traj is not None and traj.image_wh:
-        for px in traj.pixel_boxes():
-            clamped = check_box(px, *traj.image_wh)[0] if px is not None else None
-            if clamped is not None:
-                crops.append(clamped)
+        crops = [clamped for _, clamped, _ in traj.checked_boxes() if clamped is not None]
     return sum(max((box_iou(g, c) for c in crops), default=0.0) for g in gts) / len(gts)
 
 

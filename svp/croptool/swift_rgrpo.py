@@ -27,6 +27,7 @@ count tags in the text.
 from __future__ import annotations
 
 import copy
+import operator
 from collections import OrderedDict
 from functools import cached_property
 
@@ -37,7 +38,7 @@ from swift.utils import get_logger
 
 from svp.common import swift_trainer
 from svp.croptool import rewards, settings
-from svp.croptool.format import FEEDBACK, STOP, VISION_BLOCK, ends_with_open_call
+from svp.croptool.format import FEEDBACK, STOP, VISION_BLOCK, clean_text, ends_with_open_call
 from svp.croptool.geometry import parse_tool_calls
 from svp.croptool.judge import Judge
 
@@ -172,6 +173,75 @@ class CropToolScheduler(MultiTurnScheduler):
 
 
 # ----------------------------------------------------------------------------- rewards
+_UNSET = object()
+_SHARED_COLUMNS = ("rollout_infos", "solution", "gt_boxes", "messages")
+
+
+class _Batch:
+    """What the six rewards share about one batch of completions, worked out once.
+
+    ms-swift calls every reward function in turn with the *same* completions list and the
+    same column lists (``compute_rewards_per_func`` in ``swift/rl_core/grpo_algorithm.py``),
+    so the cleaned text, the scheduler's record and the accuracy (which the tool reward
+    needs too) are computed on the first call that asks and reused by the others. A batch is
+    recognised by identity (the list, each completion in it, each column list); anything
+    else is a new batch, so a caller that mutates or rebuilds its lists gets fresh scores.
+    """
+
+    def __init__(self, completions, columns):
+        self.completions = completions
+        self.items = tuple(completions)
+        self.columns = _column_snapshot(columns)
+        n = len(self.items)
+        self.infos = columns.get("rollout_infos") or [None] * n
+        self._clean: list = [_UNSET] * n
+        self._traj: list = [_UNSET] * n
+        self._accuracy: list = [_UNSET] * n
+
+    def same(self, completions, columns) -> bool:
+        return (completions is self.completions and _same_items(completions, self.items)
+                and all(a is b or (isinstance(a, list) and _same_items(a, b))
+                        for a, b in zip(_column_snapshot(columns, lists=False), self.columns,
+                                        strict=True)))
+
+    def text(self, i: int) -> str:
+        """What the model wrote (vision blocks and failure notes removed)."""
+        if self._clean[i] is _UNSET:
+            text = self.items[i]
+            self._clean[i] = clean_text(text) if isinstance(text, str) else ""
+        return self._clean[i]
+
+    def trajectory(self, i: int) -> rewards.Trajectory | None:
+        if self._traj[i] is _UNSET:
+            self._traj[i] = rewards.Trajectory.from_infos(self.infos[i])
+        return self._traj[i]
+
+    def accuracy(self, i: int, compute) -> float:
+        if self._accuracy[i] is _UNSET:
+            self._accuracy[i] = compute()
+        return self._accuracy[i]
+
+
+def _column_snapshot(columns, lists: bool = True) -> tuple:
+    """The shared columns; ``lists``: each list as a tuple of its items (their identities)."""
+    return tuple(tuple(v) if lists and isinstance(v, list) else v
+                 for v in (columns.get(k) for k in _SHARED_COLUMNS))
+
+
+def _same_items(now, then) -> bool:
+    return len(now) == len(then) and all(map(operator.is_, now, then))
+
+
+_last_batch: _Batch | None = None
+
+
+def _batch(completions, columns) -> _Batch:
+    global _last_batch
+    if _last_batch is None or not _last_batch.same(completions, columns):
+        _last_batch = _Batch(completions, columns)
+    return _last_batch
+
+
 class _RewardBase(ORM):
     """Per-completion loop with the one guarantee every reward gives: a finite float in
     range (or None where not applicable), never an exception, whatever the model wrote."""
@@ -180,15 +250,12 @@ class _RewardBase(ORM):
     errors = 0
 
     def __call__(self, completions, **columns) -> list[float | None]:
-        n = len(completions)
-        infos = columns.get("rollout_infos") or [None] * n
+        batch = _batch(completions, columns)
         self.prepare(completions, columns)
         out: list[float | None] = []
-        for i, text in enumerate(completions):
-            if not isinstance(text, str):
-                text = ""
+        for i in range(len(completions)):
             try:
-                value = self.score(i, text, rewards.Trajectory.from_infos(infos[i]), columns)
+                value = self.score(i, batch, columns)
             except Exception as exc:  # noqa: BLE001 - rewards must not stop training
                 type(self).errors += 1
                 logger.warning(f"{self.name}: scoring failed ({exc!r}); scored 0 "
@@ -200,7 +267,7 @@ class _RewardBase(ORM):
     def prepare(self, completions, columns) -> None:
         """Hook for batch-level work (the judge's concurrent requests)."""
 
-    def score(self, i, text, traj, columns) -> float | None:
+    def score(self, i: int, batch: _Batch, columns) -> float | None:
         raise NotImplementedError
 
 
@@ -242,51 +309,52 @@ class _AccuracyMixin:
                    for gold, pred in rewards.judge_requests(text, _column(columns, "solution", i))]
         judge.prefetch(triples)
 
-    def accuracy(self, i, text, columns) -> float:
-        return rewards.accuracy_reward(text, _column(columns, "solution", i), self._get_judge(),
-                                 _question(columns, i))
+    def accuracy(self, i: int, batch: _Batch, columns) -> float:
+        return batch.accuracy(i, lambda: rewards.accuracy_reward(
+            batch.text(i), _column(columns, "solution", i), self._get_judge(),
+            _question(columns, i)))
 
 
 class AccuracyReward(_AccuracyMixin, _RewardBase):
     name = "rgrpo_accuracy"
 
-    def score(self, i, text, traj, columns):
-        return self.accuracy(i, text, columns)
+    def score(self, i, batch, columns):
+        return self.accuracy(i, batch, columns)
 
 
 class ToolReward(_AccuracyMixin, _RewardBase):
     name = "rgrpo_tool"
 
-    def score(self, i, text, traj, columns):
-        return rewards.tool_reward(traj, self.accuracy(i, text, columns))
+    def score(self, i, batch, columns):
+        return rewards.tool_reward(batch.trajectory(i), self.accuracy(i, batch, columns))
 
 
 class FormatReward(_RewardBase):
     name = "rgrpo_format"
 
-    def score(self, i, text, traj, columns):
-        return rewards.format_reward(text)
+    def score(self, i, batch, columns):
+        return rewards.format_reward(batch.text(i))
 
 
 class CropValidReward(_RewardBase):
     name = "rgrpo_crop_valid"
 
-    def score(self, i, text, traj, columns):
-        return rewards.crop_valid_reward(traj)
+    def score(self, i, batch, columns):
+        return rewards.crop_valid_reward(batch.trajectory(i))
 
 
 class RegionIouReward(_RewardBase):
     name = "rgrpo_region_iou"
 
-    def score(self, i, text, traj, columns):
-        return rewards.region_iou_reward(traj, _column(columns, "gt_boxes", i))
+    def score(self, i, batch, columns):
+        return rewards.region_iou_reward(batch.trajectory(i), _column(columns, "gt_boxes", i))
 
 
 class SegmentLengthReward(_RewardBase):
     name = "rgrpo_segment_length"
 
-    def score(self, i, text, traj, columns):
-        return rewards.segment_length_reward(text)
+    def score(self, i, batch, columns):
+        return rewards.segment_length_reward(batch.text(i))
 
 
 REWARD_CLASSES = [AccuracyReward, FormatReward, CropValidReward, RegionIouReward,

@@ -15,6 +15,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from svp.common.io import write_atomic
+from svp.croptool.format import FEEDBACK, VISION_BLOCK
+from svp.croptool.geometry import CropPolicy
 from svp.masktok.codec.scenes import draw_shapes_scene, textured_background
 
 SHAPES = ("circle", "square", "triangle")
@@ -268,3 +270,50 @@ def _gref(ref_id: int, image_id: int, fname: str, split: str, ann_ids: list[int]
             "ann_id": ann_ids, "no_target": ann_ids == [-1],
             "sentences": [{"sent_id": ref_id * 10 + j, "sent": s, "raw": s}
                           for j, s in enumerate(sents)]}
+
+
+_WORDS = ("the sign above the door shows a small red symbol next to the window while the "
+         "person on the left holds a blue umbrella near the counter").split()
+
+
+def rollout_reward_batch(n: int, seed: int = 0) -> tuple[list[str], dict]:
+    """``n`` crop-tool rollouts as GRPO hands them to the reward functions: completions and
+    the batched columns. Reasoning of 200-1500 characters with 0-4 crop calls, executed
+    (vision block in the text) or rejected (failure note, swapped corners), recorded in
+    ``rollout_infos`` as the scheduler does; answers that are option letters, counts,
+    decimals or free text (a fifth wrong, some unclosed); ground-truth boxes on half."""
+    rng = random.Random(seed)
+    policy = CropPolicy("qwen2_5_vl")
+    comps, infos, sols, gts, msgs = [], [], [], [], []
+    for i in range(n):
+        w, h = rng.randint(500, 2000), rng.randint(400, 1500)
+        mw, mh = policy.main_size(w, h)
+        kind = rng.choice(["letter", "count", "decimal", "text"])
+        gold = {"letter": rng.choice("ABCD"), "count": str(rng.randint(0, 40)),
+                "decimal": f"{rng.uniform(0, 100):.2f}",
+                "text": " ".join(rng.sample(_WORDS, 2))}[kind]
+        answer = gold if rng.random() < 0.8 else "something else"
+        parts, calls, executed = ["<think>"], [], 0
+        for _ in range(rng.randint(0, 4)):
+            parts.append(" ".join(rng.choices(_WORDS, k=rng.randint(8, 60))) + " ")
+            x1, y1 = rng.uniform(0, mw * 0.7), rng.uniform(0, mh * 0.7)
+            box = [round(x1), round(y1), round(x1 + rng.uniform(5, mw * 0.4)),
+                   round(y1 + rng.uniform(5, mh * 0.4))]
+            ok = rng.random() < 0.85
+            if not ok:
+                box = [box[2], box[1], box[0], box[3]]
+            parts.append("<tool_call>[" + ", ".join(map(str, box)) + "]</tool_call>")
+            parts.append(VISION_BLOCK if ok else FEEDBACK.format(reason="swapped corners"))
+            calls.append({"box": [float(v) for v in box], "error": None if ok else "swapped"})
+            executed += ok
+        parts.append(" ".join(rng.choices(_WORDS, k=rng.randint(8, 60))))
+        tail = f"</think>\n<answer>{answer}</answer>" if rng.random() < 0.95 else "</think>"
+        comps.append("".join(parts) + tail)
+        infos.append({"crop_tool": {"calls": calls, "executed": executed, "image_wh": [w, h],
+                                    "model_wh": [mw, mh], "space": "resized", "factor": 28},
+                      "num_turns": len(calls) + 1})
+        sols.append(gold)
+        gts.append([[w * 0.1, h * 0.1, w * 0.5, h * 0.6]] if i % 2 else None)
+        msgs.append([{"role": "user", "content": "<image>What does the sign show?"}])
+    return comps, dict(rollout_infos=infos, solution=sols, gt_boxes=gts, messages=msgs,
+                       trainer_state=None)

@@ -60,6 +60,39 @@ def test_rewards_on_a_batch():
     assert got["rgrpo_tool"] == [1.0, 0.0, 0.0]
 
 
+def test_six_rewards_on_one_batch_score_as_each_alone():
+    """The six share the cleaned text, records and accuracy within one batch (ms-swift calls
+    them in turn on the same lists): scores equal the pure functions' on every row, and a
+    new batch (another list, or the same list changed in place) is scored afresh."""
+    from svp.croptool import rewards as R
+    from svp.testing.synthetic import rollout_reward_batch
+
+    comps, cols = rollout_reward_batch(64, seed=3)
+    cols.pop("trainer_state")
+    expected = {
+        "rgrpo_accuracy": [R.accuracy_reward(c, s)
+                           for c, s in zip(comps, cols["solution"], strict=True)],
+        "rgrpo_format": [R.format_reward(c) for c in comps],
+        "rgrpo_crop_valid": [R.crop_valid_reward(R.Trajectory.from_infos(i))
+                             for i in cols["rollout_infos"]],
+        "rgrpo_region_iou": [R.region_iou_reward(R.Trajectory.from_infos(i), g)
+                             for i, g in zip(cols["rollout_infos"], cols["gt_boxes"], strict=True)],
+        "rgrpo_segment_length": [R.segment_length_reward(c) for c in comps],
+    }
+    expected["rgrpo_tool"] = [R.tool_reward(R.Trajectory.from_infos(i), a) for i, a in
+                              zip(cols["rollout_infos"], expected["rgrpo_accuracy"],
+                                  strict=True)]
+    got = {name: _call(name, comps, **cols) for name in REWARDS}
+    assert got == expected
+    # the same list, changed in place: row 0 now answers wrongly and calls no tool
+    comps[0] = "<think>no idea</think><answer>nothing</answer>"
+    cols["rollout_infos"][0] = {"crop_tool": {"calls": [], "executed": 0}}
+    assert _call("rgrpo_format", comps, **cols)[0] == 1.0
+    assert _call("rgrpo_accuracy", comps, **cols)[0] == 0.0
+    assert _call("rgrpo_tool", comps, **cols)[0] == 0.0
+    assert _call("rgrpo_crop_valid", comps, **cols)[0] == 0.0
+
+
 def test_missing_solution_column_is_a_clear_error():
     with pytest.raises(ValueError, match="needs a 'solution' column"):
         _call("rgrpo_accuracy", [GOOD], rollout_infos=[INFOS])
