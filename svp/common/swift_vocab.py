@@ -23,3 +23,14 @@ def grow_vocabulary(loader, model, processor, config, groups: list[tuple[list[st
     if summary["added"]:
         HfConfigFactory.set_config_attr(config, "vocab_size", summary["rows_after"])
     return summary
+
+
+def growth_message(summary: dict, what: str) -> str | None:
+    """The log line of one growth (None when nothing was added): rows before -> after and
+    the digest of the new rows, which the two-process tests compare with one process's."""
+    if not summary["added"]:
+        return None
+    if "rows_after" not in summary:
+        return f"added {summary['added']} {what} to the tokenizer"
+    return (f"added {summary['added']} {what}; embedding rows {summary['rows_before']} -> "
+            f"{summary['rows_after']}; new rows digest {summary['rows_digest']}")

@@ -32,7 +32,7 @@ from swift.utils import get_logger
 
 from svp.common import swift_trainer
 from svp.common.io import write_atomic
-from svp.common.swift_vocab import grow_vocabulary
+from svp.common.swift_vocab import grow_vocabulary, growth_message
 from svp.covt import settings
 from svp.covt.cache import TargetCache, image_key, split_batch
 from svp.covt.compute import AuxResult, aux_factor, covt_losses, idle_heads_term
@@ -114,12 +114,8 @@ class CovtQwen2_5VLLoader(Qwen2_5VLLoader):
         tokens = settings.load().thought.new_tokens()  # anchors special, pads not
         summary = grow_vocabulary(self, model, processor, config,
                                   [(tokens[:2], True), (tokens[2:], False)], seed=1)
-        if summary["added"] and "rows_after" not in summary:
-            logger.info(f"covt: added {summary['added']} visual-thought tokens to the tokenizer")
-        elif summary["added"]:
-            logger.info(f"covt: added {summary['added']} visual-thought tokens; embedding rows "
-                        f"{summary['rows_before']} -> {summary['rows_after']}; new rows "
-                        f"digest {summary['rows_digest']}")
+        if message := growth_message(summary, "visual-thought tokens"):
+            logger.info(f"covt: {message}")
 
 
 # ----------------------------------------------------------------------------- stage clock

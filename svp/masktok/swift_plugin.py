@@ -24,7 +24,7 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from svp.common import swift_trainer
-from svp.common.swift_vocab import grow_vocabulary
+from svp.common.swift_vocab import grow_vocabulary, growth_message
 from svp.masktok import settings
 from svp.masktok.tokens import MT_END, MT_START, MaskTokenLogitsProcessor, mask_token_list
 
@@ -62,12 +62,8 @@ def _patch_model_loader() -> None:
     def add_tokens(self, model, processor, config):
         original(self, model, processor, config)
         summary = grow_vocabulary(self, model, processor, config, [(mask_token_list(), False)])
-        if summary["added"] and "rows_after" not in summary:
-            logger.info(f"masktok: added {summary['added']} mask tokens to the tokenizer")
-        elif summary["added"]:
-            logger.info(f"masktok: added {summary['added']} mask tokens; embedding rows "
-                        f"{summary['rows_before']} -> {summary['rows_after']}; new rows "
-                        f"digest {summary['rows_digest']}")
+        if message := growth_message(summary, "mask tokens"):
+            logger.info(f"masktok: {message}")
 
     ModelLoader._add_new_special_tokens = add_tokens
 
