@@ -1,7 +1,7 @@
 """What every ms-swift training run of ours gets: multi-process runs that are really one
 job, a way to prove it, and resumes that really resume.
 
-Four pieces, installed by every entry's ``register()``:
+Five pieces, installed by every entry's ``register()``:
 
 - **The one-job guard.** A run started with several processes (``NPROC_PER_NODE``/``NNODES``
   through torchrun) whose trainer is not distributed trains every rank alone: on a machine
@@ -28,10 +28,18 @@ Four pieces, installed by every entry's ``register()``:
   applies) before loading, and stop if a trainable tensor is still missing. LoRA checkpoints
   (adapters) and DeepSpeed checkpoints (the engine's own files) take other paths and are left
   to them.
+- **A clean exit.** Neither ms-swift nor transformers destroys the process group at the end.
+  A gloo group left to interpreter finalisation can abort a rank that finished
+  (``terminate called without an active exception``, SIGABRT, the launcher reports the run
+  failed): its C++ worker threads still hold work objects with Python references while the
+  interpreter is torn down (the cause as described in pytorch PR 179291, which proposed the
+  same remedy upstream and was withdrawn). We destroy the group in an ``atexit`` handler,
+  while the interpreter is still whole.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 from contextlib import nullcontext
@@ -232,10 +240,35 @@ class RankCheckCallback(TrainerCallback):
                     f"{len(records)} rank(s) ({record['wrapper']}, step {state.global_step})")
 
 
+def destroy_process_group_at_exit() -> None:
+    """The ``atexit`` handler: tear down an initialised process group (no-op otherwise)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.destroy_process_group()
+        logger.debug("svp: process group destroyed at exit")
+    except Exception as exc:  # noqa: BLE001 - exiting anyway; say why it was not clean
+        logger.warning(f"svp: destroying the process group at exit failed: {exc!r}")
+
+
+def install_clean_exit() -> None:
+    """Register :func:`destroy_process_group_at_exit` once per process."""
+    global _exit_registered
+    if not _exit_registered:
+        atexit.register(destroy_process_group_at_exit)
+        _exit_registered = True
+
+
+_exit_registered = False
+
+
 def register() -> None:
-    """The one-job guard, DeepSpeed on CPU processes, the full-checkpoint resume and the
-    ``svp_rank_check`` callback (idempotent)."""
+    """The one-job guard, DeepSpeed on CPU processes, the full-checkpoint resume, the
+    ``svp_rank_check`` callback and the clean exit (idempotent)."""
     install_one_job_guard()
     install_deepspeed_cpu_comm()
     install_full_resume_fix()
+    install_clean_exit()
     callbacks_map[CALLBACK] = RankCheckCallback

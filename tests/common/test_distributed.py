@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -174,3 +175,27 @@ def test_launch_picks_cpu_arguments_only_without_a_gpu(tmp_path, visible, gpus, 
     else:
         assert "ARGS=--use_cpu true --fp16 false --ddp_backend gloo" in out
         assert "no GPU visible: training on CPU processes" in out
+
+
+def test_the_process_group_is_destroyed_at_exit(tmp_path):
+    """register() (twice, as two entries do) leaves one atexit handler that destroys an
+    initialised group while the interpreter is whole: a gloo group left to finalisation
+    aborted finished ranks (SIGABRT) now and then in the two-process runs."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import torch.distributed as dist\n"
+        "from svp.common import swift_trainer\n"
+        "swift_trainer.register()\n"
+        "swift_trainer.register()\n"
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0,"
+        " world_size=1)\n"
+        "original = dist.destroy_process_group\n"
+        "def spy(*a, **k):\n"
+        "    print('destroyed', flush=True)\n"
+        "    return original(*a, **k)\n"
+        "dist.destroy_process_group = spy\n"
+        "print('exiting', flush=True)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=offline_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["exiting", "destroyed"]
