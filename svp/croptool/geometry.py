@@ -132,32 +132,51 @@ def _tool_call_spans(text: str):
         open_at = text.find(_OPEN, end)
 
 
+def _found_calls(text: str) -> list[tuple[int, int, str, object]]:
+    """(start, end, form, what was matched) of every call in ``text``, in order: the
+    ``<tool_call>`` forms first, then ``{Crop ...}`` and bare ``{"bbox_2d": ...}`` where they
+    do not start inside an earlier find."""
+    found: list[tuple[int, int, str, object]] = [
+        (start, end, "tool_call", body) for start, end, body in _tool_call_spans(text)]
+    plain = len(found)
+    # the other forms have a literal their patterns cannot match without
+    for regex, form, literal in ((_CROP_RE, "crop", "Crop"), (_BARE_RE, "bbox_2d", "bbox_2d")):
+        for m in regex.finditer(text) if literal in text else ():
+            if not any(s <= m.start() < e for s, e, _, _ in found):
+                found.append((m.start(), m.end(), form, m))
+    if len(found) > plain:
+        found.sort(key=lambda f: f[0])
+    return found
+
+
+def call_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every crop request in ``text``, in order: the spans of
+    :func:`parse_tool_calls` without reading the boxes (what segment lengths need)."""
+    return [(start, end) for start, end, _, _ in _found_calls(text)] if isinstance(
+        text, str) else []
+
+
 def parse_tool_calls(text: str) -> list[ToolCall]:
     """Every crop request in ``text``, in order; never raises (bad ones carry ``error``)."""
     if not isinstance(text, str):
         return []
     calls: list[ToolCall] = []
-    taken: list[tuple[int, int]] = []
-    for start, end, body in _tool_call_spans(text):
-        if body.startswith("["):
-            inner = body[1:-1] if body.endswith("]") else body[1:]
-            box, err = _numbers(inner) if body.endswith("]") else (None, "unterminated box list")
-            form = "tool_call"
+    for start, end, form, found in _found_calls(text):
+        if form == "tool_call":
+            body = found
+            if body.startswith("["):
+                inner = body[1:-1] if body.endswith("]") else body[1:]
+                box, err = (_numbers(inner) if body.endswith("]")
+                            else (None, "unterminated box list"))
+            else:
+                box, err = _json_box(body)
+                form = "tool_call_json"
+            calls.append(ToolCall(start, end, form, box, err))
         else:
-            box, err = _json_box(body)
-            form = "tool_call_json"
-        calls.append(ToolCall(start, end, form, box, err))
-        taken.append((start, end))
-    # the other forms have a literal their patterns cannot match without
-    for regex, form, literal in ((_CROP_RE, "crop", "Crop"), (_BARE_RE, "bbox_2d", "bbox_2d")):
-        for m in regex.finditer(text) if literal in text else ():
-            if any(s <= m.start() < e for s, e in taken):
-                continue
-            box, err = _numbers(m.group("nums"))
-            desc = m.group("desc").strip() if form == "crop" else ""
-            calls.append(ToolCall(m.start(), m.end(), form, box, err, desc))
-            taken.append((m.start(), m.end()))
-    return sorted(calls, key=lambda c: c.start) if len(calls) > 1 else calls
+            box, err = _numbers(found.group("nums"))
+            desc = found.group("desc").strip() if form == "crop" else ""
+            calls.append(ToolCall(start, end, form, box, err, desc))
+    return calls
 
 
 def format_tool_call(box) -> str:

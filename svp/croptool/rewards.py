@@ -24,7 +24,7 @@ import string
 from dataclasses import dataclass, field
 
 from svp.croptool.format import clean_text, extract_answer
-from svp.croptool.geometry import check_box, from_space, parse_tool_calls
+from svp.croptool.geometry import call_spans, check_box, from_space, parse_tool_calls
 
 _STRUCTURE_RE = re.compile(  # the definition of structure(), which is faster
     r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.S)
@@ -60,10 +60,11 @@ REWARDS: dict[str, tuple[str, float, str]] = {
 
 
 # ----------------------------------------------------------------------------- text
-def format_reward(text: str, max_answer_chars: int = 1000) -> float:
+def format_reward(text: str, max_answer_chars: int = 1000, cleaned: bool = False) -> float:
     """0.5 for the ``<think>`` then ``<answer>`` structure (once each, nothing around them),
-    +0.5 when, in addition, tool-call tags balance and every call in the text parses."""
-    parts = structure(clean_text(text))
+    +0.5 when, in addition, tool-call tags balance and every call in the text parses.
+    ``cleaned``: ``text`` already went through :func:`clean_text` (the batch did it once)."""
+    parts = structure(text if cleaned else clean_text(text))
     if parts is None:
         return 0.0
     think, answer = parts
@@ -97,15 +98,16 @@ def structure(text: str) -> tuple[str, str] | None:
     return None
 
 
-def segment_length_reward(text: str, per_char: float = 0.01, cap: float = 0.1) -> float:
+def segment_length_reward(text: str, per_char: float = 0.01, cap: float = 0.1,
+                          cleaned: bool = False) -> float:
     """VLM-R3's length reward: the reasoning (text before ``<answer>``, think tags removed)
     is split at every crop call; ``min(cap, per_char * len(shortest segment))``."""
-    text = clean_text(text)
+    text = text if cleaned else clean_text(text)
     reasoning = text.split("<answer>", 1)[0].replace("<think>", "").replace("</think>", "")
     pieces, pos = [], 0
-    for call in parse_tool_calls(reasoning):
-        pieces.append(reasoning[pos:call.start])
-        pos = call.end
+    for start, end in call_spans(reasoning):
+        pieces.append(reasoning[pos:start])
+        pos = end
     pieces.append(reasoning[pos:])
     shortest = min(len(p.strip()) for p in pieces)
     return float(min(cap, per_char * shortest))
@@ -332,11 +334,11 @@ def judge_requests(text: str, solution, rtol: float = 1e-2) -> list[tuple[str, s
 
 
 def accuracy_reward(text: str, solution, judge=None, question: str = "",
-                    rtol: float = 1e-2) -> float:
+                    rtol: float = 1e-2, cleaned: bool = False) -> float:
     """1.0 if the last ``<answer>`` matches any acceptable solution, else 0.0. Rules first
     (letter, number, normalised exact, yes/no); free-form mismatches go to ``judge(question,
     gold, pred) -> bool | None`` when one is given, and count as wrong otherwise."""
-    pred = extract_answer(clean_text(text))
+    pred = extract_answer(text if cleaned else clean_text(text))
     golds = solutions_of(solution)
     if pred is None or not pred or not golds:
         return 0.0

@@ -312,7 +312,7 @@ class _AccuracyMixin:
     def accuracy(self, i: int, batch: _Batch, columns) -> float:
         return batch.accuracy(i, lambda: rewards.accuracy_reward(
             batch.text(i), _column(columns, "solution", i), self._get_judge(),
-            _question(columns, i)))
+            _question(columns, i), cleaned=True))
 
 
 class AccuracyReward(_AccuracyMixin, _RewardBase):
@@ -333,7 +333,7 @@ class FormatReward(_RewardBase):
     name = "rgrpo_format"
 
     def score(self, i, batch, columns):
-        return rewards.format_reward(batch.text(i))
+        return rewards.format_reward(batch.text(i), cleaned=True)
 
 
 class CropValidReward(_RewardBase):
@@ -354,7 +354,7 @@ class SegmentLengthReward(_RewardBase):
     name = "rgrpo_segment_length"
 
     def score(self, i, batch, columns):
-        return rewards.segment_length_reward(batch.text(i))
+        return rewards.segment_length_reward(batch.text(i), cleaned=True)
 
 
 REWARD_CLASSES = [AccuracyReward, FormatReward, CropValidReward, RegionIouReward,

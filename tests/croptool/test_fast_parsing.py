@@ -15,7 +15,8 @@ from svp.croptool import geometry, rewards
 PIECES = ["<think>", "</think>", "<answer>", "</answer>", "<tool_call>", "</tool_call>",
           " ", "\n", "\t", "\u00a0", "\u2003", "a", "B", "cat", "[1, 2, 30, 40]",
           "[1,2,x,4]", "[ 5 , 6 , 7 , 8 ]", "[1, 2, 3]", "{}", "<", ">", "/", "answer", "think",
-          "inf", "1e3", ","]
+          "inf", "1e3", ",", "{Crop a ", "{Crop b [1, 2, 3, 4]}", '{"bbox_2d": [5, 6, 7, 8]}',
+          "}", "{"]
 loose = st.lists(st.sampled_from(PIECES), max_size=24).map("".join)
 space = st.sampled_from(["", " ", "\n", "\u00a0 "])
 # the shape the rewards look for, with any pieces (stray tags included) inside its parts
@@ -59,3 +60,10 @@ def test_box_numbers_fast_path_agrees(text):
         careful = None
     box, err = geometry._numbers(text)
     assert box == careful and (err is None) == (careful is not None)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(texts)
+def test_call_spans_are_the_parsed_calls_spans(text):
+    assert geometry.call_spans(text) == [(c.start, c.end)
+                                         for c in geometry.parse_tool_calls(text)]
