@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +31,6 @@ def make_data(root: Path, n: int, arch: str) -> tuple[list[dict], list[dict]]:
     import numpy as np
     from PIL import Image
 
-    from data_tools import convert_vlmr3
     from svp.croptool.geometry import CropPolicy
 
     rng = np.random.default_rng(0)
@@ -53,9 +53,11 @@ def make_data(root: Path, n: int, arch: str) -> tuple[list[dict], list[dict]]:
     (root / "src.jsonl").write_text("".join(json.dumps(r) + "\n" for r in src))
     common = ["--input", str(root / "src.jsonl"), "--image_base_path", str(root / "images"),
               "--family", arch]
-    assert convert_vlmr3.main([*common, "--output", str(root / "fly.jsonl")]) == 0
-    assert convert_vlmr3.main([*common, "--output", str(root / "pre.jsonl"),
-                               "--crops-dir", str(root / "crops")]) == 0
+    convert = [sys.executable, str(REPO / "data_tools" / "convert_vlmr3.py"), *common]
+    subprocess.run([*convert, "--output", str(root / "fly.jsonl")], check=True,
+                   capture_output=True)
+    subprocess.run([*convert, "--output", str(root / "pre.jsonl"), "--crops-dir",
+                    str(root / "crops")], check=True, capture_output=True)
     fly = [json.loads(x) for x in (root / "fly.jsonl").read_text().splitlines()]
     pre = [json.loads(x) for x in (root / "pre.jsonl").read_text().splitlines()]
     for r in pre:  # stock template: the main image already at the policy size
