@@ -10,7 +10,7 @@ DEMO_OUT ?= demo_out
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv test test-fast demo lint clean
+.PHONY: venv test test-fast demo bench lint clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,10 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) data_tools/demo.py --out $(DEMO_OUT)
+
+# every benchmark in a quick setting: one table, also written to bench/results.md
+bench: $(STAMP)
+	$(PY) bench/run_all.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

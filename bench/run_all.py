@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""``make bench``: the benchmarks of bench/ in a quick setting, one table of figure, ours,
+stock, ratio, goal and whether it is met, printed and written to bench/results.md with the
+machine and the date.
+
+    python bench/run_all.py [--out bench/results.md]
+
+Each benchmark runs as its own process (as a user would run it) and hands its figures back
+through ``--json``; the stock path is always measured in the same run as ours. Figures the
+project has no benchmark for yet are listed with that said, not left out. Benchmarks are
+never timed assertions in tests: this is for reading, not for CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Row:
+    figure: str
+    ours: str
+    stock: str
+    ratio: float | None
+    goal: str
+    met: str  # "yes", "**no**", "not measured" or "-" (no goal)
+
+    def cells(self) -> list[str]:
+        ratio = "" if self.ratio is None else f"{self.ratio:.2f}"
+        return [self.figure, self.ours, self.stock, ratio, self.goal, self.met]
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def run(script: str, *args: str) -> dict:
+    """Run bench/<script> with ``args`` and ``--json``; its figures, or the failure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "figures.json"
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        print(f"+ python bench/{script} {' '.join(args)}", flush=True)
+        proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args, "--json",
+                               str(out)], capture_output=True, text=True, env=env, cwd=REPO)
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"bench/{script} failed (exit {proc.returncode}):\n"
+                               f"{(proc.stdout + proc.stderr)[-2000:]}")
+        return json.loads(out.read_text())
+
+
+def rewards_rows() -> list[Row]:
+    f = run("bench_rewards.py", "--completions", "512", "--repeats", "5")
+    stock = f"{f['stock_format']:,.0f}/s (ms-swift `format`)"
+    return [Row("R-GRPO rewards, all six, one batch (completions/s, 1 core)",
+                f"{f['one_batch']:,.0f}/s", stock, None, ">= 20,000/s",
+                verdict(f["one_batch"] >= 20000)),
+            Row("R-GRPO rewards, all six, each timed alone", f"{f['each_alone']:,.0f}/s",
+                stock, None, ">= 20,000/s", verdict(f["each_alone"] >= 20000))]
+
+
+def crop_rows() -> list[Row]:
+    f = run("bench_crop_template.py", "--samples", "30", "--repeats", "5")
+    return [Row("crop template encode rate (samples/s, median of 5 alternating rounds)",
+                f"{f['crop']:.1f}/s", f"{f['stock']:.1f}/s (pre-cut crops)", f["ratio"],
+                ">= 0.95x", verdict(f["ratio"] >= 0.95))]
+
+
+def import_rows() -> list[Row]:
+    rows = run("bench_import.py", "--repeats", "2")
+    worst = max((r for r in rows if r["plugin"] != "all"), key=lambda r: r["added_s"])
+    both = next(r for r in rows if r["plugin"] == "all")
+    stock = f"{both['stock_s']:.2f} s (pipeline import)"
+    return [Row(f"plugin import on a swift command, worst entry ({worst['plugin']})",
+                f"+{worst['added_s']:.2f} s", stock, None, "<= +1 s",
+                verdict(worst["added_s"] <= 1)),
+            Row("plugin import, all five entries", f"+{both['added_s']:.2f} s", stock, None,
+                "<= +1 s", verdict(both["added_s"] <= 1))]
+
+
+def registry_rows() -> list[Row]:
+    f = run("bench_registry.py", "--rows", "4000", "--images", "50", "--repeats", "3")
+    ratio = f["registry_rows_s"] / f["stock_rows_s"]
+    return [Row("registry load with validation (rows/s)", f"{f['registry_rows_s']:,.0f}/s",
+                f"{f['stock_rows_s']:,.0f}/s (stock load_dataset)", ratio,
+                "(no goal set)", "-")]
+
+
+NOT_BUILT = [
+    ("mask-span loss step time vs plain loss", "<= 1.10x", "issue 18 item 1"),
+    ("CoVT target cache size per image", "<= 1 MB", "issue 18 item 2"),
+    ("constrained mask decoding overhead at batch 8", "<= 5%", "issue 18 item 4"),
+    ("SFT tokens/s and MFU, Qwen2.5-VL-3B architecture, bf16 (GPU)", ">= 35% MFU",
+     "issue 18 item 7; needs a GPU"),
+]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(REPO / "bench" / "results.md"))
+    args = ap.parse_args(argv)
+    from svp.common.io import write_atomic
+
+    rows: list[Row] = []
+    for part in (rewards_rows, crop_rows, import_rows, registry_rows):
+        rows += part()
+    rows += [Row(figure, "", "", None, goal, "not measured") for figure, goal, _ in NOT_BUILT]
+    header = ["figure", "ours", "stock", "ratio", "goal", "met?"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+    notes = [f"- {figure}: no benchmark yet ({why})" for figure, _, why in NOT_BUILT]
+    text = "\n".join([
+        "# Benchmarks (`make bench`, quick settings)", "",
+        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {machine()}.", "",
+        *lines, "", "Not measured:", *notes, ""])
+    print("\n" + text)
+    write_atomic(args.out, text)
+    print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
