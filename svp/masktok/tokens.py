@@ -179,47 +179,43 @@ class MaskTokenLogitsProcessor:
     decides whether to emit a mask.
     """
 
+    # the state a row is in, by its last token: 0 outside a mask, 1 after <|mt_start|>,
+    # 2 after a first-level code, 3 after a second-level code
     def __init__(self, ids: MaskTokenIds):
-        import torch
-
         self.ids = ids
-        self._level0 = torch.tensor(ids.level0)
-        self._level1 = torch.tensor(ids.level1)
-        self._ban_outside = torch.tensor([*ids.level0, *ids.level1, ids.end])
+        self._tables: dict = {}  # (vocab size, device) -> (state of each token, allowed[state])
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> MaskTokenLogitsProcessor:
         return cls(MaskTokenIds.from_tokenizer(tokenizer))
+
+    def _tables_for(self, vocab: int, device):
+        """Per token id its state, and per state the ids banned next ([4, vocab] bool):
+        built once per vocabulary size and device, so a step is a gather and one fill over
+        the scores with no host synchronisation."""
+        key = (vocab, str(device))
+        if key not in self._tables:
+            import torch
+
+            ids = self.ids
+            state = torch.zeros(vocab, dtype=torch.long)
+            state[ids.start] = 1
+            state[list(ids.level0)] = 2
+            state[list(ids.level1)] = 3
+            allowed = torch.zeros(4, vocab, dtype=torch.bool)
+            allowed[0] = True
+            allowed[0, [*ids.level0, *ids.level1, ids.end]] = False  # codes only in a mask
+            allowed[1, list(ids.level0)] = True
+            allowed[2, list(ids.level1)] = True
+            allowed[3, ids.end] = True
+            self._tables[key] = (state.to(device), (~allowed).to(device))
+        return self._tables[key]
 
     def __call__(self, input_ids, scores):
         import torch
 
         if input_ids.shape[1] == 0:
             return scores
-        last = input_ids[:, -1]
-        dev = scores.device
-        level0 = self._level0.to(dev)
-        level1 = self._level1.to(dev)
-        after_start = last == self.ids.start
-        after_l0 = torch.isin(last, level0)
-        after_l1 = torch.isin(last, level1)
-        neg = torch.finfo(scores.dtype).min
-        out = scores.clone()
-        if after_start.any():
-            allowed = torch.full_like(out[after_start], neg)
-            allowed[:, level0] = out[after_start][:, level0]
-            out[after_start] = allowed
-        if after_l0.any():
-            allowed = torch.full_like(out[after_l0], neg)
-            allowed[:, level1] = out[after_l0][:, level1]
-            out[after_l0] = allowed
-        if after_l1.any():
-            allowed = torch.full_like(out[after_l1], neg)
-            allowed[:, self.ids.end] = out[after_l1][:, self.ids.end]
-            out[after_l1] = allowed
-        outside = ~(after_start | after_l0 | after_l1)
-        if outside.any():
-            rows = out[outside]
-            rows[:, self._ban_outside.to(dev)] = neg
-            out[outside] = rows
-        return out
+        state, banned = self._tables_for(scores.shape[-1], scores.device)
+        last = input_ids[:, -1].clamp(0, scores.shape[-1] - 1)
+        return scores.masked_fill(banned[state[last]], torch.finfo(scores.dtype).min)

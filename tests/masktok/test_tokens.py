@@ -171,11 +171,15 @@ def test_processor_is_a_transformers_logits_processor_equivalent():
     tok = FakeTokenizer()
     proc = MaskTokenLogitsProcessor.from_tokenizer(tok)
     ids = proc.ids
-    scores = torch.zeros(3, 700)
-    inp = torch.tensor([[5, ids.start], [ids.start, ids.level0[3]], [ids.level0[3], ids.level1[9]]])
+    scores = torch.zeros(4, 700)
+    inp = torch.tensor([[5, ids.start], [ids.start, ids.level0[3]], [ids.level0[3], ids.level1[9]],
+                        [ids.level1[9], ids.end]])
     out = proc(inp, scores)
-    allowed = [set(torch.nonzero(out[i] > -1e30).flatten().tolist()) for i in range(3)]
+    allowed = [set(torch.nonzero(out[i] > -1e30).flatten().tolist()) for i in range(4)]
     assert allowed[0] == set(ids.level0)
     assert allowed[1] == set(ids.level1)
     assert allowed[2] == {ids.end}
-    assert torch.equal(scores, torch.zeros(3, 700)), "input scores must not be modified"
+    # outside a mask: anything but a code or <|mt_end|>; <|mt_start|> stays free
+    assert allowed[3] == set(range(700)) - {*ids.level0, *ids.level1, ids.end}
+    assert ids.start in allowed[3]
+    assert torch.equal(scores, torch.zeros(4, 700)), "input scores must not be modified"
