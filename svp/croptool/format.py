@@ -19,8 +19,9 @@ to the crop's grid."""
 FEEDBACK = "\n(crop failed: {reason})\n"
 """What follows a rejected call in a rollout, so the model is told and can try again."""
 
-_VISION_RE = re.compile(re.escape("<|vision_start|>") + ".*?" + re.escape("<|vision_end|>"), re.S)
-_FEEDBACK_RE = re.compile(r"\n?\(crop failed: [^\n]*\)\n?")
+_VISION_START, _FEEDBACK_HEAD = "<|vision_start|>", "(crop failed: "
+_VISION_RE = re.compile(re.escape(_VISION_START) + ".*?" + re.escape("<|vision_end|>"), re.S)
+_FEEDBACK_RE = re.compile(r"\n?" + re.escape(_FEEDBACK_HEAD) + r"[^\n]*\)\n?")
 OPEN_CALL_RE = re.compile(re.escape(CALL_OPEN) + r"(?:(?!" + re.escape(STOP) + r").)*$", re.S)
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
 _ANSWER_RE = re.compile(r"<answer>(.*?)(</answer>|$)", re.S)  # extract_answer's definition
@@ -31,9 +32,9 @@ def clean_text(text) -> str:
     (what the model itself wrote)."""
     if not isinstance(text, str):
         return ""
-    if "<|vision_start|>" in text:  # substring tests first: most text has neither
+    if _VISION_START in text:  # substring tests first: most text has neither
         text = _VISION_RE.sub("", text)
-    if "(crop failed: " in text:
+    if _FEEDBACK_HEAD in text:
         text = _FEEDBACK_RE.sub("", text)
     return text
 

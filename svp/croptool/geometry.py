@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from svp.croptool.format import CALL_OPEN, STOP
+
 FAMILIES = {"qwen2_5_vl": ("resized", 14), "qwen3_vl": ("norm1000", 16)}
 SPACES = ("pixel", "resized", "norm1000")
 MERGE = 2
@@ -36,7 +38,6 @@ MERGE = 2
 _NUM_LIST = r"\[(?P<nums>[^\[\]]*)\]"
 _CROP_RE = re.compile(r"\{\s*Crop\b(?P<desc>[^\[\]{}]*)" + _NUM_LIST + r"\s*\}")
 _TOOL_RE = re.compile(r"<tool_call>\s*(?P<body>.*?)\s*</tool_call>", re.S)  # the definition
-_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 _BARE_RE = re.compile(r"\{\s*\"bbox_2d\"\s*:\s*" + _NUM_LIST + r"\s*\}")
 
 
@@ -122,14 +123,14 @@ def _tool_call_spans(text: str):
     """(start, end, body) of each ``<tool_call>..</tool_call>``, exactly what
     ``_TOOL_RE.finditer`` yields (the body up to the first closing tag, surrounding
     whitespace stripped), by substring search: several times faster than the regex."""
-    open_at = text.find(_OPEN)
+    open_at = text.find(CALL_OPEN)
     while open_at >= 0:
-        close_at = text.find(_CLOSE, open_at + len(_OPEN))
+        close_at = text.find(STOP, open_at + len(CALL_OPEN))
         if close_at < 0:
             return
-        end = close_at + len(_CLOSE)
-        yield open_at, end, text[open_at + len(_OPEN):close_at].strip()
-        open_at = text.find(_OPEN, end)
+        end = close_at + len(STOP)
+        yield open_at, end, text[open_at + len(CALL_OPEN):close_at].strip()
+        open_at = text.find(CALL_OPEN, end)
 
 
 def _found_calls(text: str) -> list[tuple[int, int, str, object]]:

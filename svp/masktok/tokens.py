@@ -183,7 +183,7 @@ class MaskTokenLogitsProcessor:
     # 2 after a first-level code, 3 after a second-level code
     def __init__(self, ids: MaskTokenIds):
         self.ids = ids
-        self._tables: dict = {}  # (vocab size, device) -> (state of each token, allowed[state])
+        self._tables: dict = {}  # (vocab size, device) -> (state of each token, banned)
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> MaskTokenLogitsProcessor:
