@@ -1,7 +1,7 @@
 """What every ms-swift training run of ours gets: multi-process runs that are really one
 job, a way to prove it, and resumes that really resume.
 
-Five pieces, installed by every entry's ``register()``:
+Six pieces, installed by every entry's ``register()``:
 
 - **The one-job guard.** A run started with several processes (``NPROC_PER_NODE``/``NNODES``
   through torchrun) whose trainer is not distributed trains every rank alone: on a machine
@@ -35,6 +35,12 @@ Five pieces, installed by every entry's ``register()``:
   interpreter is torn down (the cause as described in pytorch PR 179291, which proposed the
   same remedy upstream and was withdrawn). We destroy the group in an ``atexit`` handler,
   while the interpreter is still whole.
+- **Logits only where a weighted loss reads them.** With a non-binary loss scale and more than
+  one sample per device, ms-swift keeps the logits of a suffix of every row (from the earliest
+  supervised token of any row), most of them prompt positions weighted zero. We keep the union
+  of the supervised columns instead (:mod:`svp.common.supervised_logits`): the same loss over
+  the same tokens, without the full-vocabulary rows nobody reads. The binary (stock) path and
+  one-sample batches, which ms-swift already handles exactly, are left to it.
 """
 
 from __future__ import annotations
@@ -48,9 +54,10 @@ from pathlib import Path
 import torch
 from swift.callbacks import TrainerCallback, callbacks_map
 from swift.trainers.mixin import SwiftMixin
-from swift.utils import get_dist_setting, get_logger
+from swift.utils import get_dist_setting, get_logger, is_mp
 
 from svp.common.io import write_atomic
+from svp.common.supervised_logits import supervised_columns
 
 logger = get_logger()
 CALLBACK = "svp_rank_check"
@@ -262,12 +269,36 @@ def install_clean_exit() -> None:
 
 
 _exit_registered = False
+_LOGITS_MARK = "_svp_supervised_logits"
+
+
+def install_supervised_logits() -> None:
+    """Weighted losses on several samples per device score only the supervised columns."""
+    if getattr(SwiftMixin, _LOGITS_MARK, False):
+        return
+    original = SwiftMixin.prepare_logits_to_keep
+
+    def prepare_logits_to_keep(self, inputs):
+        labels, scale = inputs.get("labels"), inputs.get("loss_scale")
+        if (scale is None or labels is None or labels.shape[0] == 1 or is_mp()
+                or self.template.sequence_parallel_size > 1
+                or self.args.tuner_backend == "unsloth"):
+            return original(self, inputs)
+        columns = supervised_columns(labels, scale)
+        if columns is None:
+            return original(self, inputs)
+        inputs["labels"], inputs["loss_scale"], inputs["logits_to_keep"] = columns
+
+    SwiftMixin.prepare_logits_to_keep = prepare_logits_to_keep
+    setattr(SwiftMixin, _LOGITS_MARK, True)
 
 
 def register() -> None:
     """The one-job guard, DeepSpeed on CPU processes, the full-checkpoint resume, the
-    ``svp_rank_check`` callback and the clean exit (idempotent)."""
+    ``svp_rank_check`` callback, supervised-only logits for weighted losses and the clean
+    exit (idempotent)."""
     install_one_job_guard()
+    install_supervised_logits()
     install_deepspeed_cpu_comm()
     install_full_resume_fix()
     install_clean_exit()
