@@ -1,20 +1,22 @@
 """Step time of CoVT training vs plain ``swift sft`` on the same data, with on-the-fly vs
-cached expert targets. Four real ``swift sft`` runs of ``--steps`` steps each, same model,
+cached expert targets. Five real ``swift sft`` runs of ``--steps`` steps each, same model,
 data, seed and batch:
 
   stock      ms-swift's own qwen2_5_vl model type / template on the rows already staged (the
              same text; the thought tokens added by --new_special_tokens)
   covt-lm    covt_qwen2_5_vl, rows staged (thought tokens in the text), expert losses off
   covt-fly   + expert losses, targets computed in the training step
-  covt-cache + expert losses, targets read from data_tools/cache_expert_targets.py's cache
+  covt-cache + expert losses, a compact cache (data_tools/cache_expert_targets.py: SAM's
+             masks read, the experts' forward passes rerun in the step)
+  covt-full  + expert losses, a full cache (every target read, no expert in the step)
 
-Time per step is taken from the trainer's log between the first and the last logged step
-(the first step carries start-up; the log has whole seconds, so use >= 20 steps).
+Time per step is the mean of the steps after the first (which carries start-up), from the
+trainer's running average in its log.
 Defaults run the tiny model with the stand-in experts on CPU;
 ``--model`` / ``--backend real`` (with the SVP_COVT_<EXPERT>_CKPT variables) measure a real
 setting on a GPU machine.
 
-    python bench/bench_covt.py [--steps 20] [--experts sam,depth] [--model DIR]
+    python bench/bench_covt.py [--steps 20] [--experts sam,depth] [--model DIR | --arch A]
 """
 
 from __future__ import annotations
@@ -53,14 +55,9 @@ def make_data(root: Path, n: int, experts: str) -> tuple[Path, Path]:
 
 
 def step_time(out: Path) -> float:
-    from svp.common.run_log import step_rows
+    from svp.common.run_log import seconds_per_step
 
-    steps = step_rows(next(out.glob("v0-*/logging.jsonl")))
-    t = [float(r["elapsed_time"].rstrip("s")) if isinstance(r["elapsed_time"], str)
-         else r["elapsed_time"] for r in steps]
-    if len(t) < 3:
-        raise RuntimeError(f"{out}: too few logged steps")
-    return (t[-1] - t[0]) / (len(t) - 1)
+    return seconds_per_step(next(out.glob("v0-*/logging.jsonl")))
 
 
 def main() -> int:
@@ -69,12 +66,17 @@ def main() -> int:
     ap.add_argument("--experts", default="sam,depth")
     ap.add_argument("--backend", default="standin", choices=["standin", "real"])
     ap.add_argument("--model", default=None, help="default: the tiny Qwen2.5-VL")
+    ap.add_argument("--arch", default="tiny", choices=["tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b"],
+                    help="a random-weight bf16 model of this real architecture (not --model)")
     ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     if args.model is None:
-        from svp.testing.tiny_model import cached_tiny_model
+        from svp.testing.tiny_model import cached_arch_model, cached_tiny_model
 
-        args.model = str(cached_tiny_model("qwen2_5_vl", REPO / ".cache" / "tiny_models"))
+        cache = REPO / ".cache" / "tiny_models"
+        args.model = str(cached_tiny_model("qwen2_5_vl", cache) if args.arch == "tiny"
+                         else cached_arch_model(args.arch, cache))
     swift = str(Path(sys.executable).parent / "swift")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -85,10 +87,11 @@ def main() -> int:
         env = dict(os.environ, SVP_COVT_BACKEND=args.backend, SVP_COVT_EXPERTS=args.experts,
                    SVP_COVT_SCHEDULE="reasoning", PYTHONPATH=str(REPO))
         t0 = time.time()
-        subprocess.run([sys.executable, str(REPO / "data_tools" / "cache_expert_targets.py"),
-                        "--dataset", str(data), "--cache", str(root / "cache"), "--experts",
-                        args.experts, "--backend", args.backend], env=env, check=True,
-                       capture_output=True)
+        for contents in ("compact", "full"):
+            subprocess.run([sys.executable, str(REPO / "data_tools" / "cache_expert_targets.py"),
+                            "--dataset", str(data), "--cache", str(root / contents),
+                            "--experts", args.experts, "--backend", args.backend,
+                            "--contents", contents], env=env, check=True, capture_output=True)
         cache_s = time.time() - t0
         common = ["--model", args.model, "--max_steps",
                   str(args.steps), "--tuner_type", "lora", "--learning_rate", "1e-4",
@@ -104,7 +107,8 @@ def main() -> int:
         runs = {"stock": (stock, {}),
                 "covt-lm": (covt, {"SVP_COVT_AUX_UNTIL": "0"}),
                 "covt-fly": (covt, {}),
-                "covt-cache": (covt, {"SVP_COVT_CACHE": str(root / "cache")})}
+                "covt-cache": (covt, {"SVP_COVT_CACHE": str(root / "compact")}),
+                "covt-full": (covt, {"SVP_COVT_CACHE": str(root / "full")})}
         times = {}
         for name, (extra, more) in runs.items():
             out = root / name
@@ -115,10 +119,12 @@ def main() -> int:
                 return 1
             times[name] = step_time(out)
     print(f"model {Path(args.model).name}, experts {args.experts} ({args.backend}), batch "
-          f"{args.batch}, {args.steps} steps, 448x336 images; cache built in {cache_s:.1f}s")
+          f"{args.batch}, {args.steps} steps, 448x336 images; both caches built in {cache_s:.1f}s")
     print("| run | s/step | ratio vs stock |\n|---|---|---|")
     for name, t in times.items():
         print(f"| {name} | {t:.3f} | {t / times['stock']:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"s_per_step": times}, indent=1))
     return 0
 
 

@@ -1,8 +1,15 @@
 """Precompute the CoVT experts' targets for a dataset, so training reads them from disk instead
-of running SAM's automatic mask generator, Depth Anything, DINOv2, ... every step.
+of running SAM's automatic mask generator (and, with ``--contents full``, every expert) each
+step.
 
     python data_tools/cache_expert_targets.py --dataset train.jsonl --cache covt_cache \\
-        --experts sam,depth,dino [--backend real] [--num_shards 8 --shard_index 3]
+        --experts sam,depth,dino [--backend real] [--contents compact|full] \\
+        [--num_shards 8 --shard_index 3]
+
+``--contents compact`` (default) keeps only what a search produces (SAM's masks, bit-packed,
+~64 KiB per image); the forward passes are rerun in the training step with the same results.
+``--contents full`` keeps every target in fp16 (~16 MB per image at sam,depth,dino with the
+real experts) and no expert runs in training. See svp/covt/cache.py.
 
 Rows are ms-swift rows (``images``) or LLaVA rows (``image``, relative to ``--image_root``);
 each row's first image is the one the experts see (upstream uses the first Q/A turn's
@@ -26,7 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from svp.covt import settings
-from svp.covt.cache import TargetCache, image_key, split_batch
+from svp.covt.cache import CONTENTS, TargetCache, image_key, split_batch, stored_keys
 from svp.covt.experts import build_experts
 from svp.covt.tokens import ThoughtConfig
 
@@ -65,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="upstream's VISUAL_MODEL_ID (default: SVP_COVT_EXPERTS, as training)")
     ap.add_argument("--backend", default=None, choices=["real", "standin"],
                     help="default: SVP_COVT_BACKEND, as training")
+    ap.add_argument("--contents", choices=CONTENTS, default=None,
+                    help="compact (searched keys only) or full (every target); default: "
+                         "the existing cache's, else compact")
     ap.add_argument("--image_root", type=Path, default=None)
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--num_shards", type=int, default=1)
@@ -87,20 +97,30 @@ def main(argv: list[str] | None = None) -> int:
     config = settings.load()  # expert checkpoints: the SVP_COVT_<EXPERT>_CKPT variables
     cfg = ThoughtConfig.parse(args.experts) if args.experts else config.thought
     experts = build_experts(cfg, args.backend or config.backend, config.checkpoints)
-    cache = TargetCache(args.cache, {n: e.fingerprint() for n, e in experts.items()})
+    cache = TargetCache(args.cache, {n: e.fingerprint() for n, e in experts.items()},
+                        args.contents)
     cache.check_meta(create=True)
+    needed = {n: stored_keys(e, cache.contents) for n, e in experts.items()}
+    binary = {n: e.binary for n, e in experts.items()}
+    idle = [n for n, keys in needed.items() if not keys]
+    if idle:
+        print(f"note: {', '.join(idle)} search nothing: a compact cache stores nothing for "
+              "them and training runs their forward pass (--contents full stores them)")
 
     counts: Counter = Counter()
     bad: list[str] = []
+    written: list[Path] = []
     batch: list[tuple[str, Image.Image]] = []
 
     def flush():
         if not batch:
             return
         images = [im for _, im in batch]
-        per = {n: split_batch(e.targets(images), len(images)) for n, e in experts.items()}
+        per = {n: split_batch(e.targets(images), len(images))
+               for n, e in experts.items() if needed[n]}
         for i, (key, _) in enumerate(batch):
-            cache.save(key, {n: per[n][i] for n in experts})
+            cache.save(key, {n: {k: per[n][i][k] for k in needed[n]} for n in per}, binary)
+            written.append(cache.path(key))
         counts["computed"] += len(batch)
         batch.clear()
 
@@ -114,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             counts["unreadable"] += 1
             continue
         key = image_key(im)
-        if key in seen or cache.has(key, cfg.experts):
+        if key in seen or cache.has(key, needed):
             counts["already cached"] += 1
             continue
         seen.add(key)
@@ -126,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cache {args.cache}: shard {args.shard_index}/{args.num_shards}, {len(todo)} images; "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
           + (f"; rows without an image {missing_image}" if missing_image else ""))
+    if written:
+        size = sum(p.stat().st_size for p in written) / len(written)
+        print(f"{cache.contents} entries: {size / 1024:.1f} KiB per image on average")
     for line in bad[:20]:
         print(f"  unreadable: {line}")
     return 1 if todo and counts["unreadable"] == len(todo) else 0

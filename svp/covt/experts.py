@@ -42,6 +42,14 @@ class Expert(ABC):
     token_dim: int = 0
     #: bumped when what ``targets`` computes changes, so stale caches are refused
     version: str = "1"
+    #: every key ``targets`` returns
+    keys: tuple[str, ...] = ()
+    #: the keys that come out of a *search* rather than one frozen forward pass (SAM's
+    #: automatic masks: a 32x32 grid of prompts, scoring, NMS): expensive to recompute and
+    #: small to store, so the compact target cache keeps these and nothing else
+    searched: tuple[str, ...] = ()
+    #: keys holding 0/1 values (stored bit-packed)
+    binary: tuple[str, ...] = ()
 
     def __init__(self, n_tokens: int):
         self.n_tokens = n_tokens
@@ -60,6 +68,16 @@ class Expert(ABC):
     @abstractmethod
     def targets(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
         """Frozen targets and decoder inputs for a batch of images (no grad, CPU float)."""
+
+    def complete(self, images: list[Image.Image], known: list[dict[str, torch.Tensor]]
+                 ) -> dict[str, torch.Tensor]:
+        """The targets of ``images`` when ``known[i]`` already holds image i's
+        :attr:`searched` keys (from a compact cache): only the forward pass is run. The
+        default, for experts that search nothing, is :meth:`targets`."""
+        full = self.targets(images)
+        for k in self.searched:
+            full[k] = torch.stack([kn[k] for kn in known]).to(full[k].dtype)
+        return full
 
     @abstractmethod
     def decode(self, z: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -116,6 +134,7 @@ class StandInSam(Expert):
     hidden prompts, kept when 2-98 % of the image; a prompt [32] decodes to 32x32 logits."""
 
     name, token_dim, res, max_masks = "sam", 32, 32, 8
+    keys, searched, binary = ("embed", "masks", "n_masks"), ("masks", "n_masks"), ("masks",)
 
     def __init__(self, n_tokens: int = 8, seed: int = 11):
         super().__init__(n_tokens)
@@ -128,9 +147,17 @@ class StandInSam(Expert):
         return F.interpolate(logits, size=(self.res, self.res), mode="bilinear",
                              align_corners=False)
 
-    def targets(self, images):
+    def _embed(self, images):
         embed = self.backbone(images)
-        embed = embed / embed.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        return embed / embed.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+    def complete(self, images, known):
+        return {"embed": self._embed(images),
+                "masks": torch.stack([k["masks"] for k in known]).float(),
+                "n_masks": torch.stack([k["n_masks"] for k in known]).long()}
+
+    def targets(self, images):
+        embed = self._embed(images)
         cand = self._logits(self.hidden_prompts.expand(len(images), -1, -1), embed) > 0
         masks = torch.zeros(len(images), self.max_masks, self.res, self.res)
         n = torch.zeros(len(images), dtype=torch.long)
@@ -155,6 +182,7 @@ class StandInDepth(Expert):
     depth = mean over tokens of token . features, upsampled to 32x32."""
 
     name, token_dim, res = "depth", 16, 32
+    keys = ("feats", "depth")
 
     def __init__(self, n_tokens: int = 4, seed: int = 21):
         super().__init__(n_tokens)
@@ -184,6 +212,7 @@ class StandInEdge(Expert):
     edge map = sigmoid(mean over tokens)."""
 
     name, token_dim, res = "pidinet", 60, 32
+    keys = ("feats", "edges")
 
     def __init__(self, n_tokens: int = 4, seed: int = 31):
         super().__init__(n_tokens)
@@ -212,6 +241,7 @@ class StandInFeatures(Expert):
     MSE; DINO: CLS + 8x8 patch tokens [65, 32]; CLIP-like: one pooled embedding [1, 32]."""
 
     token_dim = 32
+    keys = ("features",)
 
     def __init__(self, name: str, n_tokens: int = 4, pooled: bool = False, seed: int = 41):
         super().__init__(n_tokens)

@@ -126,6 +126,7 @@ class SamExpert(Expert):
 
     name, token_dim, res, max_masks = "sam", 256, 256, 8
     version = "1"
+    keys, searched, binary = ("embed", "masks", "n_masks"), ("masks", "n_masks"), ("masks",)
 
     def __init__(self, n_tokens: int = 8, ckpt: Path | None = None, points_per_side: int = 32):
         super().__init__(n_tokens)
@@ -147,12 +148,27 @@ class SamExpert(Expert):
     def fingerprint(self) -> str:
         return f"{super().fingerprint()}:{self.variant}:pps{self.amg.point_grids[0].shape[0]}"
 
+    def _input(self, image):
+        return np.asarray(image.convert("RGB").resize((self.res, self.res), Image.BILINEAR))
+
+    @torch.no_grad()
+    def complete(self, images, known):
+        """The embedding only (one encoder pass through the generator's own predictor, the
+        very input and code path of its search); the masks are the cached ones."""
+        embeds = []
+        for im in images:
+            self.amg.predictor.set_image(self._input(im))
+            embeds.append(self._embed.value[0].float().cpu())
+        return {"embed": torch.stack(embeds),
+                "masks": torch.stack([k["masks"] for k in known]).float(),
+                "n_masks": torch.stack([k["n_masks"] for k in known]).long()}
+
     @torch.no_grad()
     def targets(self, images):
         embeds, masks = [], torch.zeros(len(images), self.max_masks, self.res, self.res)
         n = torch.zeros(len(images), dtype=torch.long)
         for b, im in enumerate(images):
-            arr = np.asarray(im.convert("RGB").resize((self.res, self.res), Image.BILINEAR))
+            arr = self._input(im)
             found = self.amg.generate(arr)
             embeds.append(self._embed.value[0].float().cpu())
             found.sort(key=lambda m: m["predicted_iou"] * m["stability_score"], reverse=True)
@@ -188,6 +204,7 @@ class DepthExpert(Expert):
 
     name, res, size = "depth", 256, 518
     version = "1"
+    keys = ("feats", "depth")
 
     def __init__(self, n_tokens: int = 4, ckpt: Path | None = None):
         super().__init__(n_tokens)
@@ -230,6 +247,7 @@ class _HFFeatures(Expert):
     """A transformers vision model whose features are the target (MSE, no decoder)."""
 
     version = "1"
+    keys = ("features",)
 
     def __init__(self, name: str, n_tokens: int, ckpt: Path | None, processor_kwargs=None):
         super().__init__(n_tokens)
@@ -321,6 +339,7 @@ class PidinetExpert(Expert):
 
     name, token_dim, res = "pidinet", 60, 256
     version = "1"
+    keys = ("feats", "edges")
 
     def __init__(self, n_tokens: int = 4, ckpt: Path | None = None):
         super().__init__(n_tokens)

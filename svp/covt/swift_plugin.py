@@ -379,23 +379,34 @@ class CovtRuntime:
         return _with_aux_field(type(output))(**output, covt_aux=aux)
 
     def targets(self, samples, device) -> list[dict | None]:
-        out: list[dict | None] = [None] * len(samples)
-        todo = []
-        for i, e in enumerate(samples):
-            if e is None:
-                continue
-            if e.get("targets") is not None:
-                out[i] = e["targets"]
-            else:
-                todo.append(i)
-        if todo:
-            images = [samples[i]["image"] for i in todo]
-            for name, expert in self.experts.items():
-                with torch.no_grad():
-                    per = split_batch(expert.targets(images), len(todo))
-                for i, t in zip(todo, per, strict=True):
-                    out[i] = out[i] or {}
-                    out[i][name] = t
+        """Each sample's targets per expert: read whole from a full cache entry, completed
+        from a compact one (the searched keys read, the forward pass run), or computed."""
+        out: list[dict | None] = [None if e is None else {} for e in samples]
+        for name, expert in self.experts.items():
+            whole, known, todo = [], [], []
+            for i, e in enumerate(samples):
+                if e is None:
+                    continue
+                cached = (e.get("targets") or {}).get(name) or {}
+                if all(k in cached for k in expert.keys):
+                    whole.append(i)
+                    out[i][name] = cached
+                elif expert.searched and all(k in cached for k in expert.searched):
+                    known.append(i)
+                else:
+                    todo.append(i)
+            with torch.no_grad():
+                if known:
+                    per = split_batch(expert.complete([samples[i]["image"] for i in known],
+                                                      [samples[i]["targets"][name]
+                                                       for i in known]), len(known))
+                    for i, t in zip(known, per, strict=True):
+                        out[i][name] = t
+                if todo:
+                    per = split_batch(expert.targets([samples[i]["image"] for i in todo]),
+                                      len(todo))
+                    for i, t in zip(todo, per, strict=True):
+                        out[i][name] = t
         return out
 
     def report(self, res, samples, trainer, training: bool) -> None:

@@ -327,3 +327,47 @@ def cached_tiny_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:
         if not (out / "tiny_model.json").is_file():
             build_tiny_model(arch, out, seed=seed)
     return out
+
+
+def cached_arch_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:
+    """A random-weight bf16 model directory of a *real* architecture (``qwen2_5_vl_3b``,
+    ``qwen2_5_vl_7b``, ``qwen3_vl_4b``, ``qwen3_vl_8b``: the bundled configs of
+    :mod:`svp.common.memory_plan`) with the tiny model's tokenizer and processors, whose ids
+    are Qwen's: benches run the same commands at full size without any weights. Built once
+    into ``cache_root`` (several GB) and reused."""
+    import fcntl
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from svp.common.memory_plan import resolve_config
+
+    family = "qwen3_vl" if arch.startswith("qwen3_vl") else "qwen2_5_vl"
+    out = Path(cache_root).resolve() / f"random-{arch}-s{seed}-{builder_fingerprint()}"
+    if (out / "tiny_model.json").is_file():
+        return out
+    tiny = cached_tiny_model(family, cache_root, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (out.parent / f".{out.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "tiny_model.json").is_file():
+            return out
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            torch.manual_seed(seed)
+            model = AutoModelForImageTextToText.from_config(resolve_config(arch),
+                                                            dtype=torch.bfloat16)
+            model.generation_config = AutoModelForImageTextToText.from_pretrained(
+                tiny, dtype=torch.float32).generation_config
+            model.save_pretrained(tmp)
+            AutoProcessor.from_pretrained(tiny).save_pretrained(tmp)
+            (tmp / "tiny_model.json").write_text(json.dumps(
+                {"arch": arch, "seed": seed, "random_weights": True,
+                 "built_by": "svp.testing.tiny_model.cached_arch_model"}, indent=2))
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out

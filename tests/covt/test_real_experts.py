@@ -114,6 +114,7 @@ def test_real_expert_targets_decode_and_gradients(env, name):
     assert shape == real.real_head_shapes(cfg, env)[name]  # heads built before the expert loads fit
     t = expert.targets(images(2))
     assert {k: tuple(v.shape[1:]) for k, v in t.items()} == EXPECTED[name]
+    assert set(expert.keys) == set(t) and set(expert.searched) <= set(t)
     assert all(v.shape[0] == 2 and not v.requires_grad for v in t.values())
     if name == "sam":
         assert 0 <= int(t["n_masks"].max()) <= 8
@@ -127,6 +128,21 @@ def test_real_expert_targets_decode_and_gradients(env, name):
                            for m in modules for p in m.parameters())
     again = expert.targets(images(2))  # frozen and deterministic: cacheable
     assert all(torch.allclose(again[k].float(), t[k].float()) for k in t)
+
+
+@pytest.mark.slow
+def test_real_sam_completes_a_compact_entry_exactly(env):
+    """From cached masks, the real SAM expert runs only its encoder (no mask search) and
+    gives the embedding of its full run; every expert declares the keys it returns."""
+    expert = real.SamExpert(8, env["sam"], points_per_side=4)
+    full = expert.targets(images(2))
+    known = [{k: full[k][i] for k in expert.searched} for i in range(2)]
+    calls = []
+    expert.amg.generate = lambda *a, **k: calls.append(1)  # the search must not run
+    got = expert.complete(images(2), known)
+    assert not calls and set(got) == set(full) == set(expert.keys)
+    assert all(torch.equal(got[k].to(full[k].dtype), full[k]) for k in full)
+    assert set(EXPECTED["sam"]) == set(expert.keys)
 
 
 def test_sam_architecture_is_read_from_the_checkpoint(ckpts):

@@ -194,24 +194,79 @@ def test_target_cache_roundtrip_meta_and_resume(tmp_path):
     fp = {n: e.fingerprint() for n, e in experts.items()}
     with pytest.raises(FileNotFoundError, match="cache_expert_targets"):
         TargetCache(tmp_path / "c", fp).check_meta(create=False)
-    cache = TargetCache(tmp_path / "c", fp)
+    cache = TargetCache(tmp_path / "c", fp, "full")
     cache.check_meta(create=True)
     im = scene(3)
     key = image_key(im)
     assert key == image_key(im.convert("RGBA").convert("RGB")) != image_key(scene(4))
     per = {n: split_batch(e.targets([im]), 1)[0] for n, e in experts.items()}
-    assert not cache.has(key, ["sam"]) and cache.load(key, ["sam"]) is None
-    cache.save(key, {"sam": per["sam"]})
-    assert cache.has(key, ["sam"]) and not cache.has(key, ["sam", "depth"])
-    cache.save(key, {"depth": per["depth"]})
+    everything = {n: e.keys for n, e in experts.items()}
+    binary = {n: e.binary for n, e in experts.items()}
+    assert not cache.has(key, {"sam": everything["sam"]}) and cache.load(key, ["sam"]) is None
+    cache.save(key, {"sam": per["sam"]}, binary)
+    assert cache.has(key, {"sam": everything["sam"]}) and not cache.has(key, everything)
+    cache.save(key, {"depth": per["depth"]}, binary)
     back = cache.load(key, ["sam", "depth"])
     for n in per:
         for k, v in per[n].items():
             assert back[n][k].shape == v.shape
             assert torch.allclose(back[n][k].float(), v.float(), atol=2e-3, rtol=1e-3), (n, k)
+    assert torch.equal(back["sam"]["masks"], per["sam"]["masks"])  # bits: exact
     other = dict(fp, sam="StandInSam:2:sam:8")
     with pytest.raises(ValueError, match="made with other experts"):
         TargetCache(tmp_path / "c", other).check_meta(create=False)
+    with pytest.raises(ValueError, match="holds 'full' entries, not 'compact'"):
+        TargetCache(tmp_path / "c", fp, "compact").check_meta(create=True)
+
+
+def test_old_format_caches_are_refused(tmp_path):
+    """A cache of the first format (meta without ``format``, every target in fp16) is refused
+    with what to do, by the tool and by training alike."""
+    import json
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "meta.json").write_text(json.dumps({"experts": {"sam": "x"}}))
+    for create in (True, False):
+        with pytest.raises(ValueError, match="older format.*rebuild"):
+            TargetCache(tmp_path / "c", {}).check_meta(create=create)
+
+
+def test_bits_round_trip_and_refuse_other_values():
+    from svp.covt.cache import pack_bits, unpack_bits
+
+    t = (torch.rand(3, 5, 7) > 0.5).float()
+    packed, spec = pack_bits(t)
+    assert packed.numel() == (3 * 5 * 7 + 7) // 8 and spec == "bits:3x5x7"
+    assert torch.equal(unpack_bits(packed, spec), t)
+    with pytest.raises(ValueError, match="0/1"):
+        pack_bits(torch.tensor([0.0, 0.5]))
+
+
+def test_compact_entries_complete_to_the_full_targets(tmp_path):
+    """A compact entry holds SAM's searched masks only; completing it (the embedding
+    recomputed) gives exactly the targets computed from scratch, for every expert."""
+    from svp.covt.cache import stored_keys
+
+    experts = standin_experts(ThoughtConfig.parse("sam,depth,dino"))
+    cache = TargetCache(tmp_path / "c", {n: e.fingerprint() for n, e in experts.items()})
+    cache.check_meta(create=True)
+    assert cache.contents == "compact"
+    ims = [scene(5), scene(6)]
+    for im in ims:
+        full = {n: split_batch(e.targets([im]), 1)[0] for n, e in experts.items()}
+        cache.save(image_key(im), {n: {k: full[n][k] for k in stored_keys(e, "compact")}
+                                   for n, e in experts.items()},
+                   {n: e.binary for n, e in experts.items()})
+    entries = [cache.load(image_key(im), list(experts)) for im in ims]
+    assert set(entries[0]["sam"]) == {"masks", "n_masks"} and entries[0]["depth"] == {}
+    for name, e in experts.items():
+        want = e.targets(ims)
+        if not e.searched:
+            continue
+        got = e.complete(ims, [en[name] for en in entries])
+        assert set(got) == set(want) == set(e.keys)
+        for k in want:
+            assert torch.equal(got[k].to(want[k].dtype), want[k]), (name, k)
 
 
 def test_cache_tool_resumes_and_shards(tmp_path):
@@ -235,6 +290,8 @@ def test_cache_tool_resumes_and_shards(tmp_path):
     assert tool.main(args + ["--shard_index", "1"]) == 0
     assert len(list((tmp_path / "c").glob("*/*.safetensors"))) == 5
     assert tool.main(args[:-2]) == 0  # everything cached: nothing recomputed
+    entries = list((tmp_path / "c").glob("*/*.safetensors"))
+    assert max(p.stat().st_size for p in entries) < 2048  # compact: SAM's packed masks
     with pytest.raises(SystemExit):
         tool.main(args + ["--shard_index", "2"])
 
