@@ -26,6 +26,7 @@ the first ones shown. Output is written atomically; a summary goes to OUT.summar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections import Counter
@@ -35,6 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from svp.common.io import atomic_path, write_atomic
+from svp.croptool import settings
 from svp.croptool.geometry import (
     CropPolicy,
     check_box,
@@ -81,9 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl", "pixel"],
                     help="coordinate space of the written boxes (the model you will train)")
     ap.add_argument("--crops-dir", "--crops_dir", type=Path, default=None, dest="crops_dir")
-    ap.add_argument("--main-short", type=int, default=448, help="main image shorter side (0: "
-                    "leave to MAX_PIXELS); must match SVP_CROP_MAIN_SHORT at training")
-    ap.add_argument("--crop-max-short", type=int, default=448)
+    ap.add_argument("--main-short", type=int, default=None,
+                    help="main image shorter side (0: leave to the pixel budget); default "
+                         "SVP_CROP_MAIN_SHORT, as training")
+    ap.add_argument("--crop-max-short", type=int, default=None,
+                    help="default SVP_CROP_MAX_SHORT, as training")
+    ap.add_argument("--max-pixels", type=int, default=None,
+                    help="the processor's pixel budget; default MAX_PIXELS (or "
+                         "IMAGE_MAX_TOKEN_NUM) of this environment, resolved as ms-swift does "
+                         "at training: run the converter with the training environment")
     ap.add_argument("--prompt-suffix", default="", help="text appended to every question")
     ap.add_argument("--limit", type=int, default=None, help="stop after N written rows")
     args = ap.parse_args(argv)
@@ -93,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pixel_space = args.family == "pixel"
     # sizes crops (and, unless pixel_space, converts boxes); pixel data crops like Qwen2.5-VL
-    policy = CropPolicy("qwen2_5_vl" if pixel_space else args.family, args.main_short,
-                        args.crop_max_short)
+    config = settings.load()
+    config = dataclasses.replace(config, **{k: v for k, v in (
+        ("main_short", args.main_short), ("crop_max_short", args.crop_max_short))
+        if v is not None})
+    args.main_short, args.crop_max_short = config.main_short, config.crop_max_short
+    policy = config.policy("qwen2_5_vl" if pixel_space else args.family,
+                           max_pixels=args.max_pixels)
     base = Path(args.image_base_path) if args.image_base_path else args.input.parent
     lines = args.input.read_text(encoding="utf-8").splitlines()
     rows, counts, shown = [], Counter(), []
@@ -160,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     counts["written"] = len(rows)
     summary = {"input": str(args.input), "output": str(args.output), "family": args.family,
                "main_short": args.main_short, "crop_max_short": args.crop_max_short,
+               "min_pixels": policy.min_pixels, "max_pixels": policy.max_pixels,
                "crops_dir": str(args.crops_dir) if args.crops_dir else None, **counts}
     write_atomic(args.output.with_suffix(".summary.json"), json.dumps(summary, indent=2) + "\n")
     for s in shown:

@@ -237,25 +237,37 @@ def from_space(box, space: str, orig_wh: tuple[int, int], model_wh: tuple[int, i
 
 
 # ----------------------------------------------------------------------------- resizing
-def model_input_size(width: int, height: int, factor: int) -> tuple[int, int]:
-    """(w, h) the Qwen processor will feed for an image of this size: qwen_vl_utils'
-    ``smart_resize`` with the pixel bounds in force now (ms-swift sets them from MAX_PIXELS)."""
+# qwen_vl_utils' own bounds (0.0.14) when neither MAX_PIXELS nor IMAGE_MAX_TOKEN_NUM is set
+DEFAULT_MIN_TOKENS, DEFAULT_MAX_TOKENS = 4, 16384
+
+
+def model_input_size(width: int, height: int, factor: int, min_pixels: int,
+                     max_pixels: int) -> tuple[int, int]:
+    """(w, h) the Qwen processor feeds for an image of this size: qwen_vl_utils'
+    ``smart_resize`` within ``[min_pixels, max_pixels]``. The one function that decides the
+    model input size; the converter, the template, the rollouts and the inference loop all
+    reach it through :class:`CropPolicy` with the bounds of
+    :func:`svp.croptool.settings.pixel_bounds`."""
     from qwen_vl_utils import vision_process as vp
 
-    h, w = vp.smart_resize(height, width, factor=factor,
-                           min_pixels=vp.IMAGE_MIN_TOKEN_NUM * factor ** 2,
-                           max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2)
+    h, w = vp.smart_resize(height, width, factor=factor, min_pixels=min_pixels,
+                           max_pixels=max_pixels)
     return w, h
 
 
 @dataclass(frozen=True)
 class CropPolicy:
-    """Sizes for one model family; ``main_short=0`` leaves the main image to MAX_PIXELS."""
+    """Sizes for one model family; ``main_short=0`` leaves the main image to the pixel
+    budget alone. ``min_pixels`` / ``max_pixels``: the processor's bounds (0: qwen_vl_utils'
+    defaults); build it with :meth:`svp.croptool.settings.CropSettings.policy` so they are
+    the ones ms-swift derives from ``MAX_PIXELS`` in the training process."""
 
     family: str = "qwen2_5_vl"
     main_short: int = 448
     crop_max_short: int = 448
     factor: int = field(default=0)
+    min_pixels: int = 0
+    max_pixels: int = 0
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -264,6 +276,12 @@ class CropPolicy:
             raise ValueError("main_short must be >= 0 and crop_max_short > 0")
         if not self.factor:
             object.__setattr__(self, "factor", factor_of(self.family))
+        if not self.min_pixels:
+            object.__setattr__(self, "min_pixels", DEFAULT_MIN_TOKENS * self.factor ** 2)
+        if not self.max_pixels:
+            object.__setattr__(self, "max_pixels", DEFAULT_MAX_TOKENS * self.factor ** 2)
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
 
     @property
     def space(self) -> str:
@@ -274,14 +292,14 @@ class CropPolicy:
         if self.main_short:
             s = self.main_short / min(width, height)
             width, height = max(1, round(width * s)), max(1, round(height * s))
-        return model_input_size(width, height, self.factor)
+        return model_input_size(width, height, self.factor, self.min_pixels, self.max_pixels)
 
     def crop_size(self, width: int, height: int) -> tuple[int, int]:
         short = min(width, height)
         if short > self.crop_max_short:
             s = self.crop_max_short / short
             width, height = max(1, round(width * s)), max(1, round(height * s))
-        return model_input_size(width, height, self.factor)
+        return model_input_size(width, height, self.factor, self.min_pixels, self.max_pixels)
 
     def main_image(self, image: Image.Image) -> Image.Image:
         """The main image exactly as the model will see it (bicubic, like qwen_vl_utils)."""

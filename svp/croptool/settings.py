@@ -6,6 +6,8 @@ inference loop; the recipes export the same environment to each. The judge is op
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from svp.common import settings as s
@@ -33,11 +35,20 @@ class CropSettings:
     judge_workers: int = s.env(
         "SVP_JUDGE_WORKERS", 8, s.integer(minimum=1), "judge requests in flight")
 
-    def policy(self, family: str):
-        """The :class:`~svp.croptool.geometry.CropPolicy` of a model family."""
+    def policy(self, family: str, environ: Mapping[str, str] | None = None,
+               max_pixels: int | None = None):
+        """The :class:`~svp.croptool.geometry.CropPolicy` of a model family, with the
+        processor's pixel bounds of this environment (:func:`pixel_bounds`); ``max_pixels``
+        overrides ``MAX_PIXELS`` (the converter's ``--max-pixels``)."""
         from svp.croptool.geometry import CropPolicy
 
-        return CropPolicy(family, self.main_short, self.crop_max_short)
+        env = dict(os.environ if environ is None else environ)
+        if max_pixels is not None:
+            env.pop("IMAGE_MAX_TOKEN_NUM", None)
+            env["MAX_PIXELS"] = str(max_pixels)
+        lo, hi = pixel_bounds(family, env)
+        return CropPolicy(family, self.main_short, self.crop_max_short, min_pixels=lo,
+                          max_pixels=hi)
 
     def judge(self):
         """The :class:`~svp.croptool.judge.Judge`, or None when no URL is set."""
@@ -47,6 +58,33 @@ class CropSettings:
 
         return Judge(self.judge_url, self.judge_model, self.judge_api_key, self.judge_timeout,
                      self.judge_workers)
+
+
+def pixel_bounds(family: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(min_pixels, max_pixels) of the Qwen processor in an ms-swift process started with this
+    environment, resolved as ms-swift resolves them when it loads the processor
+    (``compat_qwen_vl_utils`` then ``patch_qwen_vl_utils``): ``IMAGE_MAX_TOKEN_NUM`` if set,
+    else ``MAX_PIXELS // factor**2`` tokens, else qwen_vl_utils' default; the same for the
+    minimum. A converter run in the same environment as training writes boxes in the space
+    training sees, whatever the image size."""
+    from svp.croptool.geometry import DEFAULT_MAX_TOKENS, DEFAULT_MIN_TOKENS, factor_of
+
+    env = os.environ if environ is None else environ
+    factor = factor_of(family)
+
+    def tokens(token_var: str, pixel_var: str, default: int) -> int:
+        for var, scale in ((token_var, 1), (pixel_var, factor ** 2)):
+            raw = env.get(var)
+            if raw:
+                try:
+                    return int(raw) // scale
+                except ValueError:
+                    raise ValueError(f"{var}={raw!r} is not an integer") from None
+        return default
+
+    lo = tokens("IMAGE_MIN_TOKEN_NUM", "MIN_PIXELS", DEFAULT_MIN_TOKENS)
+    hi = tokens("IMAGE_MAX_TOKEN_NUM", "MAX_PIXELS", DEFAULT_MAX_TOKENS)
+    return lo * factor ** 2, hi * factor ** 2
 
 
 def load(environ=None) -> CropSettings:

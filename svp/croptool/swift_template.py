@@ -47,10 +47,29 @@ class CropToolMixin:
 
     @cached_property
     def crop_policy(self) -> CropPolicy:
-        """The sizes in force (read once per template, i.e. once per process)."""
-        return settings.load().policy(self.crop_family)
+        """The sizes in force (read once per template, i.e. once per process), checked
+        against the bounds ms-swift actually gave the processor: a difference would put the
+        boxes of the text in another space than the image the model sees."""
+        policy = settings.load().policy(self.crop_family)
+        from qwen_vl_utils import vision_process as vp
+
+        if getattr(vp, "_patch", False):  # ms-swift has set the processor's bounds
+            f2 = policy.factor ** 2
+            actual = (vp.IMAGE_MIN_TOKEN_NUM * f2, vp.IMAGE_MAX_TOKEN_NUM * f2)
+            if actual != (policy.min_pixels, policy.max_pixels):
+                raise ValueError(
+                    f"crop tool: the processor's pixel bounds {actual} differ from the ones "
+                    f"this environment gives ({policy.min_pixels}, {policy.max_pixels}); "
+                    "set MAX_PIXELS / MIN_PIXELS (or IMAGE_MAX_TOKEN_NUM) once for every "
+                    "process, the data converter included")
+        return policy
 
     def _preprocess_inputs(self, inputs) -> None:
+        if self.max_pixels is not None:
+            raise ValueError("crop tool: --max_pixels rescales the images after the crop tool "
+                             "sized them, so the boxes in the text would miss; set the "
+                             f"MAX_PIXELS environment variable instead (got --max_pixels "
+                             f"{self.max_pixels})")
         if inputs.images:
             self._insert_crops(inputs)
         super()._preprocess_inputs(inputs)

@@ -120,7 +120,7 @@ def test_sizes_follow_the_policy_and_the_patch_grid():
     assert p25.crop_size(200, 100) == (196, 112)
     w, h = p25.crop_size(1800, 900)
     assert h == 448 and w == 896
-    stock = model_input_size(640, 480, 28)
+    stock = model_input_size(640, 480, 28, 4 * 28 ** 2, 16384 * 28 ** 2)
     assert CropPolicy("qwen2_5_vl", main_short=0).main_size(640, 480) == stock
     for size in [(1, 1), (16, 3000), (3000, 17), (28, 28)]:
         for p in (p25, p3):

@@ -32,3 +32,48 @@ def test_judge_only_with_a_url():
                   "SVP_JUDGE_TIMEOUT": "5"}).judge()
     assert (judge.url, judge.api_key, judge.timeout, judge.workers) == ("http://h:1/v1", "sk-1",
                                                                         5.0, 8)
+
+
+CASES = [
+    ("qwen2_5_vl", {}), ("qwen2_5_vl", {"MAX_PIXELS": "1003520"}),
+    ("qwen2_5_vl", {"MAX_PIXELS": "1003520", "MIN_PIXELS": "200000"}),
+    ("qwen2_5_vl", {"MAX_PIXELS": "1003520", "IMAGE_MAX_TOKEN_NUM": "600"}),
+    ("qwen3_vl", {"MAX_PIXELS": "1003520"}), ("qwen3_vl", {"IMAGE_MIN_TOKEN_NUM": "64"}),
+]
+_ORACLE = """
+import importlib, json, os, sys
+from qwen_vl_utils import vision_process as vp
+from swift.model.models.qwen import compat_qwen_vl_utils, patch_qwen_vl_utils
+VARS = ("MAX_PIXELS", "MIN_PIXELS", "IMAGE_MAX_TOKEN_NUM", "IMAGE_MIN_TOKEN_NUM")
+out = []
+for family, env in json.loads(sys.argv[1]):
+    for k in VARS:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+    vars(vp).pop("_patch", None)
+    importlib.reload(vp)  # a fresh module, as in a new process
+    compat_qwen_vl_utils(image_patch_size=14 if family == "qwen2_5_vl" else 16)
+    patch_qwen_vl_utils(vp)
+    out.append([vp.IMAGE_MIN_TOKEN_NUM, vp.IMAGE_MAX_TOKEN_NUM])
+print(json.dumps(out))
+"""
+
+
+def test_pixel_bounds_are_the_ones_ms_swift_gives_the_processor():
+    """The oracle is ms-swift itself: with each environment, its processor set-up
+    (``compat_qwen_vl_utils`` then ``patch_qwen_vl_utils``) leaves qwen_vl_utils' bounds
+    exactly where :func:`pixel_bounds` says."""
+    import json
+    import subprocess
+    import sys
+
+    from svp.croptool.settings import pixel_bounds
+    from tests.helpers import REPO, offline_env
+
+    proc = subprocess.run([sys.executable, "-c", _ORACLE, json.dumps(CASES)], cwd=REPO,
+                          capture_output=True, text=True, env=offline_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (family, env), (lo, hi) in zip(CASES, found, strict=True):
+        f2 = (28 if family == "qwen2_5_vl" else 32) ** 2
+        assert pixel_bounds(family, env) == (lo * f2, hi * f2), (family, env)

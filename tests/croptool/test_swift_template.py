@@ -109,7 +109,8 @@ def test_precut_crops_are_used_as_given(setup, tmp_path):
     enc = template.encode(_row(path, answer, [str(path), str(tmp_path / "c.png")]))
     assert len(enc["image_grid_thw"]) == 2  # not cut again
     policy = CropPolicy(arch)
-    given = crop.resize(model_input_size(120, 90, policy.factor), Image.BICUBIC)
+    given = crop.resize(model_input_size(120, 90, policy.factor, policy.min_pixels,
+                                         policy.max_pixels), Image.BICUBIC)
     ref = processor.image_processor(images=[policy.main_image(Image.open(path).convert("RGB")),
                                             given], return_tensors="pt", do_resize=False)
     assert torch.allclose(ref["pixel_values"], enc["pixel_values"])
@@ -138,3 +139,19 @@ def test_bad_box_in_training_text_gives_no_crop_and_no_crash(setup):
     enc = template.encode(_row(path, answer))
     assert len(enc["image_grid_thw"]) == 2  # main + the one good crop
     assert CropToolMixin.bad_boxes == before + 2
+
+
+def test_sizes_other_than_the_environments_are_refused(setup, monkeypatch):
+    """--max_pixels (rescaling after the crop tool sized the images) and processor bounds
+    other than the environment's (boxes in another space than the pixels) stop the encode."""
+    arch, model, processor, template, path = setup
+    monkeypatch.setattr(template, "max_pixels", 200704)
+    with pytest.raises(ValueError, match="set the MAX_PIXELS environment variable instead"):
+        template.encode(_row(path))
+    monkeypatch.setattr(template, "max_pixels", None)
+    from qwen_vl_utils import vision_process as vp
+
+    monkeypatch.setattr(vp, "IMAGE_MAX_TOKEN_NUM", vp.IMAGE_MAX_TOKEN_NUM // 2)
+    monkeypatch.delattr(template, "crop_policy", raising=False)  # read again
+    with pytest.raises(ValueError, match="processor's pixel bounds"):
+        template.encode(_row(path))
