@@ -32,14 +32,17 @@ _NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\
 _LETTER_GT_RE = re.compile(r"^\(?([A-Ja-j])\)?[.:)]?(?:\s.*)?$", re.S)
 _LETTER_PRED_RE = re.compile(r"^\s*(?i:option\s+|answer\s*:?\s*)?\(?([A-J])\)?(?=$|[\s.:),])")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_MATHY = re.compile(r"[\\$^=]|\b(?:sqrt|pi|frac)\b")
+_FRACTION = re.compile(r"\s*[-+]?\d+(?:\.\d+)?\s*/\s*[-+]?\d+(?:\.\d+)?\s*")
 _PUNCT = str.maketrans("", "", string.punctuation.replace(".", ""))
 
 # name -> (range, default weight, one-line formula); the README table is written from this
 REWARDS: dict[str, tuple[str, float, str]] = {
     "rgrpo_accuracy": ("[0, 1]", 1.0,
-                       "1 if the last <answer> matches the solution (option letter; integer "
-                       "exactly, decimal within rtol 1e-2; normalised exact; yes/no; else "
-                       "the LLM judge if configured), else 0"),
+                       "1 if the last <answer> matches the solution or one of its "
+                       "'/'-separated alternatives (option letter; integer exactly, decimal "
+                       "within rtol 1e-2; normalised exact; yes/no; math-verify on math "
+                       "notation; else the LLM judge if configured), else 0"),
     "rgrpo_format": ("{0, 0.5, 1}", 0.5,
                      "0.5 for exactly <think>..</think><answer>..</answer>, +0.5 if also every "
                      "tool call parses and tags balance; 0 if the answer exceeds 1000 chars"),
@@ -52,7 +55,8 @@ REWARDS: dict[str, tuple[str, float, str]] = {
                          "None (skipped) when the row has no gt_boxes"),
     "rgrpo_segment_length": ("[0, 0.1]", 1.0,
                              "min(0.1, 0.01 x characters of the shortest reasoning segment "
-                             "between crop calls) (VLM-R3 code)"),
+                             "between crop calls, whitespace collapsed, empty middle segments "
+                             "dropped) (VLM-R3 code)"),
     "rgrpo_tool": ("{0, 1}", 0.5,
                    "1 if >= 1 crop was executed and accuracy >= 0.5, else 0 (DeepEyes' "
                    "conditional tool reward)"),
@@ -100,17 +104,23 @@ def structure(text: str) -> tuple[str, str] | None:
 
 def segment_length_reward(text: str, per_char: float = 0.01, cap: float = 0.1,
                           cleaned: bool = False) -> float:
-    """VLM-R3's length reward: the reasoning (text before ``<answer>``, think tags removed)
-    is split at every crop call; ``min(cap, per_char * len(shortest segment))``."""
+    """VLM-R3's length reward as its code computes it (``length_reward`` in its
+    ``open_r1/rgrpo.py``): the reasoning (text before ``<answer>``, think tags removed) with
+    every whitespace run collapsed to one space is split at each crop call (any accepted
+    syntax, where VLM-R3 splits at ``{"bbox_2d": [...]}``); empty segments *between* calls
+    are dropped, the first and the last are kept even when empty;
+    ``min(cap, per_char * len(shortest segment))``."""
     text = text if cleaned else clean_text(text)
-    reasoning = text.split("<answer>", 1)[0].replace("<think>", "").replace("</think>", "")
+    reasoning = text.split("<answer>", 1)[0].strip().replace("<think>", "").replace(
+        "</think>", "")
+    reasoning = " ".join(reasoning.split())
     pieces, pos = [], 0
     for start, end in call_spans(reasoning):
-        pieces.append(reasoning[pos:start])
+        pieces.append(reasoning[pos:start].strip())
         pos = end
-    pieces.append(reasoning[pos:])
-    shortest = min(len(p.strip()) for p in pieces)
-    return float(min(cap, per_char * shortest))
+    pieces.append(reasoning[pos:].strip())
+    kept = [p for i, p in enumerate(pieces) if p or i in (0, len(pieces) - 1)]
+    return float(min(cap, per_char * min(len(p) for p in kept)))
 
 
 # ----------------------------------------------------------------------------- crops
@@ -274,8 +284,19 @@ def _number(text: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def alternatives(gold: str) -> list[str]:
+    """VLM-R3's ``/``-separated ground truths (``"sofa/couch"``): each part is an acceptable
+    answer. A fraction (``3/4``) or a LaTeX / math expression stays whole (VLM-R3 splits
+    those too, outside its math source; we do not, or ``1/2`` would accept ``1``)."""
+    if "/" not in gold or _MATHY.search(gold) or _FRACTION.fullmatch(gold):
+        return [gold]
+    parts = [p.strip() for p in gold.split("/")]
+    return [p for p in parts if p] or [gold]
+
+
 def solutions_of(solution) -> list[str]:
-    """The acceptable answers: a string (``<answer>`` tags stripped), a number, or a list."""
+    """The acceptable answers: a string (``<answer>`` tags stripped; ``/``-separated
+    alternatives split, :func:`alternatives`), a number, or a list of them."""
     if solution is None:
         return []
     items = solution if isinstance(solution, list | tuple) else [solution]
@@ -290,8 +311,26 @@ def solutions_of(solution) -> list[str]:
         if isinstance(s, str):
             s = extract_answer(s) or s
             if s.strip():
-                out.append(s.strip())
+                out.extend(alternatives(s.strip()))
     return out
+
+
+def math_equal(pred: str, gold: str) -> bool | None:
+    """``math-verify``'s verdict (the verifier VLM-R3 uses for its math data) on answers that
+    carry math notation (LaTeX, ``$``, fractions, powers, ``=``); None when either side does
+    not, does not parse, or the verifier fails (it never raises here)."""
+    if not (_MATHY.search(gold) or _MATHY.search(pred) or _FRACTION.fullmatch(gold)
+            or _FRACTION.fullmatch(pred)):
+        return None
+    try:
+        from math_verify import parse, verify
+
+        g, p = parse(gold), parse(pred)
+        if not g or not p:
+            return None
+        return bool(verify(g, p))
+    except Exception:  # noqa: BLE001 (sympy and its timeouts can fail in many ways)
+        return None
 
 
 def rule_match(pred: str, gold: str, rtol: float = 1e-2) -> bool | None:
@@ -328,7 +367,7 @@ def judge_requests(text: str, solution, rtol: float = 1e-2) -> list[tuple[str, s
     if not pred or not golds:
         return []
     verdicts = [rule_match(pred, g, rtol) for g in golds]
-    if any(verdicts):
+    if any(verdicts) or any(math_equal(pred, g) for g in golds):
         return []
     return [(g, pred) for g, v in zip(golds, verdicts, strict=True) if v is None]
 
@@ -336,8 +375,9 @@ def judge_requests(text: str, solution, rtol: float = 1e-2) -> list[tuple[str, s
 def accuracy_reward(text: str, solution, judge=None, question: str = "",
                     rtol: float = 1e-2, cleaned: bool = False) -> float:
     """1.0 if the last ``<answer>`` matches any acceptable solution, else 0.0. Rules first
-    (letter, number, normalised exact, yes/no); free-form mismatches go to ``judge(question,
-    gold, pred) -> bool | None`` when one is given, and count as wrong otherwise."""
+    (letter, number, normalised exact, yes/no), then ``math-verify`` on math notation
+    (:func:`math_equal`); free-form mismatches go to ``judge(question, gold, pred) -> bool |
+    None`` when one is given, and count as wrong otherwise."""
     pred = extract_answer(text if cleaned else clean_text(text))
     golds = solutions_of(solution)
     if pred is None or not pred or not golds:
@@ -346,6 +386,8 @@ def accuracy_reward(text: str, solution, judge=None, question: str = "",
     for gold in golds:
         verdict = rule_match(pred, gold, rtol)
         if verdict:
+            return 1.0
+        if math_equal(pred, gold):
             return 1.0
         if verdict is None:
             undecided.append(gold)

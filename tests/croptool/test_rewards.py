@@ -62,6 +62,32 @@ def test_segment_length_is_the_shortest_segment_like_vlmr3():
     assert R.segment_length_reward("<think><tool_call>[1,2,3,4]</tool_call></think>") == 0.0
 
 
+def vlmr3_length_reward(content: str) -> float:
+    """VLM-R3's ``length_reward`` (its open_r1/rgrpo.py, commit 76e2d8f), restated as the
+    oracle: whitespace collapsed, split at ``{"bbox_2d": [...]}``, empty middle segments
+    dropped, first and last kept."""
+    import re
+
+    thinking = content.split("<answer>")[0].strip().replace("<think>", "").replace(
+        "</think>", "")
+    thinking = re.sub(r"\s+", " ", thinking).strip()
+    segments = re.split(r'\{"bbox_2d":\s*\[[^\]]*\]\}', thinking)
+    kept = [g.strip() for i, g in enumerate(segments)
+            if g.strip() or i == 0 or i == len(segments) - 1]
+    return min(0.10, (min(len(g) for g in kept) if kept else 0) * 0.01)
+
+
+@pytest.mark.parametrize("text", [
+    '<think>look  here {"bbox_2d": [1, 2, 3, 4]} {"bbox_2d": [5, 6, 7, 8]} then\n\n ok'
+    '</think><answer>x</answer>',                     # back-to-back calls: empty middle dropped
+    '<think>a   b\tc {"bbox_2d": [1, 2, 3, 4]} de</think><answer>x</answer>',  # collapsed
+    '{"bbox_2d": [1, 2, 3, 4]} tail text here</think><answer>x</answer>',  # empty first kept
+    '<think>only text, no call at all</think><answer>x</answer>',
+])
+def test_segment_length_equals_vlmr3s_code(text):
+    assert R.segment_length_reward(text) == pytest.approx(vlmr3_length_reward(text))
+
+
 # ----------------------------------------------------------------------------- crops
 def test_crop_validity_reasons():
     t = traj([((10, 20, 200, 180), None),        # valid
@@ -126,6 +152,12 @@ def test_trajectory_from_infos_is_lenient():
     ("The Red  Car.", "red car", 1.0), ("Yes, it is.", "yes", 1.0), ("no", "yes", 0.0),
     ("stop", ["halt", "stop"], 1.0), ("stop", "<answer>stop</answer>", 1.0), ("7", 7, 1.0),
     ("a blue bus", "red car", 0.0),
+    # VLM-R3's "/"-separated ground truths; a fraction stays whole
+    ("couch", "sofa/couch", 1.0), ("sofa", "sofa / couch", 1.0), ("bed", "sofa/couch", 0.0),
+    ("1", "1/2", 0.0), ("1/2", "1/2", 1.0),
+    # math-verify on math notation (VLM-R3's verifier for its math data)
+    ("$\\frac{1}{2}$", "0.5", 1.0), ("0.5", "\\frac{1}{2}", 1.0), ("x = 3", "3", 1.0),
+    ("$\\sqrt{4}$", "2", 1.0), ("\\frac{1}{3}", "0.5", 0.0), ("2/4", "1/2", 1.0),
 ])
 def test_accuracy_rules(answer, solution, expected):
     assert R.accuracy_reward(f"<think>t</think><answer>{answer}</answer>", solution) == expected
