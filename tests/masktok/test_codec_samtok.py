@@ -97,10 +97,10 @@ def test_load_encode_decode_round_trip(small_release):
     assert out.shape == (3, 120, 160) and out.dtype == bool
     logits = codec.decode_logits(img, codes)
     assert logits.shape == (3, 256, 256)
-    # decoding from code 1 alone is allowed (the second code -1 is skipped)
+    # a missing second code decodes as upstream's embed_code does: as code 0
     alone = codec.decode_logits(img, [[codes[0, 0], -1]])
     assert alone.shape == (1, 256, 256)
-    assert not torch.allclose(alone[0], logits[0])
+    assert torch.equal(alone[0], codec.decode_logits(img, [[codes[0, 0], 0]])[0])
     assert codec.decode(img, np.zeros((0, 2))).shape == (0, 120, 160)
     assert codec.encode(img, masks[:0]).shape == (0, 2)
 
@@ -110,8 +110,27 @@ def test_encode_box_is_used_and_defaults_to_mask_box(small_release):
     codec = SamTokCodec(model)
     img, masks = _scene()
     derived = codec.encode(img, masks[:1])
-    explicit = codec.encode(img, masks[:1], boxes=np.array([[20, 10, 80, 50]], np.float32))
+    # the mask's box as torchvision's masks_to_boxes gives it (x2/y2 = last pixel), which
+    # is what SAMTok's data scripts prompt the encoder with
+    from torchvision.ops import masks_to_boxes as tv_boxes
+
+    box = tv_boxes(torch.from_numpy(masks[:1])).numpy()
+    explicit = codec.encode(img, masks[:1], boxes=box)
     assert (derived == explicit).all()
+    seen = []
+    real = model.encode_latent
+
+    def spy(top, m, boxes_norm):
+        seen.append(boxes_norm.clone())
+        return real(top, m, boxes_norm)
+
+    model.encode_latent = spy
+    try:
+        codec.encode(img, masks[:1])
+    finally:
+        del model.encode_latent
+    h, w = masks.shape[1:]
+    assert torch.allclose(seen[0], torch.from_numpy(box) / torch.tensor([w, h, w, h]))
     # the prompts reach z: a different box moves the latent
     top, _ = model.features(torch.zeros(1, 3, 1024, 1024))
     m = torch.from_numpy(masks[:1, None])
@@ -136,7 +155,30 @@ def test_bad_inputs_name_the_problem(small_release):
         codec.decode(img, [[-1, 3]])
 
 
-def test_quantizer_is_residual_and_skips_minus_one():
+def test_prompt_encoder_runs_in_fp32_under_autocast(small_release):
+    """Under bf16 autocast (CUDA in practice; emulated here on CPU) the prompt encoder still
+    computes in fp32, as upstream's encode_mask_box_input: its outputs are fp32 and equal the
+    ones computed without autocast."""
+    model, _ = small_release
+    img, masks = _scene()
+    top, _ = model.features(torch.zeros(1, 3, 1024, 1024))
+    m = torch.from_numpy(masks[:1, None])
+    box = torch.tensor([[0.1, 0.1, 0.5, 0.4]])
+    outs = []
+    hook = model.sam.sam_prompt_encoder.register_forward_hook(
+        lambda mod, args, out: outs.append((torch.is_autocast_enabled("cpu"), out)))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model.encode_latent(top, m, box)
+        model.encode_latent(top, m, box)
+    finally:
+        hook.remove()
+    (auto_on, (sparse, dense)), (_, (sparse_ref, dense_ref)) = outs
+    assert not auto_on and sparse.dtype == dense.dtype == torch.float32
+    assert torch.equal(sparse, sparse_ref) and torch.equal(dense, dense_ref)
+
+
+def test_quantizer_is_residual_and_reads_minus_one_as_code_zero():
     q = ResidualQuantizer(256, 4, 2)
     torch.manual_seed(1)
     for book in q.codebooks:
@@ -151,7 +193,9 @@ def test_quantizer_is_residual_and_skips_minus_one():
     assert torch.allclose(q.embed(codes), b0[first] + b1[second])
     only_first = codes.clone()
     only_first[:, 1] = -1
-    assert torch.allclose(q.embed(only_first), b0[first])
+    # upstream's embed_code: (c0, -1) -> e0[c0] + e1[0]; the caller's codes stay as given
+    assert torch.allclose(q.embed(only_first), b0[first] + b1[0])
+    assert (only_first[:, 1] == -1).all()
 
 
 def test_missing_weights_file_is_named(tmp_path):

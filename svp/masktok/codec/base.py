@@ -39,15 +39,19 @@ def squash_normalise(arr: np.ndarray, size: int, resample: int) -> torch.Tensor:
     return (x - mean) / std
 
 
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """[N,H,W] masks -> [N,4] float xyxy pixel boxes (x2/y2 exclusive); empty mask -> NaNs."""
+def masks_to_boxes(masks: np.ndarray, inclusive: bool = False) -> np.ndarray:
+    """[N,H,W] masks -> [N,4] float xyxy pixel boxes; empty mask -> NaNs. x2/y2 are the
+    exclusive pixel edge (our builtin codec's convention), or with ``inclusive`` the index of
+    the last pixel, as ``torchvision.ops.masks_to_boxes``, which SAMTok's data scripts use to
+    prompt its encoder (the samtok back-end, so its codes are the release's)."""
     masks = np.asarray(masks).astype(bool)
     boxes = np.full((masks.shape[0], 4), np.nan, dtype=np.float32)
+    end = 0 if inclusive else 1
     for i, m in enumerate(masks):
         ys = np.flatnonzero(m.any(axis=1))
         xs = np.flatnonzero(m.any(axis=0))
         if len(xs):
-            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+            boxes[i] = (xs[0], ys[0], xs[-1] + end, ys[-1] + end)
     return boxes
 
 

@@ -14,12 +14,16 @@ fails at load time with the keys named, not later with bad masks.
 Numerics follow the release (SAMTok's ``VQ_SAM2`` code and ``mask_tokenizer_256x2.pth``):
   * image squashed to 1024x1024 (bicubic, aspect not kept), /255, ImageNet mean/std;
   * ``no_mem_embed`` added to the top-level features on both sides;
-  * box mandatory (derived from the mask when not given), mask prompt 256x256 bilinear with
-    antialias;
+  * box mandatory (derived from the mask when not given, x2/y2 the last pixel's index as
+    ``torchvision.ops.masks_to_boxes`` gives it to SAMTok's data scripts), mask prompt
+    256x256 bilinear with antialias; the prompt encoder runs in fp32 outside autocast;
+  * a missing second code decodes as code 0 (``(c0, -1)`` -> ``e0[c0] + e1[0]``), the effect
+    of upstream's in-place ``embed_code``;
   * decoding uses multimask output and keeps the candidate with the highest predicted IoU,
     without object-score suppression; logits are upsampled bilinearly to the image size and
     thresholded at 0.5 **on the logits**, as the official evaluation does;
-  * on CUDA the networks run under bf16 autocast, as upstream; on CPU in float32.
+  * on CUDA the networks (not the prompt encoder) run under bf16 autocast, as upstream; on
+    CPU in float32.
 
 Needs the ``sam2`` package (``SAM2_BUILD_CUDA=0 pip install --no-build-isolation
 sam2==1.1.0``) and the weights file, which every released SAMTok VLM repository ships next to
@@ -150,13 +154,14 @@ class ResidualQuantizer(nn.Module):
 
     @torch.no_grad()
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
-        """Sum of the valid codes' embeddings; a -1 code is skipped (decode from code 1 alone)."""
+        """Sum of the codes' embeddings, a missing (-1) code read as code 0: what upstream's
+        ``ResidualQuantizer.embed_code`` computes (its ``fake_code[code == -1] = 0`` rewrites
+        the caller's tensor in place, so its later validity mask keeps every entry and
+        ``(c0, -1)`` decodes as ``e0[c0] + e1[0]``)."""
         out = torch.zeros(codes.size(0), self.codebooks[0].embedding_dim,
                           device=codes.device, dtype=self.codebooks[0].weight.dtype)
         for d, book in enumerate(self.codebooks):
-            c = codes[:, d]
-            valid = c >= 0
-            out[valid] += book.weight[c[valid]]
+            out += book.weight[codes[:, d].clamp_min(0)]
         return out
 
 
@@ -199,12 +204,17 @@ class SamTokTokenizer(nn.Module):
     def encode_latent(self, top, masks: torch.Tensor, boxes_norm: torch.Tensor):
         """z [N, C] from per-mask features ``top`` [N,...], masks [N,1,H,W], boxes [N,4] in 0..1."""
         pe = self.sam.sam_prompt_encoder
-        corners = boxes_norm.reshape(-1, 2, 2) * IMAGE_SIZE
+        corners = boxes_norm.float().reshape(-1, 2, 2) * IMAGE_SIZE
         labels = torch.tensor([[2, 3]], dtype=torch.int, device=top.device).expand(len(corners), 2)
-        prompt = F.interpolate(masks.float(), size=pe.mask_input_size, mode="bilinear",
-                               align_corners=False, antialias=True)
-        sparse, dense = pe(points=(corners, labels), boxes=None, masks=prompt)
-        z = self.sam.sam_mask_encoder(top, pe.get_dense_pe(), sparse, dense)
+        # the prompt encoder (box-corner Fourier features, mask down-scaling convs) in fp32
+        # outside any autocast, as upstream's encode_mask_box_input: under bf16 its corner
+        # features move by ~0.006 on average, enough to flip codes near a decision boundary
+        with torch.autocast(device_type=top.device.type, enabled=False):
+            prompt = F.interpolate(masks.float(), size=pe.mask_input_size, mode="bilinear",
+                                   align_corners=False, antialias=True)
+            sparse, dense = pe(points=(corners, labels), boxes=None, masks=prompt)
+            dense_pe = pe.get_dense_pe()
+        z = self.sam.sam_mask_encoder(top, dense_pe, sparse, dense)
         return z[:, 0]
 
     def decode_logits(self, top, high, embeds: torch.Tensor) -> torch.Tensor:
@@ -301,7 +311,8 @@ class SamTokCodec(MaskCodec):
             raise ValueError(f"masks {m.shape} do not match image {(h, w)} (expected [N, H, W])")
         if len(m) == 0:
             return np.zeros((0, 2), np.int64)
-        b = masks_to_boxes(m) if boxes is None else np.asarray(boxes, dtype=np.float32)
+        b = (masks_to_boxes(m, inclusive=True) if boxes is None
+             else np.asarray(boxes, dtype=np.float32))
         if np.isnan(b).any():
             raise ValueError("an empty mask has no box; drop it before encoding")
         boxes_norm = torch.from_numpy(b.reshape(-1, 4) / np.array([w, h, w, h], np.float32))
