@@ -41,6 +41,10 @@ def one_run(swift: str, model: str, family: str, registry: Path, loss_scale: str
            "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
            "--dataloader_num_workers", "0", "--check_model", "false", "--seed", "1",
            "--output_dir", str(out)]
+    import torch
+
+    if not torch.cuda.is_available():  # bf16 (--arch) on a CPU machine needs it said
+        cmd += ["--use_cpu", "true"]
     env = dict(os.environ, SVP_DATASET_REGISTRY=str(registry), HF_HUB_OFFLINE="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -355,6 +355,7 @@ def cached_arch_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:
         if (out / "tiny_model.json").is_file():
             return out
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp.chmod(0o755)
         try:
             torch.manual_seed(seed)
             model = AutoModelForImageTextToText.from_config(resolve_config(arch),
