@@ -7,9 +7,10 @@
 Tokens are added as non-special tokens (decoding with skip_special_tokens keeps them), new
 embedding rows (and head rows when untied) start at mean + 0.02 x std x N(0,1) of the
 existing rows, and the embedding matrix is only ever grown (to a multiple of 128), never
-shrunk. Model, tokenizer and processor are saved to --out. Alternatively, ms-swift adds the
-same tokens at load time with --new_special_tokens recipes/mask_tokens.txt (as *special*
-tokens, initialised by transformers' resize), which plugins/masktok.py re-initialises.
+shrunk. Model, tokenizer and processor are saved to --out. Without this step,
+plugins/masktok.py adds the same tokens the same way when ms-swift loads the model. (ms-swift's
+own --new_special_tokens would add them as *special* tokens, which skip_special_tokens
+decoding drops; the plugin refuses mask tokens there.)
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@ decoding inside ms-swift's transformers engine.
 
 - Every model ms-swift loads while this plugin is active gets the 514 mask tokens if its
   tokenizer lacks them (non-special, rows at mean + 0.02 std noise, never shrunk; see
-  svp/common/vocab.py). Ids are deterministic, so ``swift infer --adapters`` re-creates
-  the training vocabulary before loading the adapter's embed_tokens / lm_head.
+  svp/common/vocab.py). Mask tokens in ``--new_special_tokens`` are refused (ms-swift would
+  make them special, and ``skip_special_tokens`` decoding would drop them). Ids are
+  deterministic, so ``swift infer --adapters`` re-creates the training vocabulary before
+  loading the adapter's embed_tokens / lm_head.
 - ``--loss_scale default+mask_span`` weights the tokens of every ``<|mt_start|>...<|mt_end|>``
   span by ``SVP_MASK_LOSS_WEIGHT`` (default 2.0) in assistant turns; other trained tokens 1.
 - Generation through ms-swift's transformers engine (``swift infer``, GRPO rollouts without
@@ -56,10 +58,27 @@ class MaskSpanLossScale(LossScale):
         return parts, weights
 
 
+def refuse_special_mask_tokens(new_special_tokens) -> None:
+    """``--new_special_tokens`` with mask tokens: ms-swift would add them as *special* tokens,
+    which every ``skip_special_tokens`` decode (upstream's evaluation, vLLM's and
+    transformers' defaults) drops, so each answer would read "No target."; their rows would
+    get transformers' resize initialisation instead of the documented one. Stop first."""
+    masks = set(mask_token_list())
+    given = [t for t in (new_special_tokens or []) if t in masks]
+    if given:
+        raise ValueError(
+            f"--new_special_tokens lists {len(given)} mask token(s) (e.g. {given[0]}): ms-swift "
+            "adds them as special tokens, which skip_special_tokens decoding drops. "
+            "plugins/masktok.py adds all 514 non-special with the documented initialisation "
+            "when the model loads: remove them from --new_special_tokens (or prepare the "
+            "model once with data_tools/add_special_tokens.py)")
+
+
 def _patch_model_loader() -> None:
     original = ModelLoader._add_new_special_tokens
 
     def add_tokens(self, model, processor, config):
+        refuse_special_mask_tokens(self.new_special_tokens)
         original(self, model, processor, config)
         summary = grow_vocabulary(self, model, processor, config, [(mask_token_list(), False)])
         if message := growth_message(summary, "mask tokens"):

@@ -163,7 +163,8 @@ class MaskTokenIds:
         if missing:
             raise ValueError(
                 f"the tokenizer lacks {len(missing)} of the 514 mask tokens (e.g. {missing[0]}); "
-                "add them with data_tools/add_special_tokens.py or --new_special_tokens")
+                "add them with data_tools/add_special_tokens.py or load the model with "
+                "--external_plugins plugins/masktok.py")
         return cls(start=ids[0], end=ids[-1], level0=tuple(ids[1:1 + CODEBOOK_SIZE]),
                    level1=tuple(ids[1 + CODEBOOK_SIZE:1 + 2 * CODEBOOK_SIZE]))
 

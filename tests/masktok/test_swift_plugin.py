@@ -52,6 +52,17 @@ def test_tokens_added_at_load(loaded):
     assert tok.decode(tok.encode(text, add_special_tokens=False), skip_special_tokens=True) == text
 
 
+def test_new_special_tokens_route_is_refused(tiny_model):
+    """ms-swift's --new_special_tokens would make the mask tokens special (dropped by every
+    skip_special_tokens decode): loading stops with the way to do it; other tokens pass."""
+    with pytest.raises(ValueError, match="remove them from --new_special_tokens"):
+        get_model_processor(str(tiny_model("qwen2_5_vl")), model_type="qwen2_5_vl",
+                            load_model=False, new_special_tokens=mask_token_list()[:3])
+    _, processor = get_model_processor(str(tiny_model("qwen2_5_vl")), model_type="qwen2_5_vl",
+                                       load_model=False, new_special_tokens=["<|other|>"])
+    assert "<|other|>" in processor.tokenizer.all_special_tokens
+
+
 def test_mask_span_loss_scale_split(monkeypatch):
     monkeypatch.setenv("SVP_MASK_LOSS_WEIGHT", "3")
     ls = MaskSpanLossScale("default")
