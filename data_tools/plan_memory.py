@@ -26,9 +26,9 @@ from svp.common.memory_plan import KNOWN_MODELS, RunShape, format_plan, plan
 RECIPES: dict[str, RunShape] = {
     "sft_registry": RunShape("qwen2_5_vl_7b", tuner="lora", lora_rank=64, batch=1,
                              seq_len=4096),
-    "sft_qwen25vl_3b": RunShape("qwen2_5_vl_3b", tuner="lora", lora_rank=64, batch=4,
+    "sft_qwen25vl_3b": RunShape("qwen2_5_vl_3b", tuner="lora", lora_rank=128, batch=4,
                                 seq_len=8192, modules_to_save=("embed_tokens", "lm_head")),
-    "sft_qwen3vl_4b": RunShape("qwen3_vl_4b", tuner="lora", lora_rank=64, batch=4,
+    "sft_qwen3vl_4b": RunShape("qwen3_vl_4b", tuner="lora", lora_rank=128, batch=4,
                                seq_len=8192, modules_to_save=("embed_tokens", "lm_head")),
     "sft_crop_qwen25vl_7b": RunShape("qwen2_5_vl_7b", tuner="lora", lora_rank=64, batch=4,
                                      seq_len=4096),

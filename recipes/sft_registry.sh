@@ -20,6 +20,7 @@ OUTPUT_DIR=${OUTPUT_DIR:-output/sft_registry}
 TUNER=${TUNER:-lora}                 # lora | full
 LORA_RANK=${LORA_RANK:-64}
 LORA_ALPHA=${LORA_ALPHA:-128}
+LORA_DROPOUT=${LORA_DROPOUT:-0.05}
 LR=${LR:-1e-4}
 EPOCHS=${EPOCHS:-1}
 MAX_STEPS=${MAX_STEPS:--1}
@@ -63,7 +64,8 @@ cmd=(swift sft
   --save_steps "$SAVE_STEPS" --logging_steps 5 --report_to tensorboard
   --dataloader_num_workers "$NUM_WORKERS" --output_dir "$OUTPUT_DIR")
 if [[ "$TUNER" == lora ]]; then
-  cmd+=(--lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --target_modules all-linear)
+  cmd+=(--lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --lora_dropout "$LORA_DROPOUT"
+        --target_modules all-linear)
 fi
 # shellcheck disable=SC2206
 [[ -n "$MODULES_TO_SAVE" ]] && cmd+=(--modules_to_save $MODULES_TO_SAVE)

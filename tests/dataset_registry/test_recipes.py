@@ -24,7 +24,7 @@ def test_dry_run_prints_the_swift_command_with_knobs(shapes_registry):
     assert f"SVP_DATASET_REGISTRY={shapes_registry}" in out
     assert f"--external_plugins {REPO}/plugins/dataset_registry.py" in out
     assert "--dataset shapes%50 more%200" in out
-    assert "--lora_rank 8 --lora_alpha 128 --target_modules all-linear" in out
+    assert "--lora_rank 8 --lora_alpha 128 --lora_dropout 0.05 --target_modules all-linear" in out
     assert "--deepspeed zero2" in out and out.rstrip().endswith("--seed 7")
 
 
@@ -58,8 +58,12 @@ def test_mask_token_recipes_follow_the_samtok_settings(shapes_registry):
         assert proc.returncode == 0, proc.stderr
         out = proc.stdout
         assert f"--model {model} --model_type {mtype} --template {mtype}" in out
-        assert f"{REPO}/plugins/masktok.py" in out and "--loss_scale default+mask_span" in out
-        for flag in ("--lora_rank 64", "--lora_alpha 128", "--target_modules all-linear",
+        # upstream's recipe: plain next-token loss, LoRA 128/256/0.05, one epoch; Qwen3-VL
+        # images up to 2048 tokens (IMAGE_MAX_TOKEN_NUM=2048 = MAX_PIXELS 2048 x 32^2)
+        assert f"{REPO}/plugins/masktok.py" in out and "--loss_scale default " in out
+        assert ("MAX_PIXELS=2097152" if mtype == "qwen3_vl" else "MAX_PIXELS=1003520") in out
+        for flag in ("--lora_rank 128", "--lora_alpha 256", "--lora_dropout 0.05",
+                     "--num_train_epochs 1", "--target_modules all-linear",
                      "--modules_to_save embed_tokens lm_head", "--freeze_vit true",
                      "--freeze_aligner true", "--learning_rate 2e-5", "--torch_dtype bfloat16"):
             assert flag in out, flag
@@ -67,6 +71,9 @@ def test_mask_token_recipes_follow_the_samtok_settings(shapes_registry):
                           LR="1e-4", LORA_RANK="8", DTYPE="float16")
         assert "--learning_rate 1e-4" in overridden.stdout and "--lora_rank 8" in overridden.stdout
         assert "--torch_dtype float16" in overridden.stdout
+        weighted = _dry(recipe, DATASETS="g", SVP_DATASET_REGISTRY=str(shapes_registry),
+                        LOSS_SCALE="default+mask_span")
+        assert "--loss_scale default+mask_span" in weighted.stdout  # our option, opt-in
 
 
 def test_unknown_plugin_name_fails_fast(shapes_registry):
