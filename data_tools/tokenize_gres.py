@@ -5,11 +5,13 @@
         --image-root coco/train2014 --split train --codec builtin:runs/codec/codec.pt \
         --out data/gres --name gres_train
 
-Every sentence becomes one LLaVA row: ``<image>`` + a question template, and the answer
+Every sentence becomes one LLaVA row: ``<image>`` + a question (a random template for train,
+SAMTok's fixed evaluation prompt for val/test: ``--prompts``), and the answer
 ```` ```json\\n[{"mask_2d": "<|mt_start|>...<|mt_end|>", "label": ...}]\\n``` ```` with the
-targets left to right, or ``No target.``. Rows also carry ``id``, ``ref_id``, ``ann_ids``,
-``no_target`` and ``target_rle`` (the union of the targets), so ``eval_gres.py`` can score
-against the tokenized file alone. Shards are written atomically to OUT/shards/ and skipped
+targets left to right (several: labelled ``one of the {sentence}``, joined with ``",\\n"``, as
+SAMTok's data; ``--answer-style compact`` for one line), or ``No target.``. Rows also carry
+``id``, ``ref_id``, ``ann_ids``, ``no_target`` and ``target_rle`` (the union of the targets),
+so ``eval_gres.py`` can score against the tokenized file alone. Shards are written atomically to OUT/shards/ and skipped
 when rerun (resume); at the end they are joined into OUT/NAME.jsonl, a registry entry is
 written to OUT/datasets.yaml and a summary (written, no-target, skipped per reason) to
 OUT/NAME.summary.json.
@@ -93,7 +95,8 @@ def encode_refs(groups: list[list[GresSample]], codec, image_root: Path, batch_s
 
 
 def tokenize_shard(samples: list[GresSample], codec, image_root: Path, split: str,
-                   batch_size: int, seed: int) -> tuple[list[dict], Counter]:
+                   batch_size: int, seed: int, style: str = "release",
+                   fixed_prompt: bool = False) -> tuple[list[dict], Counter]:
     """Rows for one shard; sentences of one ref share one encoding of its masks."""
     counts: Counter = Counter()
     rng = random.Random(seed)
@@ -106,11 +109,11 @@ def tokenize_shard(samples: list[GresSample], codec, image_root: Path, split: st
         if s.ref_id not in encoded:
             continue
         codes, boxes, rle = encoded[s.ref_id]
-        reply = "No target." if s.no_target else answer(codes, boxes, s.sentence)
+        reply = "No target." if s.no_target else answer(codes, boxes, s.sentence, style)
         rows.append({
             "id": f"gres:{split}:{s.ref_id}:{s.sent_id}",
             "image": s.file_name,
-            "conversations": [{"from": "human", "value": question(s, rng)},
+            "conversations": [{"from": "human", "value": question(s, rng, fixed_prompt)},
                               {"from": "gpt", "value": reply}],
             "ref_id": s.ref_id, "sent_id": s.sent_id, "image_id": s.image_id,
             "ann_ids": s.ann_ids, "no_target": s.no_target,
@@ -135,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N sentences only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--answer-style", choices=["release", "compact"], default="release",
+                    help="release: several targets labelled 'one of the {sentence}' and "
+                         "joined with ',\\n' as SAMTok's data; compact: bare sentence, one line")
+    ap.add_argument("--prompts", choices=["auto", "random", "samtok"], default="auto",
+                    help="questions: random templates, or SAMTok's fixed evaluation prompt "
+                         "'Please segment {phrase} in this image.' (auto: samtok for val/test "
+                         "splits, random for train)")
     args = ap.parse_args(argv)
 
     split = None if args.split == "all" else args.split
@@ -150,17 +160,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no sentences for split {args.split!r} in {args.grefs}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    fixed = args.prompts == "samtok" or (args.prompts == "auto" and args.split != "train")
     codec = load_codec(args.codec, device=args.device)
     joined, totals = run_sharded(
         samples, args.shard_size, out, name,
         lambda shard, k: tokenize_shard(shard, codec, Path(args.image_root), args.split,
-                                        args.batch_size, args.seed + k),
+                                        args.batch_size, args.seed + k, args.answer_style,
+                                        fixed),
         desc=f"tokenize {name}")
     for reason, n in load_skipped.items():
         totals[f"skipped: {reason}"] += n
     write_registry_entry(out, name, joined, os.path.abspath(args.image_root))
     summary = {"name": name, "split": args.split, "sentences": len(samples),
-               "codec": args.codec, **dict(sorted(totals.items()))}
+               "codec": args.codec, "answer_style": args.answer_style,
+               "prompts": "samtok" if fixed else "random", **dict(sorted(totals.items()))}
     write_atomic(out / f"{name}.summary.json", json.dumps(summary, indent=2))
     print(summary_line(name, totals, joined))
     return 0

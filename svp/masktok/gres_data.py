@@ -130,15 +130,27 @@ def target_masks(sample: GresSample) -> np.ndarray:
                      for s in sample.segmentations])
 
 
-def question(sample: GresSample, rng: random.Random) -> str:
+# SAMTok's evaluation prompt (its GRES eval scripts): fixed, the phrase stripped and lower-cased
+EVAL_PROMPT = "Please segment {phrase} in this image."
+
+
+def question(sample: GresSample, rng: random.Random, fixed: bool = False) -> str:
+    """A random training template, or with ``fixed`` the evaluation prompt of SAMTok's
+    protocol (what ``eval_gres --protocol samtok`` expects of val/test rows)."""
+    if fixed:
+        return "<image>\n" + EVAL_PROMPT.format(phrase=sample.sentence.strip().lower())
     return "<image>\n" + rng.choice(SEG_QUESTIONS).format(sent=sample.sentence)
 
 
-def answer(codes: np.ndarray, boxes: np.ndarray, label: str) -> str:
-    """The assistant answer for codes [N, 2] whose boxes [N, 4] give the left-to-right order."""
+def answer(codes: np.ndarray, boxes: np.ndarray, label: str, style: str = "release") -> str:
+    """The assistant answer for codes [N, 2] whose boxes [N, 4] give the left-to-right order.
+    ``release``: as SAMTok's tokenize_gres, several targets are each labelled ``one of the
+    {sentence}`` and joined with ``",\n"``; ``compact``: the bare sentence, one line."""
     order = sort_left_to_right(boxes.tolist())
+    if style == "release" and len(order) > 1:
+        label = f"one of the {label}"
     return format_gres_answer([MaskAnswerItem((int(codes[i, 0]), int(codes[i, 1])), label)
-                               for i in order])
+                               for i in order], style)
 
 
 def union_rle(masks: np.ndarray, height: int, width: int) -> dict:

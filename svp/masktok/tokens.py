@@ -103,12 +103,23 @@ _ITEM_RE = re.compile(
     r'(?:\s*,\s*"label"\s*:\s*"(?P<label>(?:[^"\\]|\\.)*)")?')
 
 
-def format_gres_answer(items: Sequence[MaskAnswerItem]) -> str:
-    """The GRES answer: a fenced JSON list of ``{mask_2d, label}``, or ``No target.``."""
+ANSWER_STYLES = ("release", "compact")
+
+
+def format_gres_answer(items: Sequence[MaskAnswerItem], style: str = "release") -> str:
+    """The GRES answer: a fenced JSON list of ``{mask_2d, label}``, or ``No target.``.
+
+    ``release``: items joined with ``",\n"``, as SAMTok's tokenize_gres writes them (the
+    released data's form); ``compact``: one line (``json.dumps``), our earlier form."""
+    if style not in ANSWER_STYLES:
+        raise ValueError(f"unknown answer style {style!r}: one of {', '.join(ANSWER_STYLES)}")
     if not items:
         return NO_TARGET
     body = [{"mask_2d": codes_to_text(*it.codes), "label": it.label or ""} for it in items]
-    return "```json\n" + json.dumps(body, ensure_ascii=False) + "\n```"
+    if style == "compact":
+        return "```json\n" + json.dumps(body, ensure_ascii=False) + "\n```"
+    return ("```json\n[" + ",\n".join(json.dumps(b, ensure_ascii=False) for b in body)
+            + "]\n```")
 
 
 def parse_gres_answer(text: str) -> list[MaskAnswerItem]:

@@ -67,12 +67,40 @@ def test_repair_rules(text, expected):
     assert parse_mask_tokens(text) == expected
 
 
+def test_gres_data_answer_and_prompt_as_samtoks_scripts():
+    """SAMTok's tokenize_gres: several targets each labelled 'one of the {sent}' and joined
+    with ',\\n'; one target keeps the bare sentence (the release example); its eval prompt is
+    fixed, phrase stripped and lower-cased."""
+    import random
+
+    import numpy as np
+
+    from svp.masktok.gres_data import GresSample, answer, question
+
+    codes = np.array([[5, 7], [1, 2]])
+    boxes = np.array([[50, 0, 60, 10], [0, 0, 10, 10]], np.float32)
+    two = answer(codes, boxes, "two chairs")
+    assert two == ('```json\n[{"mask_2d": "<|mt_start|><|mt_0001|><|mt_0258|><|mt_end|>", '
+                   '"label": "one of the two chairs"},\n{"mask_2d": "<|mt_start|><|mt_0005|>'
+                   '<|mt_0263|><|mt_end|>", "label": "one of the two chairs"}]\n```')
+    one = answer(codes[:1], boxes[:1], "the chair")
+    assert '"label": "the chair"}]' in one
+    assert '"label": "two chairs"}, {' in answer(codes, boxes, "two chairs", "compact")
+    s = GresSample(ref_id=1, sent_id=0, image_id=1, file_name="x.jpg", height=10, width=10,
+                   sentence=" The Left Chair ", ann_ids=[1])
+    assert question(s, random.Random(0), fixed=True) == (
+        "<image>\nPlease segment the left chair in this image.")
+
+
 def test_gres_answer_round_trip_and_upstream_variant():
     items = [MaskAnswerItem((230, 89), "front black chair"), MaskAnswerItem((1, 2), 'a "q" chair')]
     text = format_gres_answer(items)
     assert text.startswith("```json\n[{\"mask_2d\": \"<|mt_start|><|mt_0230|><|mt_0345|>")
     assert parse_gres_answer(text) == items
     assert format_gres_answer([]) == NO_TARGET and parse_gres_answer(NO_TARGET) == []
+    # the release's separator between targets; compact keeps one line; both parse back
+    assert "},\n{" in text and "\n" not in format_gres_answer(items, "compact")[8:-4]
+    assert parse_gres_answer(format_gres_answer(items, "compact")) == items
     unquoted = ('```json\n[{"mask_2d": <|mt_start|><|mt_0230|><|mt_0345|><|mt_end|>, '
                 '"label": "one of the chairs"},\n{"mask_2d": <|mt_start|><|mt_0004|>'
                 '<|mt_0260|><|mt_end|>, "label": "one of the chairs"}]\n```')
