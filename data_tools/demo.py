@@ -10,7 +10,8 @@ All four capabilities, each through the recipe or tool a user runs on GPUs:
 - registry: synthetic LLaVA data + registry, check_data, `swift sft` (LoRA) on ``shapes%50``
   via recipes/sft_registry.sh, `swift infer`;
 - mask tokens: train the builtin mask codec, synthetic gRefCOCO -> tokenize_gres, mask-token
-  SFT via recipes/sft_qwen25vl_3b.sh, `swift infer` with constrained decoding, eval_gres;
+  SFT via recipes/sft_qwen25vl_3b.sh, `swift infer` and eval_gres under our protocol
+  (constrained decoding) and SAMTok's (unconstrained, empty decoded mask = no target);
 - crop tool + R-GRPO: synthetic VLM-R3 data -> convert_vlmr3 / convert_rl, crop SFT and
   merge via recipes/vlmr3_qwen25vl_7b.sh, crop_infer executing the crops, then a few R-GRPO
   steps with crop rollouts and the six rewards (same recipe, grpo stage);
@@ -249,16 +250,23 @@ def stage_mask_eval(demo: Demo, rec: StageRecord) -> None:
     result = demo.out / "mask_eval" / "gres_val_pred.jsonl"
     shutil.rmtree(result.parent, ignore_errors=True)
     result.parent.mkdir(parents=True)
-    demo.run(rec, [SWIFT, "infer", "--adapters", ckpt, "--val_dataset", "gres_val",
-                   "--max_new_tokens", "64", "--max_batch_size", "4",
-                   "--result_path", str(result)], "mask_infer.log",
-             {"SVP_DATASET_REGISTRY": data["registry"]})
-    out = demo.run(rec, [sys.executable, str(REPO / "data_tools" / "eval_gres.py"),
-                         "--pred", str(result), "--gt", data["val"], "--image-root",
-                         data["images"], "--codec", f"builtin:{codec}", "--out",
-                         str(result.parent / "results.json")],
-                   "eval_gres.log")
-    print("    " + out.strip().replace("\n", "\n    "))
+    # ours: constrained decoding, "no target" = no mask tokens; SAMTok's protocol:
+    # unconstrained generation, its fixed prompt (tokenize_gres writes it for val), "no
+    # target" = an empty decoded mask
+    for protocol, constrain in (("tokens", "1"), ("samtok", "0")):
+        pred = result.with_name(f"gres_val_pred_{protocol}.jsonl")
+        demo.run(rec, [SWIFT, "infer", "--adapters", ckpt, "--val_dataset", "gres_val",
+                       "--max_new_tokens", "64", "--max_batch_size", "4",
+                       "--result_path", str(pred)], f"mask_infer_{protocol}.log",
+                 {"SVP_DATASET_REGISTRY": data["registry"], "SVP_CONSTRAIN_MASKS": constrain})
+        name = "results.json" if protocol == "tokens" else f"results_{protocol}.json"
+        out = demo.run(rec, [sys.executable, str(REPO / "data_tools" / "eval_gres.py"),
+                             "--pred", str(pred), "--gt", data["val"], "--image-root",
+                             data["images"], "--codec", f"builtin:{codec}", "--protocol",
+                             protocol, "--out", str(result.parent / name)],
+                       f"eval_gres_{protocol}.log")
+        print("    " + out.strip().replace("\n", "\n    "))
+    rec.outputs["results_samtok"] = str(result.parent / "results_samtok.json")
     rec.outputs["results"] = str(result.parent / "results.json")
 
 
@@ -447,7 +455,7 @@ STAGES = [
     Stage("codec", "Train the builtin mask codec (2 x 256 residual VQ)", stage_codec),
     Stage("gres_data", "Synthetic gRefCOCO -> mask-token conversations", stage_gres_data),
     Stage("mask_sft", "Mask-token SFT via recipes/sft_qwen25vl_3b.sh", stage_mask_sft),
-    Stage("mask_eval", "swift infer (constrained) + eval_gres", stage_mask_eval),
+    Stage("mask_eval", "swift infer + eval_gres, our protocol and SAMTok's", stage_mask_eval),
     Stage("crop_data", "Synthetic VLM-R3 data -> crop SFT rows + R-GRPO rows", stage_crop_data),
     Stage("crop_sft", "Crop-tool SFT via recipes/vlmr3_qwen25vl_7b.sh (sft, merge)",
           stage_crop_sft),

@@ -138,13 +138,21 @@ def _mask_tokens(lines: list[str], records: dict, out: Path) -> None:
                       "### Mask-token SFT (`recipes/sft_qwen25vl_3b.sh`)",
                       "mask-token SFT (GRES conversations)")
     if "mask_eval" in records:
-        res = json.loads(Path(records["mask_eval"]["outputs"]["results"]).read_text())
-        m = res["metrics"]
+        outs = records["mask_eval"]["outputs"]
+        res = json.loads(Path(outs["results"]).read_text())
         keys = ("gIoU", "cIoU", "N-acc", "T-acc", "Pr@0.7", "Pr@0.8", "Pr@0.9")
         lines += ["### GRES metrics (`data_tools/eval_gres.py`, synthetic val split)", "",
-                  "| " + " | ".join(keys) + " | samples |", "|---" * (len(keys) + 1) + "|",
-                  "| " + " | ".join("n/a" if m[k] is None else f"{m[k]:.1f}" for k in keys)
-                  + f" | {m['samples']} |", ""]
+                  "| protocol | " + " | ".join(keys) + " | samples |",
+                  "|---" * (len(keys) + 2) + "|"]
+        runs = [("ours (`--protocol tokens`, constrained decoding)", res)]
+        if outs.get("results_samtok") and Path(outs["results_samtok"]).is_file():
+            runs.append(("SAMTok (`--protocol samtok`, unconstrained)",
+                         json.loads(Path(outs["results_samtok"]).read_text())))
+        for label, r in runs:
+            m = r["metrics"]
+            lines.append(f"| {label} | " + " | ".join(
+                "n/a" if m[k] is None else f"{m[k]:.1f}" for k in keys) + f" | {m['samples']} |")
+        lines.append("")
         vis = records.get("visualize", {}).get("outputs", {})
         if vis.get("masks") and Path(vis["masks"]).is_file():
             lines += ["Ground truth vs decoded mask tokens (`data_tools/visualize.py masks`; "

@@ -11,8 +11,17 @@ truth by ``id`` when both have one, else by (image file name, question text), el
 order. Ground truth: the JSONL written by tokenize_gres.py (``target_rle``, ``no_target``),
 or the gRefCOCO files (``--grefs``, ``--instances``, ``--split``) with ids
 ``gres:SPLIT:REF:SENT``. Generated masks are decoded with the codec at the image's size and
-their union is scored as the official evaluator does (svp/masktok/gres_metrics.py); an
-answer without mask tokens is an empty ("no target") prediction. Writes per-sample results
+their union is scored as the official evaluator does (svp/masktok/gres_metrics.py), under a
+named protocol (``--protocol``):
+
+- ``samtok`` (default), SAMTok's GRES evaluation: original resolution, crowd annotations kept,
+  a prediction is "no target" when its decoded union mask is empty; its fixed prompt
+  (``tokenize_gres.py`` writes it for val/test) and unconstrained generation
+  (``SVP_CONSTRAIN_MASKS=0 swift infer``) are the caller's side and are checked/recorded.
+- ``tokens``: ours: "no target" when the answer holds no mask tokens.
+- ``rela``, ReLA's ``refer_evaluation``: masks scored at 480x480 (ground-truth polygons
+  rasterised there, predictions resized nearest), crowd annotations dropped; needs
+  ``--grefs``/``--instances``. Writes per-sample results
 (with the predicted mask as RLE, for data_tools/visualize.py) and the metrics to --out.
 """
 
@@ -29,7 +38,14 @@ import numpy as np
 
 from svp.common.io import write_atomic
 from svp.masktok.coco import mask_to_rle, rle_to_mask
-from svp.masktok.gres_data import load_gres, target_masks
+from svp.masktok.gres_data import (
+    EVAL_PROMPT,
+    RELA_SIZE,
+    load_gres,
+    rela_target,
+    resize_mask,
+    target_masks,
+)
 from svp.masktok.gres_metrics import format_metrics, gres_metrics, score_sample
 from svp.masktok.tokens import parse_gres_answer
 
@@ -53,7 +69,13 @@ def _image_name(row: dict) -> str:
 
 
 def load_ground_truth(args) -> list[dict]:
-    """Rows with id, image, question, no_target and a callable giving the target mask."""
+    """Rows with id, image, question, no_target and a callable giving the target mask (at
+    the image's size; under ``rela`` at 480x480, None when only crowd annotations remain)."""
+    if args.protocol == "rela":
+        samples, _ = load_gres(args.grefs, args.instances, args.split)
+        return [{"id": f"gres:{args.split}:{s.ref_id}:{s.sent_id}", "image": s.file_name,
+                 "question": None, "no_target": s.no_target,
+                 "target": (lambda s=s: rela_target(s))} for s in samples]
     if args.gt:
         rows = []
         with open(args.gt, encoding="utf-8") as f:
@@ -73,6 +95,23 @@ def load_ground_truth(args) -> list[dict]:
              "question": None, "no_target": s.no_target,
              "target": (lambda s=s: target_masks(s).any(0) if not s.no_target
                         else np.zeros((s.height, s.width), bool))} for s in samples]
+
+
+def protocol_notes(protocol: str, preds: list[dict]) -> list[str]:
+    """What the predictions say about the caller's side of the protocol: under ``samtok``,
+    questions other than SAMTok's fixed prompt are counted (generation settings are not in
+    the predictions; say them when reporting)."""
+    if protocol != "samtok":
+        return []
+    head, tail = EVAL_PROMPT.split("{phrase}")
+    asked = [_question(p) for p in preds]
+    other = sum(1 for q in asked if q and not (q.startswith(head) and q.endswith(tail)))
+    notes = ["SAMTok's protocol generates without constrained decoding "
+             "(SVP_CONSTRAIN_MASKS=0 swift infer); this tool cannot see how these were made"]
+    if other:
+        notes.append(f"{other} of {len(asked)} predictions were not asked with SAMTok's "
+                     "prompt (tokenize val/test with tokenize_gres.py --prompts samtok)")
+    return notes
 
 
 def match(preds: list[dict], gts: list[dict], text_field: str) -> list[tuple[dict, dict]]:
@@ -115,9 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overlays", help="folder for PNG overlays (truth green, prediction red)")
     ap.add_argument("--max-overlays", type=int, default=20)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--protocol", choices=["samtok", "tokens", "rela"], default="samtok",
+                    help="samtok: SAMTok's evaluation (empty decoded mask = no target); "
+                         "tokens: no mask tokens = no target; rela: ReLA's 480x480 scoring "
+                         "without crowd annotations")
     args = ap.parse_args(argv)
     if not args.gt and not (args.grefs and args.instances):
         ap.error("give --gt, or --grefs and --instances")
+    if args.protocol == "rela" and not (args.grefs and args.instances):
+        ap.error("--protocol rela needs --grefs and --instances (crowd flags and polygons)")
 
     from PIL import Image
     from tqdm import tqdm
@@ -141,29 +186,45 @@ def main(argv: list[str] | None = None) -> int:
         by_image[gt["image"]].append(i)
     scores: list = [None] * len(pairs)
     pred_rles: list = [None] * len(pairs)  # kept so data_tools/visualize.py needs no codec
+    notes = protocol_notes(args.protocol, [pred for pred, _ in pairs])
+    skipped_crowd = 0
     for name, idxs in tqdm(by_image.items(), desc="eval gres", unit="image"):
         image = Image.open(Path(args.image_root) / name).convert("RGB")
         codes = [list(it.codes) for i in idxs for it in items[i]]
         decoded = codec.decode(image, codes) if codes else None
         start = 0
+        size = (image.height, image.width)
         for i in idxs:
             gt = pairs[i][1]
             target = gt["target"]()
             n = len(items[i])
-            pred_mask = decoded[start:start + n].any(0) if n else np.zeros_like(target)
+            pred_mask = decoded[start:start + n].any(0) if n else np.zeros(size, bool)
             start += n
             pred_rles[i] = mask_to_rle(pred_mask)
-            scores[i] = score_sample(gt["id"], pred_mask, target, pred_no_target=not n,
+            if target is None:  # rela: every annotation of the target is crowd
+                skipped_crowd += 1
+                continue
+            scored = resize_mask(pred_mask, RELA_SIZE) if args.protocol == "rela" else pred_mask
+            empty = (not n) if args.protocol == "tokens" else (not scored.any())
+            scores[i] = score_sample(gt["id"], scored, target, pred_no_target=empty,
                                      no_target=gt["no_target"])
             if overlay_dir and i < args.max_overlays:
                 safe = gt["id"].replace(":", "_").replace("/", "_")
                 mask_overlay(image, target, pred_mask, title=f"IoU {scores[i].iou:.2f}").save(
                     overlay_dir / f"{safe}.png")
     per_sample = [{**s.to_dict(), "n_pred_masks": len(it), "answer": text, "pred_rle": rle}
-                  for s, it, text, rle in zip(scores, items, answers, pred_rles, strict=True)]
-    metrics = gres_metrics(scores)
+                  for s, it, text, rle in zip(scores, items, answers, pred_rles, strict=True)
+                  if s is not None]
+    metrics = gres_metrics([s for s in scores if s is not None])
+    if skipped_crowd:
+        notes.append(f"{skipped_crowd} samples skipped: every target annotation is crowd "
+                     "(ReLA drops crowd annotations)")
     out = Path(args.out)
-    write_atomic(out, json.dumps({"metrics": metrics, "samples": per_sample}, indent=1))
+    write_atomic(out, json.dumps({"protocol": args.protocol, "notes": notes,
+                                  "metrics": metrics, "samples": per_sample}, indent=1))
+    print(f"protocol: {args.protocol}")
+    for note in notes:
+        print(f"note: {note}")
     print(format_metrics(metrics))
     print(f"per-sample results: {out}")
     return 0

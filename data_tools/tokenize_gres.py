@@ -11,10 +11,10 @@ SAMTok's fixed evaluation prompt for val/test: ``--prompts``), and the answer
 targets left to right (several: labelled ``one of the {sentence}``, joined with ``",\\n"``, as
 SAMTok's data; ``--answer-style compact`` for one line), or ``No target.``. Rows also carry
 ``id``, ``ref_id``, ``ann_ids``, ``no_target`` and ``target_rle`` (the union of the targets),
-so ``eval_gres.py`` can score against the tokenized file alone. Shards are written atomically to OUT/shards/ and skipped
-when rerun (resume); at the end they are joined into OUT/NAME.jsonl, a registry entry is
-written to OUT/datasets.yaml and a summary (written, no-target, skipped per reason) to
-OUT/NAME.summary.json.
+so ``eval_gres.py`` can score against the tokenized file alone. Shards are written
+atomically to OUT/shards/ and skipped when rerun (resume); at the end they are joined into
+OUT/NAME.jsonl, a registry entry is written to OUT/datasets.yaml and a summary (written,
+no-target, skipped per reason) to OUT/NAME.summary.json.
 """
 
 from __future__ import annotations

@@ -45,7 +45,9 @@ def test_demo_smoke_and_rerun_one_stage(tmp_path):
     assert "--dataset shapes%50" in (tmp_path / "logs" / "sft.log").read_text()
     assert "shapes         12       0        12      50%         6" in report
     assert report.count("| ![](data/images/heldout_") == 8
-    assert "| gIoU | cIoU | N-acc | T-acc |" in report and "## 2. Mask tokens" in report
+    assert "| protocol | gIoU | cIoU | N-acc | T-acc |" in report and "## 2. Mask tokens" in report
+    assert "| SAMTok (`--protocol samtok`, unconstrained) |" in report
+    assert "| ours (`--protocol tokens`, constrained decoding) |" in report
     # crop tool: every held-out question had its crop executed and drawn
     results = json.loads((tmp_path / "crop_infer" / "results.json").read_text())
     assert len(results) == 2

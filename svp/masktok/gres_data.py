@@ -45,6 +45,7 @@ class GresSample:
     sentence: str
     ann_ids: list[int]  # [] when the expression refers to nothing
     segmentations: list = field(default_factory=list)  # one per ann id
+    crowd: list = field(default_factory=list)  # iscrowd per ann id (ReLA drops those)
 
     @property
     def no_target(self) -> bool:
@@ -108,7 +109,8 @@ def load_gres(grefs_path: str | Path, instances_path: str | Path,
                 ref_id=ref.get("ref_id", i), sent_id=sent.get("sent_id", j), image_id=image_id,
                 file_name=im["file_name"], width=im["width"], height=im["height"],
                 sentence=text, ann_ids=list(ann_ids),
-                segmentations=[anns[a]["segmentation"] for a in ann_ids]))
+                segmentations=[anns[a]["segmentation"] for a in ann_ids],
+                crowd=[bool(anns[a].get("iscrowd", 0)) for a in ann_ids]))
     return samples, dict(skipped)
 
 
@@ -151,6 +153,45 @@ def answer(codes: np.ndarray, boxes: np.ndarray, label: str, style: str = "relea
         label = f"one of the {label}"
     return format_gres_answer([MaskAnswerItem((int(codes[i, 0]), int(codes[i, 1])), label)
                                for i in order], style)
+
+
+RELA_SIZE = 480  # ReLA's configs/referring_*.yaml INPUT.IMAGE_SIZE
+
+
+def rela_target(sample: GresSample, size: int = RELA_SIZE) -> np.ndarray | None:
+    """The target as ReLA's evaluator sees it: crowd annotations dropped, polygons scaled to
+    the ``size`` x ``size`` resized image and rasterised there (RLE parts decoded at full
+    size and resized nearest, as detectron2 transforms a segmentation). ``None`` when every
+    annotation of a targeted sample is crowd (ReLA has no defined target for it)."""
+
+    from svp.masktok.coco import annotation_to_mask
+
+    out = np.zeros((size, size), bool)
+    kept = [seg for seg, crowd in zip(sample.segmentations, sample.crowd or
+                                      [False] * len(sample.segmentations), strict=True)
+            if not crowd]
+    if sample.no_target:
+        return out
+    if not kept:
+        return None
+    sx, sy = size / sample.width, size / sample.height
+    for seg in kept:
+        if isinstance(seg, list):
+            scaled = [[v * (sx if i % 2 == 0 else sy) for i, v in enumerate(part)]
+                      for part in seg]
+            out |= annotation_to_mask(scaled, size, size)
+        else:
+            full = annotation_to_mask(seg, sample.height, sample.width)
+            out |= resize_mask(full, size)
+    return out
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a bool mask to ``size`` x ``size``."""
+    from PIL import Image
+
+    im = Image.fromarray(np.asarray(mask).astype(np.uint8) * 255)
+    return np.asarray(im.resize((size, size), Image.NEAREST)) > 127
 
 
 def union_rle(masks: np.ndarray, height: int, width: int) -> dict:

@@ -125,7 +125,8 @@ def test_eval_oracle_answers_and_no_target_answers(sgres, trained_codec, tmp_pat
     args = ["--gt", str(gt), "--image-root", str(sgres["images"]),
             "--codec", f"builtin:{codec_path}"]
     assert eval_gres.main(["--pred", str(oracle), "--out", str(tmp_path / "o.json"),
-                           "--overlays", str(tmp_path / "ov"), *args]) == 0
+                           "--overlays", str(tmp_path / "ov"), "--protocol", "tokens",
+                           *args]) == 0
     res = json.loads((tmp_path / "o.json").read_text())
     m = res["metrics"]
     assert m["samples"] == len(rows) and m["N-acc"] == 100.0 and m["T-acc"] == 100.0
@@ -149,6 +150,18 @@ def test_eval_oracle_answers_and_no_target_answers(sgres, trained_codec, tmp_pat
         assert np.array_equal(kept, pred) if pred is not None else not kept.any()
     assert m["gIoU"] == pytest.approx(100 * np.mean(expected))
     assert len(list((tmp_path / "ov").glob("*.png"))) == min(20, len(rows))
+    # SAMTok's protocol (the default): a targeted answer whose masks decode to nothing is a
+    # "no target" prediction (its metric(): pred_mask.sum() < 1), not a targeted miss
+    assert eval_gres.main(["--pred", str(oracle), "--out", str(tmp_path / "s.json"),
+                           *args]) == 0
+    samtok = json.loads((tmp_path / "s.json").read_text())
+    targeted = [p for p in preds if p is not None]
+    empty = sum(1 for p in targeted if not p.any())
+    assert empty > 0, "the fixture must hold a targeted answer that decodes to nothing"
+    assert samtok["protocol"] == "samtok"
+    assert samtok["metrics"]["T-acc"] == pytest.approx(100 * (len(targeted) - empty)
+                                                       / len(targeted))
+    assert samtok["metrics"]["gIoU"] == pytest.approx(m["gIoU"])
     # 2. answering "No target." everywhere: N-acc 100, T-acc 0, cIoU 0
     lazy = tmp_path / "lazy.jsonl"
     lazy.write_text("".join(json.dumps({"id": r["id"], "response": "No target."}) + "\n"
@@ -254,3 +267,44 @@ def test_zoom_box(box, expected):
     from data_tools.tokenize_dam import zoom_box
 
     assert zoom_box(np.array(box), 160, 120, 0.5) == expected
+
+
+def test_rela_target_drops_crowd_and_rasterises_at_480():
+    """ReLA's evaluator: crowd annotations dropped, the polygons scaled to the 480x480 image
+    and rasterised there; a target of crowd annotations only has no defined target."""
+    from pycocotools import mask as mask_utils
+
+    from svp.masktok.gres_data import GresSample, rela_target
+
+    square = [[10.0, 20.0, 110.0, 20.0, 110.0, 70.0, 10.0, 70.0]]  # in a 200x100 image
+    other = [[150.0, 10.0, 190.0, 10.0, 190.0, 90.0, 150.0, 90.0]]
+    s = GresSample(ref_id=1, sent_id=0, image_id=1, file_name="x", width=200, height=100,
+                   sentence="s", ann_ids=[1, 2], segmentations=[square, other],
+                   crowd=[False, True])
+    got = rela_target(s)
+    scaled = [[v * (2.4 if i % 2 == 0 else 4.8) for i, v in enumerate(square[0])]]
+    want = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(scaled, 480, 480)))
+    assert got.shape == (480, 480) and np.array_equal(got, want.astype(bool))
+    only_crowd = GresSample(ref_id=2, sent_id=0, image_id=1, file_name="x", width=200,
+                            height=100, sentence="s", ann_ids=[2], segmentations=[other],
+                            crowd=[True])
+    assert rela_target(only_crowd) is None
+
+
+def test_eval_rela_protocol_runs_on_the_gres_files(sgres, trained_codec, tmp_path):
+    codec_path, _ = trained_codec
+    assert tokenize(sgres, codec_path, tmp_path, "--split", "val") == 0
+    rows = rows_of(tmp_path / "gres_val.jsonl")
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": r["id"], "response": r["conversations"][1][
+        "value"]}) + "\n" for r in rows))
+    base = ["--pred", str(preds), "--image-root", str(sgres["images"]), "--codec",
+            f"builtin:{codec_path}"]
+    with pytest.raises(SystemExit):  # needs the gRefCOCO files (crowd flags, polygons)
+        eval_gres.main([*base, "--gt", str(tmp_path / "gres_val.jsonl"), "--protocol", "rela",
+                        "--out", str(tmp_path / "r.json")])
+    assert eval_gres.main([*base, "--grefs", str(sgres["grefs"]), "--instances",
+                           str(sgres["instances"]), "--split", "val", "--protocol", "rela",
+                           "--out", str(tmp_path / "r.json")]) == 0
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["protocol"] == "rela" and res["metrics"]["samples"] == len(rows)
