@@ -50,6 +50,8 @@ class Expert(ABC):
     searched: tuple[str, ...] = ()
     #: keys holding 0/1 values (stored bit-packed)
     binary: tuple[str, ...] = ()
+    #: SAM: what an image without expert masks contributes (losses.SAM_EMPTY)
+    empty_masks: str = "zero"
 
     def __init__(self, n_tokens: int):
         self.n_tokens = n_tokens
@@ -173,7 +175,7 @@ class StandInSam(Expert):
         return self._logits(F.normalize(z, dim=-1), t["embed"].to(z.dtype))
 
     def loss(self, pred, t):
-        return losses.sam_loss(pred, t["masks"], t["n_masks"])
+        return losses.sam_loss(pred, t["masks"], t["n_masks"], empty=self.empty_masks)
 
 
 

@@ -2,8 +2,10 @@
 batched and shape-safe.
 
 SAM: Hungarian matching of the k predicted masks to the expert's masks on cost 1 - dice
-(no grad), matched pairs ``(1 - dice) + BCE``, unmatched predictions ``0.1 * BCE(pred, 0)``,
-no expert mask: ``BCE(all, 0)``; mean over the batch. Depth: L1 on the decoded map. DINO /
+(dice smoothing 1e-6, no grad), matched pairs ``(1 - dice) + BCE``, unmatched predictions
+``0.1 * BCE(pred, 0)``; an image where the expert found no mask contributes 0 (upstream's
+``if num_masks == 0: return 0.0``), or with ``empty="background"`` (ours, a named option)
+``BCE(all, 0)``; mean over the batch. Depth: L1 on the decoded map. DINO /
 SigLIP / MetaCLIP: MSE on features. Edge: L1 on sigmoid maps. Upstream's per-expert scales
 (depth 0.005, DINO 0.5, SigLIP/MetaCLIP 5) are the defaults of :data:`SCALES`.
 
@@ -26,7 +28,11 @@ def _same_shape(pred, target, name):
                          f"{tuple(target.shape)}")
 
 
-def dice_scores(prob: torch.Tensor, gt: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+DICE_EPS = 1e-6  # upstream's dice_coeff
+SAM_EMPTY = ("zero", "background")
+
+
+def dice_scores(prob: torch.Tensor, gt: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
     """Pairwise dice [k, m] between k probability maps and m binary masks (flattened)."""
     p = prob.flatten(1)
     g = gt.flatten(1).to(p.dtype)
@@ -35,17 +41,22 @@ def dice_scores(prob: torch.Tensor, gt: torch.Tensor, eps: float = 1.0) -> torch
 
 
 def sam_loss(logits: torch.Tensor, gt_masks: torch.Tensor, n_masks: torch.Tensor,
-             unmatched_weight: float = 0.1) -> torch.Tensor:
-    """``logits`` [B, k, H, W]; ``gt_masks`` [B, M, H, W] (first ``n_masks[b]`` valid)."""
+             unmatched_weight: float = 0.1, empty: str = "zero") -> torch.Tensor:
+    """``logits`` [B, k, H, W]; ``gt_masks`` [B, M, H, W] (first ``n_masks[b]`` valid).
+    ``empty``: what an image without expert masks contributes (``zero``: upstream's 0, kept
+    in the graph so every rank's heads take part; ``background``: ``BCE(all, 0)``)."""
     from scipy.optimize import linear_sum_assignment
 
+    if empty not in SAM_EMPTY:
+        raise ValueError(f"sam: unknown empty-mask rule {empty!r} (one of {SAM_EMPTY})")
     if logits.shape[0] != gt_masks.shape[0] or logits.shape[-2:] != gt_masks.shape[-2:]:
         raise ValueError(f"sam: logits {tuple(logits.shape)} vs masks {tuple(gt_masks.shape)}")
     losses = []
     for b in range(logits.shape[0]):
         pred, m = logits[b], int(n_masks[b])
         if m == 0:
-            losses.append(F.binary_cross_entropy_with_logits(pred, torch.zeros_like(pred)))
+            losses.append(F.binary_cross_entropy_with_logits(pred, torch.zeros_like(pred))
+                          if empty == "background" else 0.0 * pred.sum())
             continue
         gt = gt_masks[b, :m].to(pred.dtype)
         with torch.no_grad():

@@ -192,7 +192,8 @@ class SamExpert(Expert):
         return torch.stack(out)
 
     def loss(self, pred, t):
-        return losses.sam_loss(pred, t["masks"].to(pred.device), t["n_masks"])
+        return losses.sam_loss(pred, t["masks"].to(pred.device), t["n_masks"],
+                               empty=self.empty_masks)
 
 
 # ----------------------------------------------------------------------------- Depth Anything v2

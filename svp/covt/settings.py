@@ -55,6 +55,10 @@ class CovtSettings:
     weights: dict = s.env(
         "SVP_COVT_WEIGHTS", {}, _weights,
         "per-expert weights on top of upstream's loss scales (`sam=1,depth=2`)")
+    sam_empty: str = s.env(
+        "SVP_COVT_SAM_EMPTY", "zero", s.choice("zero", "background"),
+        "SAM loss of an image where the expert found no mask: `zero` (upstream) or "
+        "`background` (ours: every token pushed to background, BCE to 0)")
     cache: str | None = s.env(
         "SVP_COVT_CACHE", None, s.text,
         "target cache written by `data_tools/cache_expert_targets.py`")

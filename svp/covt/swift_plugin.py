@@ -293,6 +293,8 @@ def _experts(config: CovtSettings) -> dict:
     key = (config.backend, config.thought, tuple(sorted(config.checkpoints.items())))
     if key not in _EXPERTS:
         _EXPERTS[key] = build_experts(config.thought, config.backend, config.checkpoints)
+    for expert in _EXPERTS[key].values():
+        expert.empty_masks = config.sam_empty
     return _EXPERTS[key]
 
 

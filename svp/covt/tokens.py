@@ -88,8 +88,8 @@ class ThoughtConfig:
 
 
 def _names(experts) -> str:
-    tasks = [SPECS[e].task for e in experts]
-    return tasks[0] if len(tasks) == 1 else ", ".join(tasks[:-1]) + " and " + tasks[-1]
+    """The generation-stage question's list, as upstream's data.py joins it (", ")."""
+    return ", ".join(SPECS[e].task for e in experts)
 
 
 # ----------------------------------------------------------------------------- stages

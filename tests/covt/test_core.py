@@ -51,7 +51,7 @@ def test_stage_texts_follow_upstream():
     expected = ("<image>" + cfg.thought() + "\nHow many cars?", "3")
     assert build_turn("understanding", q, a, cfg) == expected
     assert build_turn("generation", q, a, cfg) == (
-        "<image>What is the segmentation and depth map of the image?", cfg.thought())
+        "<image>What is the segmentation, depth map of the image?", cfg.thought())
     user, ans = build_turn("reasoning", q, a, cfg)
     assert user == q and ans == (
         f"<think> Because the segmentation of the image is {cfg.group('sam')}, and the depth "
@@ -149,8 +149,25 @@ def test_sam_loss_ignores_token_order(setup):
     perfect[0, :n] = (t["masks"][0, :n] * 40 - 20)
     loss = L.sam_loss(perfect[:, torch.randperm(8)], t["masks"][:1], t["n_masks"][:1])
     assert loss.item() < 1e-3
-    none = L.sam_loss(torch.zeros(1, 8, 32, 32), t["masks"][:1], torch.zeros(1, dtype=torch.long))
-    assert none.item() == pytest.approx(np.log(2), rel=1e-4)  # BCE of all tokens to 0
+    # no expert mask: 0 as upstream (kept in the graph, gradient 0), or our background BCE
+    logits = torch.zeros(1, 8, 32, 32, requires_grad=True)
+    none = L.sam_loss(logits, t["masks"][:1], torch.zeros(1, dtype=torch.long))
+    none.backward()
+    assert none.item() == 0.0 and logits.grad is not None and not logits.grad.any()
+    bg = L.sam_loss(torch.zeros(1, 8, 32, 32), t["masks"][:1], torch.zeros(1, dtype=torch.long),
+                    empty="background")
+    assert bg.item() == pytest.approx(np.log(2), rel=1e-4)  # BCE of all tokens to 0
+
+
+def test_sam_dice_smoothing_is_upstreams():
+    """dice_coeff's eps 1e-6: a 1-pixel mask fully predicted has dice ~1, half-missed ~2/3
+    (eps 1.0 would read 1 and 0.75 there, and move the matching on small masks)."""
+    gt = torch.zeros(1, 4, 4)
+    gt[0, 0, 0] = 1
+    assert L.dice_scores(gt.clone(), gt).item() == pytest.approx(1.0, abs=1e-5)
+    half = torch.zeros(1, 4, 4)
+    half[0, 0, 0] = half[0, 3, 3] = 1
+    assert L.dice_scores(half, gt).item() == pytest.approx(2 / 3, abs=1e-5)
 
 
 def test_no_gradient_reaches_any_expert_and_heads_get_one(setup):

@@ -104,7 +104,7 @@ def test_rows_are_staged_by_the_schedule(loaded, monkeypatch, tmp_path):
     assert enc["covt"]["stage"] == "understanding"
     clock.write_text("7")
     enc = template.encode(row())
-    assert "What is the segmentation and depth map of the image?" in decode(enc["input_ids"])
+    assert "What is the segmentation, depth map of the image?" in decode(enc["input_ids"])
     assert enc["covt"]["stage"] == "generation"
     # hand-staged rows, text-only rows and inference requests are left alone
     hand = "<think>" + ANCHOR_START + "<|depth_pad|>" * 4 + "<|anchor_end|></think> x"
@@ -331,3 +331,13 @@ def test_packed_or_padding_free_batches_are_refused(loaded, flag):
     setattr(template, flag, True)
     with pytest.raises(ValueError, match="CoVT cannot train on packed or padding-free"):
         template.encode(row())
+
+
+def test_sam_empty_rule_reaches_the_experts():
+    from svp.covt import settings
+    from svp.covt.swift_plugin import _experts
+
+    env = {"SVP_COVT_BACKEND": "standin", "SVP_COVT_EXPERTS": "sam,depth"}
+    assert _experts(settings.load(env))["sam"].empty_masks == "zero"  # upstream by default
+    chosen = _experts(settings.load({**env, "SVP_COVT_SAM_EMPTY": "background"}))
+    assert chosen["sam"].empty_masks == "background"
