@@ -7,7 +7,12 @@
 Input (JSONL, one image per line): ``{"image_path": "coco/train2017/x.jpg", "QnA": [{"Q": ...,
 "A3": "<think>... {Crop person 1 [0.00, 141.43, 79.23, 480.00]} ...</think>
 <answer>...</answer>"}]}``
-with boxes in original-image pixels. Each QnA becomes one row
+with boxes in original-image pixels, or VLM-R3's own SFT release (a JSON list or JSONL of
+``{"image_path", "question", "response_list": [...], "img_crop_list": [...]}``: the parts of
+the answer, each crop after its part, boxes ``{"bbox_2d": [...]}`` in the pixels of the image
+as VLM-R3's processor resized it, min/max pixels 3136/12845056; ``--release-crops recut``
+cuts our crops from those boxes, ``keep`` trains on the release's own zoomed crops). Each QnA
+becomes one row
 ``{"messages": [user "<image>Q", assistant A], "images": [image, crops...]}`` where every crop
 request (``{Crop ...}``, ``{"bbox_2d": ...}`` or a ``<tool_call>``) is rewritten as
 ``<tool_call>[x1, y1, x2, y2]</tool_call>`` **in the model's coordinate space** (--family:
@@ -41,6 +46,8 @@ from svp.croptool.geometry import (
     CropPolicy,
     check_box,
     format_tool_call,
+    from_space,
+    model_input_size,
     parse_tool_calls,
 )
 
@@ -55,15 +62,30 @@ class Skip(Exception):
         self.kind = kind
 
 
-def convert_answer(answer: str, image_wh: tuple[int, int],
-                   policy: CropPolicy | None) -> tuple[str, list[tuple[float, ...]]]:
+# VLM-R3's processor bounds (its GRPOScriptArguments / SFT data_args): its release's boxes
+# are pixels of the image resized within these
+VLMR3_MIN_PIXELS, VLMR3_MAX_PIXELS = 3136, 12845056
+
+
+def vlmr3_input_size(image_wh: tuple[int, int]) -> tuple[int, int]:
+    """The size VLM-R3's Qwen2.5-VL processor gave an image of this size."""
+    return model_input_size(*image_wh, 28, VLMR3_MIN_PIXELS, VLMR3_MAX_PIXELS)
+
+
+def convert_answer(answer: str, image_wh: tuple[int, int], policy: CropPolicy | None,
+                   source_wh: tuple[int, int] | None = None
+                   ) -> tuple[str, list[tuple[float, ...]]]:
     """Rewrite every crop request as a canonical tool call in the model's space; return the
-    new text and the boxes as written (integers, model space). Raises Skip on a bad box."""
+    new text and the boxes as written (integers, model space). ``source_wh``: the boxes are
+    pixels of the image resized to this size (VLM-R3's release), not original pixels.
+    Raises Skip on a bad box."""
     out, boxes, pos = [], [], 0
     for k, call in enumerate(parse_tool_calls(answer), 1):
         if call.box is None:
             raise Skip("bad_box", f"crop {k}: {call.error}")
-        checked, reason = check_box(call.box, *image_wh)
+        box = call.box if source_wh is None else from_space(call.box, "resized", image_wh,
+                                                              source_wh)
+        checked, reason = check_box(box, *image_wh)
         if checked is None:
             raise Skip("bad_box", f"crop {k}: {reason}")
         model_box = checked if policy is None else policy.box_to_model(checked, image_wh)
@@ -73,6 +95,38 @@ def convert_answer(answer: str, image_wh: tuple[int, int],
         pos = call.end
     out.append(answer[pos:])
     return "".join(out), boxes
+
+
+def read_records(path: Path) -> list[tuple[str, object]]:
+    """(where, record or the JSON error) of a JSONL file or of a JSON list (the release)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return [("file", exc)]
+        return [(f"record {i}", rec) for i, rec in enumerate(data)]
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                out.append((f"line {lineno}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                out.append((f"line {lineno}", exc))
+    return out
+
+
+def release_qna(rec: dict) -> dict:
+    """VLM-R3's SFT release record as one QnA: its answer is the parts, each ending in a
+    newline (as its loader appends one), ``crops`` the release's crop files in order."""
+    q, parts = rec.get("question"), rec.get("response_list")
+    crops = rec.get("img_crop_list") or []
+    if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+        raise Skip("malformed", "response_list is not a list of strings")
+    if not isinstance(crops, list) or not all(isinstance(c, str) for c in crops):
+        raise Skip("malformed", "img_crop_list is not a list of paths")
+    return {"Q": q, "A3": "".join(p if p.endswith("\n") else p + "\n" for p in parts),
+            "parts": parts, "crops": crops}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                          "IMAGE_MAX_TOKEN_NUM) of this environment, resolved as ms-swift does "
                          "at training: run the converter with the training environment")
     ap.add_argument("--prompt-suffix", default="", help="text appended to every question")
+    ap.add_argument("--release-crops", choices=["recut", "keep"], default="recut",
+                    help="VLM-R3 release rows: cut our crops from the boxes (as our template "
+                         "and inference loop do), or keep the release's own crop files")
     ap.add_argument("--limit", type=int, default=None, help="stop after N written rows")
     args = ap.parse_args(argv)
 
@@ -109,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     policy = config.policy("qwen2_5_vl" if pixel_space else args.family,
                            max_pixels=args.max_pixels)
     base = Path(args.image_base_path) if args.image_base_path else args.input.parent
-    lines = args.input.read_text(encoding="utf-8").splitlines()
+    records = read_records(args.input)
     rows, counts, shown = [], Counter(), []
 
     def skip(where: str, exc: Skip) -> None:
@@ -117,16 +174,17 @@ def main(argv: list[str] | None = None) -> int:
         if len(shown) < SHOW_FIRST:
             shown.append(f"{args.input}:{where}: {exc}")
 
-    for lineno, line in enumerate(tqdm(lines, desc="convert", unit="image"), 1):
+    for where, rec in tqdm(records, desc="convert", unit="image"):
         if args.limit is not None and len(rows) >= args.limit:
             break
-        if not line.strip():
-            continue
+        release = isinstance(rec, dict) and "response_list" in rec
         try:
-            rec = json.loads(line)
+            if isinstance(rec, json.JSONDecodeError):
+                raise Skip("malformed", f"invalid JSON ({rec.msg})")
             if not isinstance(rec, dict):
                 raise Skip("malformed", "row is not a JSON object")
-            rel, qnas = rec.get("image_path"), rec.get("QnA")
+            rel = rec.get("image_path")
+            qnas = [release_qna(rec)] if release else rec.get("QnA")
             if not isinstance(rel, str) or not rel:
                 raise Skip("malformed", "no image_path")
             if not isinstance(qnas, list) or not qnas:
@@ -140,12 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                     image = im.convert("RGB") if args.crops_dir else None
             except OSError as exc:
                 raise Skip("unreadable_image", f"{path}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            skip(f"line {lineno}", Skip("malformed", f"invalid JSON ({exc.msg})"))
-            continue
         except Skip as exc:
-            skip(f"line {lineno}", exc)
+            skip(where, exc)
             continue
+        source_wh = vlmr3_input_size(image_wh) if release else None
         for q_i, qna in enumerate(qnas):
             if args.limit is not None and len(rows) >= args.limit:
                 break
@@ -154,17 +210,21 @@ def main(argv: list[str] | None = None) -> int:
                 a = qna.get("A3") if isinstance(qna, dict) else None
                 if not (isinstance(q, str) and q.strip() and isinstance(a, str) and a.strip()):
                     raise Skip("empty_text", "Q or A3 missing or empty")
-                text, boxes = convert_answer(a, image_wh, None if pixel_space else policy)
+                text, boxes = convert_answer(a, image_wh, None if pixel_space else policy,
+                                             source_wh)
                 images = [str(path.resolve())]
-                if args.crops_dir and boxes:
+                if release and args.release_crops == "keep" and qna["crops"]:
+                    text, crops = _release_crops(text, qna, base)
+                    images += crops
+                elif args.crops_dir and boxes:
                     text, crops = _attach_crops(text, boxes, image, policy, args.crops_dir,
-                                                f"{path.stem}_{lineno}_{q_i}",
+                                                f"{path.stem}_{where.split()[-1]}_{q_i}",
                                                 pixel_space)
                     images += crops
                 counts["crops"] += len(boxes)
                 counts["with_crops" if boxes else "without_crops"] += 1
             except Skip as exc:
-                skip(f"line {lineno} QnA {q_i}", exc)
+                skip(f"{where} QnA {q_i}", exc)
                 continue
             rows.append({"messages": [
                 {"role": "user", "content": "<image>" + q.strip() + args.prompt_suffix},
@@ -186,6 +246,27 @@ def main(argv: list[str] | None = None) -> int:
           f"{counts['crops']} crops), "
           f"{n_skipped} skipped{' ' + json.dumps(skipped) if skipped else ''} -> {args.output}")
     return 0
+
+
+def _release_crops(text: str, qna: dict, base: Path) -> tuple[str, list[str]]:
+    """The release's own crops where its loader puts them: crop i after the newline that
+    ends part i, i.e. right after the part's crop call (the template reads a call followed
+    by ``<image>`` as one whose crop is given)."""
+    calls = parse_tool_calls(text)
+    crops = qna["crops"]
+    if len(crops) > len(calls):
+        raise Skip("crop_mismatch", f"{len(crops)} crops for {len(calls)} calls")
+    files, parts, pos = [], [], 0
+    for k, (call, crop) in enumerate(zip(calls, crops, strict=False)):
+        path = Path(crop) if Path(crop).is_absolute() else base / crop
+        if not path.is_file():
+            raise Skip("missing_image", f"crop {k + 1}: {path}")
+        end = call.end + 1 if text[call.end:call.end + 1] == "\n" else call.end
+        parts += [text[pos:end], "<image>"]
+        pos = end
+        files.append(str(path.resolve()))
+    parts.append(text[pos:])
+    return "".join(parts), files
 
 
 def _attach_crops(text: str, boxes, image: Image.Image, policy: CropPolicy, crops_dir: Path,

@@ -103,6 +103,52 @@ def test_convert_with_crops_dir_and_qwen3_space(seed_data, tmp_path):
     assert np.array_equal(np.asarray(saved), np.asarray(crop))
 
 
+def test_convert_vlmr3_release_format(tmp_path):
+    """VLM-R3's own SFT release (a JSON list of image_path / question / response_list /
+    img_crop_list, boxes {"bbox_2d"} in the pixels of its processor's resized image): the
+    boxes land on the same original pixels, the parts are joined as its loader joins them,
+    and its crops are used (keep) or re-cut from the boxes (recut)."""
+    from data_tools.convert_vlmr3 import vlmr3_input_size
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    Image.fromarray(rng.integers(0, 255, (1000, 1500, 3), dtype=np.uint8)).save(
+        tmp_path / "img" / "a.jpg")
+    Image.new("RGB", (300, 200)).save(tmp_path / "img" / "a_crop0.jpg")
+    rw, rh = vlmr3_input_size((1500, 1000))
+    assert (rw, rh) == (1512, 1008)  # VLM-R3's resized space: multiples of 28 near 1500x1000
+    box_px = (150.0, 100.0, 750.0, 500.0)
+    box_r = [round(box_px[0] * rw / 1500), round(box_px[1] * rh / 1000),
+             round(box_px[2] * rw / 1500), round(box_px[3] * rh / 1000)]
+    rec = {"image_path": "a.jpg", "question": "What is on the left?",
+           "response_list": [f'<think>Look left. {{"bbox_2d": {box_r}}}',
+                             "The crop shows a cat.</think>\n<answer>cat</answer>"],
+           "img_crop_list": ["a_crop0.jpg"]}
+    src = tmp_path / "release.json"
+    src.write_text(json.dumps([rec, {"image_path": "a.jpg", "question": "x",
+                                     "response_list": "not a list"}]))
+    for mode in ("recut", "keep"):
+        out = tmp_path / f"{mode}.jsonl"
+        assert convert_vlmr3.main(["--input", str(src), "--image_base_path",
+                                   str(tmp_path / "img"), "--output", str(out),
+                                   "--release-crops", mode]) == 0
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert len(rows) == 1
+        text = rows[0]["messages"][1]["content"]
+        assert text.startswith("<think>Look left. <tool_call>[") and text.endswith(
+            "<answer>cat</answer>\n")
+        policy = CropPolicy("qwen2_5_vl")
+        back = policy.box_to_pixels(parse_tool_calls(text)[0].box, (1500, 1000))
+        assert back == pytest.approx(box_px, abs=3)  # two roundings of about 1 px each
+        if mode == "keep":
+            assert "</tool_call>\n<image>The crop shows" in text
+            assert rows[0]["images"][1].endswith("a_crop0.jpg")
+        else:
+            assert "<image>" not in text and len(rows[0]["images"]) == 1
+    summary = json.loads((tmp_path / "keep.summary.json").read_text())
+    assert summary["skipped_malformed"] == 1
+
+
 @pytest.mark.slow
 def test_seed_example_sft_then_crop_inference(seed_data, tiny_model, tmp_path):
     src, base, img = seed_data
