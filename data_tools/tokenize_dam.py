@@ -10,11 +10,13 @@ Input rows (JSON list or JSONL), either one region per row
 ``{"image": "a.jpg", "regions": [{"mask": ..., "caption": ...}, ...]}``. Masks are COCO RLE
 (compressed or list counts) or polygon lists, at the image's size.
 
-A region covering at least --zoom-threshold of the image (default 0.2) is asked about
-directly; a smaller one also gets a zoomed-in crop (its box grown by --context on each side,
-clamped to the image) as a second image, written to OUT/crops/. The mask tokens always
-describe the region in the full image. Output: OUT/NAME.jsonl (LLaVA rows, sharded, atomic,
-resumable), OUT/datasets.yaml and OUT/NAME.summary.json.
+Rows are built as SAMTok's ``tokenize_dam.py`` builds them (svp/masktok/dam_data.py): a
+region whose *box* covers more than 0.2 of the image is asked about on the full image; a
+smaller one also gets a zoomed-in crop (box widened to >= 140 px a side, cut at the image
+edge, small crops upscaled to a 280 px short side), written to OUT/crops/, and its mask is
+encoded again inside that crop: the question carries both token strings, the crop as an
+inline second ``<image>`` (SAMTok's templates). Output: OUT/NAME.jsonl (LLaVA rows, sharded,
+atomic, resumable), OUT/datasets.yaml and OUT/NAME.summary.json.
 """
 
 from __future__ import annotations
@@ -36,20 +38,10 @@ from svp.common.sharded import (
     summary_line,
     write_registry_entry,
 )
+from svp.masktok import dam_data
 from svp.masktok.coco import annotation_to_mask
-from svp.masktok.codec import load_codec, masks_to_boxes
+from svp.masktok.codec import load_codec
 from svp.masktok.tokens import codes_to_text
-
-DIRECT_QUESTIONS = (
-    "Please describe the region {mask} in detail.",
-    "What is in the region {mask}? Describe it in detail.",
-    "Give a detailed description of {mask}.",
-)
-ZOOM_QUESTIONS = (
-    "The second image is a zoomed-in view of the region. Please describe the region {mask} "
-    "in detail.",
-    "Here is a close-up of the region as well. What is in the region {mask}? Describe it.",
-)
 
 
 def read_regions(path: Path) -> list[dict]:
@@ -71,19 +63,6 @@ def read_regions(path: Path) -> list[dict]:
                             "caption": reg.get("caption"),
                             "where": where if len(subs) == 1 else f"{where}.{j}"})
     return regions
-
-
-def zoom_box(box: np.ndarray, width: int, height: int, context: float,
-             min_side: int = 16) -> tuple[int, int, int, int]:
-    """The region's box grown by ``context`` x its size on each side, at least ``min_side``
-    pixels a side, shifted (not cut) to stay inside the image."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cw = min(width, max(min_side, (x1 - x0) * (1 + 2 * context)))
-    ch = min(height, max(min_side, (y1 - y0) * (1 + 2 * context)))
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    left = min(max(0.0, cx - cw / 2), width - cw)
-    top = min(max(0.0, cy - ch / 2), height - ch)
-    return (int(round(left)), int(round(top)), int(round(left + cw)), int(round(top + ch)))
 
 
 def _open(image_root: Path, name: str):
@@ -114,9 +93,12 @@ def _region_mask(reg: dict, width: int, height: int):
 
 
 def process_shard(regions: list[dict], k: int, codec, image_root: Path, out: Path, name: str,
-                  threshold: float, context: float, seed: int) -> tuple[list[dict], Counter]:
+                  seed: int) -> tuple[list[dict], Counter]:
     """Rows for one shard. Consecutive regions of one picture (a ``regions`` row) share one
-    image decode and one codec call."""
+    image decode and one codec call for the full-image codes; each zoomed region's crop is
+    encoded on its own (it is another image)."""
+    from PIL import Image
+
     rng = random.Random(seed + k)
     counts: Counter = Counter()
     rows = []
@@ -140,24 +122,36 @@ def process_shard(regions: list[dict], k: int, codec, image_root: Path, out: Pat
         all_codes = codec.encode(img, np.stack([v[2] for v in valid]))
         for (i, reg, mask), codes in zip(valid, all_codes, strict=True):
             tokens = codes_to_text(int(codes[0]), int(codes[1]))
-            area = float(mask.mean())
-            images = [image_name]
-            if area >= threshold:
-                q = "<image>\n" + rng.choice(DIRECT_QUESTIONS).format(mask=tokens)
-                counts["direct"] += 1
+            box = dam_data.mask_box(mask)
+            row = {"id": f"{name}:{k}:{i}", "source": reg["where"],
+                   "box_share": round(dam_data.box_share(box, w, h), 5)}
+            if not dam_data.takes_zoom(box, w, h):
+                q = rng.choice(dam_data.GLOBAL_QUESTIONS).format(SEG=tokens)
+                images = [image_name]
+                counts["global"] += 1
             else:
-                box = zoom_box(masks_to_boxes(mask[None])[0], w, h, context)
+                window = dam_data.zoom_window(box, w, h)
+                crop = img.crop(window)
+                size = dam_data.zoom_size(*crop.size)
+                if size is not None:
+                    crop = crop.resize(size, Image.LANCZOS)
+                inner = dam_data.crop_mask(mask, window, size)
+                if not inner.any():
+                    counts["skipped: empty mask in the crop"] += 1
+                    continue
+                crop_codes = codec.encode(crop, inner[None])[0]
+                crop_tokens = codes_to_text(int(crop_codes[0]), int(crop_codes[1]))
                 crop_path = out / "crops" / f"{name}-{k:05d}-{i:05d}.png"
                 with atomic_path(crop_path) as tmp:
-                    img.crop(box).save(tmp)
-                images.append(str(crop_path.resolve()))
-                q = "<image>\n<image>\n" + rng.choice(ZOOM_QUESTIONS).format(mask=tokens)
+                    crop.save(tmp)
+                q = rng.choice(dam_data.ZOOM_QUESTIONS).format(SEG=tokens,
+                                                               ZOOM_IN_SEG=crop_tokens)
+                images = [image_name, str(crop_path.resolve())]
+                row.update(zoom_window=list(window), crop_size=list(crop.size))
                 counts["zoomed"] += 1
-            rows.append({"id": f"{name}:{k}:{i}",
-                         "image": images if len(images) > 1 else images[0],
-                         "conversations": [{"from": "human", "value": q},
-                                           {"from": "gpt", "value": reg["caption"].strip()}],
-                         "source": reg["where"], "area": round(area, 5)})
+            rows.append({**row, "image": images if len(images) > 1 else images[0],
+                         "conversations": [{"from": "human", "value": "<image>\n" + q},
+                                           {"from": "gpt", "value": reg["caption"].strip()}]})
             counts["written"] += 1
     return rows, counts
 
@@ -169,10 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codec", required=True, help="builtin:PATH or samtok:DIR")
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", default="dam")
-    ap.add_argument("--zoom-threshold", type=float, default=0.2,
-                    help="regions below this share of the image get a zoomed-in crop")
-    ap.add_argument("--context", type=float, default=0.5,
-                    help="crop = box grown by this fraction of its size on each side")
     ap.add_argument("--shard-size", type=int, default=2000)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -194,14 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     joined, totals = run_sharded(
         regions, args.shard_size, out, args.name,
         lambda shard, k: process_shard(shard, k, codec, Path(args.image_root), out, args.name,
-                                       args.zoom_threshold, args.context, args.seed),
+                                       args.seed),
         desc=f"tokenize {args.name}")
     write_registry_entry(out, args.name, joined, os.path.abspath(args.image_root))
     write_atomic(out / f"{args.name}.summary.json", json.dumps(
         {"name": args.name, "regions": len(regions), "codec": args.codec,
          **dict(sorted(totals.items()))}, indent=2))
     print(summary_line(args.name, totals, joined)
-          + f"; {totals['direct']} direct, {totals['zoomed']} with a zoomed-in crop")
+          + f"; {totals['global']} global, {totals['zoomed']} with a zoomed-in crop")
     return 0
 
 

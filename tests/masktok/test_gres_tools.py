@@ -209,10 +209,11 @@ def test_coco_fixture_polygons_tokenize(trained_codec, tmp_path):
     assert chair.shape == (424, 640) and abs(int(chair.sum()) - 11087) < 300
 
 
-def test_tokenize_dam_direct_and_zoomed(trained_codec, tmp_path, capsys):
+def test_tokenize_dam_global_and_zoomed(trained_codec, tmp_path, capsys):
     from data_tools import check_data, tokenize_dam
     from svp.masktok.coco import mask_to_rle
     from svp.masktok.codec.scenes import draw_shapes_scene
+    from svp.masktok.tokens import parse_mask_tokens
 
     rng = __import__("random").Random(5)
     images = tmp_path / "images"
@@ -237,36 +238,104 @@ def test_tokenize_dam_direct_and_zoomed(trained_codec, tmp_path, capsys):
     out = capsys.readouterr().out
     written = rows_of(tmp_path / "o" / "dam.jsonl")
     assert len(written) == n_regions + 1 and "1 skipped" in out
-    direct = [r for r in written if isinstance(r["image"], str)]
+    single = [r for r in written if isinstance(r["image"], str)]
     zoomed = [r for r in written if isinstance(r["image"], list)]
-    assert direct and zoomed
-    assert all(r["area"] >= 0.2 for r in direct) and all(r["area"] < 0.2 for r in zoomed)
+    assert single and zoomed
+    assert all(r["box_share"] > 0.2 for r in single)
+    assert all(r["box_share"] <= 0.2 for r in zoomed)
     for r in zoomed:
         q = r["conversations"][0]["value"]
-        assert q.startswith("<image>\n<image>\n") and len(parse_mask_tokens_in(q)) == 1
-        crop = Image.open(r["image"][1])
-        assert crop.size[0] >= 16 and crop.size[1] >= 16
+        # SAMTok's template: one <image> in front, the crop inline, two token strings
+        assert q.startswith("<image>\n") and q.count("<image>") == 2
+        assert "Zoom in with the perspective as <image>, <|mt_start|>" in q
+        assert len(parse_mask_tokens(q)) == 2
+        assert list(Image.open(r["image"][1]).size) == r["crop_size"]
     assert written[-1]["conversations"][1]["value"] == "Most of it."
     # the output passes the registry validator (tags vs images, files exist)
     assert check_data.main(["--registry", str(tmp_path / "o" / "datasets.yaml")]) == 0
 
 
-def parse_mask_tokens_in(text):
-    from svp.masktok.tokens import parse_mask_tokens
-
-    return parse_mask_tokens(text)
-
-
-@pytest.mark.parametrize("box,expected", [
-    ((40, 40, 60, 50), (30, 35, 70, 55)),      # grown by half its size on each side
-    ((0, 0, 4, 4), (0, 0, 16, 16)),            # tiny, in the corner: min side, shifted in
-    ((150, 110, 160, 120), (140, 100, 160, 120)),  # grown to 20 x 20, shifted inside
-    ((0, 0, 160, 120), (0, 0, 160, 120)),      # never larger than the image
+@pytest.mark.parametrize("box,size,window,zoom", [
+    # narrower and lower than 140: widened by (140 - w) // 2 a side; 139 x 139 is square,
+    # which SAMTok's resize condition never upscales
+    ((263, 216, 284, 231), (640, 424), (204, 154, 343, 293), None),
+    # at the corner: cut at the edge; 75 x 95 -> short side 280
+    ((0, 0, 10, 50), (640, 424), (0, 0, 75, 95), (280, 354)),
+    # large enough: kept as is
+    ((100, 100, 400, 300), (640, 424), (100, 100, 400, 300), None),
 ])
-def test_zoom_box(box, expected):
-    from data_tools.tokenize_dam import zoom_box
+def test_dam_zoom_window_and_size_as_samtok(box, size, window, zoom):
+    from svp.masktok import dam_data
 
-    assert zoom_box(np.array(box), 160, 120, 0.5) == expected
+    got = dam_data.zoom_window(box, *size)
+    assert got == window
+    assert dam_data.zoom_size(got[2] - got[0], got[3] - got[1]) == zoom
+
+
+def test_dam_zoom_size_quirks_and_threshold():
+    from svp.masktok import dam_data
+
+    assert dam_data.zoom_size(200, 150) == (373, 280)   # long side < 280: short side -> 280
+    assert dam_data.zoom_size(300, 150) is None         # long side >= 280: kept
+    assert dam_data.zoom_size(200, 200) is None         # square: kept
+    assert dam_data.takes_zoom((0, 0, 64, 50), 64, 250)      # share exactly 0.2: zoom
+    assert not dam_data.takes_zoom((0, 0, 64, 51), 64, 250)  # > 0.2: global
+
+
+def test_tokenize_dam_on_the_coco_fixture(trained_codec, tmp_path, capsys):
+    """Real COCO polygons (image 98304, 640x424): every region's branch, window and crop size
+    follow from torchvision's box, and a zoomed region carries its full-image tokens and
+    the tokens of its mask re-encoded inside the crop."""
+    import torch
+    from torchvision.ops import masks_to_boxes
+
+    from data_tools import tokenize_dam
+    from svp.masktok import dam_data
+    from svp.masktok.coco import annotation_to_mask
+    from svp.masktok.codec import load_codec
+    from svp.masktok.tokens import codes_to_text, parse_mask_tokens
+    from tests.helpers import coco_fixture
+
+    inst = json.loads(coco_fixture().read_text())
+    im = next(x for x in inst["images"] if x["id"] == 98304)
+    w, h = im["width"], im["height"]
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+        tmp_path / "img" / im["file_name"])
+    anns = [a for a in inst["annotations"] if a["image_id"] == 98304]
+    rows = [{"image": im["file_name"], "regions": [
+        {"mask": a["segmentation"], "caption": f"annotation {a['id']}"} for a in anns]}]
+    (tmp_path / "dam.json").write_text(json.dumps(rows))
+    assert tokenize_dam.main(["--annotations", str(tmp_path / "dam.json"), "--image-root",
+                              str(tmp_path / "img"), "--codec", f"builtin:{trained_codec[0]}",
+                              "--out", str(tmp_path / "o")]) == 0
+    written = rows_of(tmp_path / "o" / "dam.jsonl")
+    codec = load_codec(f"builtin:{trained_codec[0]}")
+    image = Image.open(tmp_path / "img" / im["file_name"]).convert("RGB")
+    report = []
+    for a, r in zip(anns, written, strict=True):
+        mask = annotation_to_mask(a["segmentation"], h, w)
+        box = tuple(float(v) for v in masks_to_boxes(torch.from_numpy(mask[None]))[0])
+        zoom = dam_data.takes_zoom(box, w, h)
+        assert isinstance(r["image"], list) == zoom
+        codes = codec.encode(image, mask[None])[0]
+        full = codes_to_text(int(codes[0]), int(codes[1]))
+        q = r["conversations"][0]["value"]
+        assert full in q
+        if zoom:
+            window = dam_data.zoom_window(box, w, h)
+            assert r["zoom_window"] == list(window)
+            crop = image.crop(window)
+            size = dam_data.zoom_size(*crop.size)
+            assert r["crop_size"] == list(size or crop.size)
+            inner = codec.encode(crop.resize(size, Image.LANCZOS) if size else crop,
+                                 dam_data.crop_mask(mask, window, size)[None])[0]
+            assert parse_mask_tokens(q)[1] == (int(inner[0]), int(inner[1]))
+        report.append((a["id"], round(dam_data.box_share(box, w, h), 4), zoom,
+                       r.get("zoom_window"), r.get("crop_size"), q.replace("\n", " ")))
+    print("\nDAM on COCO 98304:", *report, sep="\n")
+    assert all(z for _, _, z, *_ in report)  # the three regions are small: all zoomed
 
 
 def test_rela_target_drops_crowd_and_rasterises_at_480():
