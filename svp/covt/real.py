@@ -276,15 +276,29 @@ class _HFFeatures(Expert):
         return losses.mse_loss(pred, t["features"].to(pred.device, pred.dtype), self.name)
 
 
+DINO_INPUTS = ("upstream", "full448")
+
+
 class DinoExpert(_HFFeatures):
-    """DINOv2 at 448x448 (upstream's crop): the final-norm token sequence, CLS + patches."""
+    """DINOv2 with a 448x448 input: the final-norm token sequence, CLS + patches.
+
+    ``input_mode="upstream"``: upstream's processor call (``crop_size=448`` with the
+    checkpoint's own ``shortest_edge`` of 256), so the 448 centre crop zero-pads a 256-px
+    image: its targets encode a small picture inside a black frame. ``"full448"`` (ours):
+    the shorter side resized to 448 and a real 448 crop."""
 
     size = 448
 
-    def __init__(self, n_tokens: int = 4, ckpt: Path | None = None):
-        super().__init__("dino", n_tokens, ckpt,
-                         {"size": {"shortest_edge": self.size},
-                          "crop_size": {"height": self.size, "width": self.size}})
+    def __init__(self, n_tokens: int = 4, ckpt: Path | None = None,
+                 input_mode: str = "upstream"):
+        if input_mode not in DINO_INPUTS:
+            raise ValueError(f"unknown DINO input {input_mode!r}: one of {DINO_INPUTS}")
+        self.input_mode = input_mode
+        kwargs = {"crop_size": {"height": self.size, "width": self.size}}
+        if input_mode == "full448":
+            kwargs["size"] = {"shortest_edge": self.size}
+        super().__init__("dino", n_tokens, ckpt, kwargs)
+        self.version = f"{self.version}:{input_mode}"  # caches of the other input are refused
         cfg = self.model.config
         self.token_dim = cfg.hidden_size
         self._queries = 1 + (self.size // cfg.patch_size) ** 2
@@ -365,21 +379,23 @@ class PidinetExpert(Expert):
 
 
 # ----------------------------------------------------------------------------- sets
-def real_expert(name: str, n_tokens: int, ckpt: str | Path | None) -> Expert:
+def real_expert(name: str, n_tokens: int, ckpt: str | Path | None,
+                dino_input: str = "upstream") -> Expert:
     if name == "sam":
         return SamExpert(n_tokens, ckpt)
     if name == "depth":
         return DepthExpert(n_tokens, ckpt)
     if name == "dino":
-        return DinoExpert(n_tokens, ckpt)
+        return DinoExpert(n_tokens, ckpt, dino_input)
     if name == "pidinet":
         return PidinetExpert(n_tokens, ckpt)
     return PooledExpert(name, n_tokens, ckpt)
 
 
-def real_experts(cfg, checkpoints: Mapping[str, str | Path | None]) -> dict[str, Expert]:
+def real_experts(cfg, checkpoints: Mapping[str, str | Path | None],
+                 dino_input: str = "upstream") -> dict[str, Expert]:
     """The experts of a :class:`ThoughtConfig` from their checkpoints (name -> path)."""
-    return {name: real_expert(name, cfg.count(name), checkpoints.get(name))
+    return {name: real_expert(name, cfg.count(name), checkpoints.get(name), dino_input)
             for name in cfg.experts}
 
 

@@ -59,6 +59,10 @@ class CovtSettings:
         "SVP_COVT_SAM_EMPTY", "zero", s.choice("zero", "background"),
         "SAM loss of an image where the expert found no mask: `zero` (upstream) or "
         "`background` (ours: every token pushed to background, BCE to 0)")
+    dino_input: str = s.env(
+        "SVP_COVT_DINO_INPUT", "upstream", s.choice("upstream", "full448"),
+        "DINOv2's input: `upstream` (a 256-px image zero-padded into the 448 crop, as "
+        "upstream's processor call gives it) or `full448` (ours: a real 448 view)")
     cache: str | None = s.env(
         "SVP_COVT_CACHE", None, s.text,
         "target cache written by `data_tools/cache_expert_targets.py`")

@@ -169,3 +169,32 @@ def test_head_shapes_without_checkpoints_are_upstreams():
     assert {n: (s.token_dim, s.n_tokens, s.n_queries) for n, s in shapes.items()} == {
         "sam": (256, 8, 8), "depth": (1024, 4, 4), "dino": (1024, 4, 1025),
         "pidinet": (60, 4, 4), "siglip": (1024, 4, 1), "metaclip": (1024, 4, 1)}
+
+
+def test_dino_input_upstream_pads_a_256_image_into_448(ckpts):
+    """Upstream calls DINOv2's processor with crop_size 448 but keeps its shortest_edge 256:
+    the 448 crop zero-pads the picture (black after normalisation) around it. full448 is a
+    real 448 view. The two fingerprints differ, so a cache of one is refused by the other."""
+    up = real.DinoExpert(4, ckpts["dino"], "upstream")
+    full = real.DinoExpert(4, ckpts["dino"], "full448")
+    img = images(1)  # 120 x 90
+    a, b = up._pixels(img)[0], full._pixels(img)[0]
+    assert a.shape == b.shape == (3, 448, 448)
+    black = (-torch.tensor(real.IMAGENET_MEAN) / torch.tensor(real.IMAGENET_STD))[:, None]
+    assert torch.allclose(a[:, 0, :], black.expand(3, 448), atol=1e-4)   # padded frame
+    side = (448 - 256) // 2
+    assert not torch.allclose(a[:, side + 10, 200], black[:, 0], atol=1e-2)  # the picture
+    assert not torch.allclose(b[:, 0, :], black.expand(3, 448), atol=1e-2)   # no frame
+    assert up.fingerprint() != full.fingerprint()
+    with pytest.raises(ValueError, match="unknown DINO input"):
+        real.DinoExpert(4, ckpts["dino"], "other")
+
+
+def test_dino_input_setting_reaches_the_expert(ckpts):
+    from svp.covt.experts import build_experts
+
+    assert load({}).dino_input == "upstream"  # upstream's input by default
+    cfg = ThoughtConfig.parse("dino")
+    chosen = load({"SVP_COVT_DINO_INPUT": "full448"}).dino_input
+    assert build_experts(cfg, "real", {"dino": ckpts["dino"]}, chosen)["dino"].input_mode == \
+        "full448"
