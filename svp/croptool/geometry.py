@@ -237,6 +237,20 @@ def from_space(box, space: str, orig_wh: tuple[int, int], model_wh: tuple[int, i
 
 
 # ----------------------------------------------------------------------------- resizing
+ZOOMS = ("none", "vlmr3")
+
+
+def vlmr3_zoom(crop_area: float, image_area: float) -> float:
+    """VLM-R3's crop scale (its agent's ``_crop_and_save_region``): 2 below 1/8 of the image,
+    1 from 1/2 up, linear in between."""
+    r = crop_area / image_area
+    if r < 0.125:
+        return 2.0
+    if r >= 0.5:
+        return 1.0
+    return 2.0 - (r - 0.125) / 0.375
+
+
 # qwen_vl_utils' own bounds (0.0.14) when neither MAX_PIXELS nor IMAGE_MAX_TOKEN_NUM is set
 DEFAULT_MIN_TOKENS, DEFAULT_MAX_TOKENS = 4, 16384
 
@@ -268,6 +282,10 @@ class CropPolicy:
     factor: int = field(default=0)
     min_pixels: int = 0
     max_pixels: int = 0
+    #: crop sizing: ``none`` (ours: kept as cut, short side capped at ``crop_max_short``) or
+    #: ``vlmr3`` (VLM-R3's agent: x2 zoom below 1/8 of the image, linear to x1 at 1/2, then
+    #: within [4, 1024] merged patches, LANCZOS)
+    zoom: str = "none"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -282,6 +300,8 @@ class CropPolicy:
             object.__setattr__(self, "max_pixels", DEFAULT_MAX_TOKENS * self.factor ** 2)
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
+        if self.zoom not in ZOOMS:
+            raise ValueError(f"unknown crop zoom {self.zoom!r} (one of {ZOOMS})")
 
     @property
     def space(self) -> str:
@@ -339,6 +359,12 @@ class CropPolicy:
         left, top = int(math.floor(x1)), int(math.floor(y1))
         right, bottom = int(math.ceil(x2)), int(math.ceil(y2))
         region = image.crop((left, top, min(right, w), min(bottom, h)))
+        if self.zoom == "vlmr3":
+            cw, ch = region.size
+            scale = vlmr3_zoom(cw * ch, w * h)
+            size = model_input_size(int(scale * cw), int(scale * ch), self.factor,
+                                    4 * self.factor ** 2, 1024 * self.factor ** 2)
+            return region if size == region.size else region.resize(size, Image.LANCZOS)
         size = self.crop_size(*region.size)
         return region if size == region.size else region.resize(size, Image.BICUBIC)
 

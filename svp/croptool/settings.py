@@ -21,6 +21,11 @@ class CropSettings:
     crop_max_short: int = s.env(
         "SVP_CROP_MAX_SHORT", 448, s.integer(minimum=1),
         "a crop is kept as cut when its shorter side is at most this, downscaled otherwise")
+    zoom: str = s.env(
+        "SVP_CROP_ZOOM", "none", s.choice("none", "vlmr3"),
+        "crop sizing: `none` (a crop is kept as cut, short side capped at SVP_CROP_MAX_SHORT) "
+        "or `vlmr3` (VLM-R3's: x2 zoom below 1/8 of the image, linear to x1 at 1/2, within "
+        "4..1024 merged patches)")
     judge_url: str | None = s.env(
         "SVP_JUDGE_URL", None, s.text,
         "OpenAI-compatible endpoint of the LLM judge for free-form answers (unset: no judge)")
@@ -48,7 +53,7 @@ class CropSettings:
             env["MAX_PIXELS"] = str(max_pixels)
         lo, hi = pixel_bounds(family, env)
         return CropPolicy(family, self.main_short, self.crop_max_short, min_pixels=lo,
-                          max_pixels=hi)
+                          max_pixels=hi, zoom=self.zoom)
 
     def judge(self):
         """The :class:`~svp.croptool.judge.Judge`, or None when no URL is set."""

@@ -153,3 +153,33 @@ def test_execute_cuts_the_original_pixels():
 
 def test_canonical_format():
     assert format_tool_call((1.4, 2.6, 30, 40.5)) == "<tool_call>[1, 3, 30, 40]</tool_call>"
+
+
+def vlmr3_crop_size(cw: int, ch: int, w: int, h: int) -> tuple[int, int]:
+    """VLM-R3's agent (vllm_rgrpo_trainer.py, _crop_and_save_region), restated as the oracle:
+    scale by the crop's share of the image, then smart_resize within [4, 1024] x 28^2."""
+    from qwen_vl_utils import smart_resize
+
+    r = cw * ch / (w * h)
+    scale = 2.0 if r < 0.125 else 1.0 if r >= 0.5 else 2.0 - (r - 0.125) / 0.375
+    h1, w1 = smart_resize(int(scale * ch), int(scale * cw), factor=28,
+                          min_pixels=4 * 28 * 28, max_pixels=1024 * 28 * 28)
+    return w1, h1
+
+
+@pytest.mark.parametrize("box", [(100, 100, 200, 200), (100, 100, 600, 500),
+                                 (0, 0, 900, 760), (10, 10, 40, 600)])
+def test_vlmr3_zoom_sizes_crops_as_its_agent(box):
+    """SVP_CROP_ZOOM=vlmr3: small crops doubled, large ones kept, within VLM-R3's budget;
+    the default keeps a crop as cut (short side capped)."""
+    from svp.croptool.settings import load
+
+    img = Image.new("RGB", (1000, 800))
+    zoomed = load({"SVP_CROP_ZOOM": "vlmr3"}).policy("qwen2_5_vl", environ={})
+    crop = zoomed.crop(img, box)
+    cut = img.crop(tuple(int(v) for v in zoomed.grow(box, 1000, 800)))
+    assert crop.size == vlmr3_crop_size(*cut.size, 1000, 800)
+    ours = load({}).policy("qwen2_5_vl", environ={}).crop(img, box)
+    assert ours.size == CropPolicy("qwen2_5_vl").crop_size(*cut.size)
+    if box == (100, 100, 200, 200):
+        assert crop.size == (196, 196) and ours.size == (112, 112)  # x2 zoom vs kept as cut
