@@ -61,7 +61,9 @@ def masks(args) -> int:
     if not samples or "pred_rle" not in samples[0]:
         raise SystemExit(f"error: {args.results}: no per-sample 'pred_rle' (write it with "
                          "data_tools/eval_gres.py --out)")
-    gts = {g["id"]: g for g in load_ground_truth(argparse.Namespace(gt=str(args.gt)))}
+    # overlays at the image size whatever protocol scored them (pred_rle is at that size)
+    gts = {g["id"]: g for g in load_ground_truth(argparse.Namespace(gt=str(args.gt),
+                                                                    protocol="samtok"))}
     tiles, captions, skipped = [], [], []
     images: dict[str, Image.Image | OSError] = {}  # GRES asks several questions per picture
     for s in tqdm(samples[:args.max], desc="masks", unit="sample"):
