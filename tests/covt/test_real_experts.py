@@ -116,10 +116,15 @@ def test_real_expert_targets_decode_and_gradients(env, name):
     assert {k: tuple(v.shape[1:]) for k, v in t.items()} == EXPECTED[name]
     assert set(expert.keys) == set(t) and set(expert.searched) <= set(t)
     assert all(v.shape[0] == 2 and not v.requires_grad for v in t.values())
+    scored = t
     if name == "sam":
         assert 0 <= int(t["n_masks"].max()) <= 8
+        # a random tiny SAM may find no mask, and then the loss is 0 by design (upstream's
+        # rule): give each image one target mask so matching and gradients are exercised
+        scored = dict(t, masks=t["masks"].clone(), n_masks=t["n_masks"].clamp_min(1))
+        scored["masks"][:, 0, 64:192, 64:192] = 1.0
     z = torch.randn(2, shape.n_queries, shape.token_dim, requires_grad=True)
-    loss = expert.loss(expert.decode(z, t), t)
+    loss = expert.loss(expert.decode(z, scored), scored)
     assert torch.isfinite(loss)
     loss.backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
