@@ -34,7 +34,9 @@ Six pieces, installed by every entry's ``register()``:
   failed): its C++ worker threads still hold work objects with Python references while the
   interpreter is torn down (the cause as described in pytorch PR 179291, which proposed the
   same remedy upstream and was withdrawn). We destroy the group in an ``atexit`` handler,
-  while the interpreter is still whole.
+  while the interpreter is still whole, after a barrier: a rank that tore down while the
+  other still ran rank-0-only work after training aborted the same way (seen once under
+  ZeRO-3 in 15 two-process runs).
 - **Logits only where a weighted loss reads them.** With a non-binary loss scale and more than
   one sample per device, ms-swift keeps the logits of a suffix of every row (from the earliest
   supervised token of any row), most of them prompt positions weighted zero. We keep the union
@@ -46,6 +48,7 @@ Six pieces, installed by every entry's ``register()``:
 from __future__ import annotations
 
 import atexit
+import datetime
 import hashlib
 import json
 from contextlib import nullcontext
@@ -254,6 +257,17 @@ def destroy_process_group_at_exit() -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     try:
+        # every rank reaches the teardown before any destroys its group: a rank that tears
+        # down while another still runs rank-0-only work or a last collective can abort
+        # ("terminate called without an active exception") although training succeeded
+        if dist.get_world_size() > 1:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=EXIT_BARRIER_S))
+            else:
+                dist.barrier()
+    except Exception as exc:  # noqa: BLE001 - a rank died: tear down anyway
+        logger.warning(f"svp: the exit barrier failed ({exc!r}); tearing down anyway")
+    try:
         dist.destroy_process_group()
         logger.debug("svp: process group destroyed at exit")
     except Exception as exc:  # noqa: BLE001 - exiting anyway; say why it was not clean
@@ -269,6 +283,7 @@ def install_clean_exit() -> None:
 
 
 _exit_registered = False
+EXIT_BARRIER_S = 300  # how long a finished rank waits at exit for the others
 _LOGITS_MARK = "_svp_supervised_logits"
 
 
