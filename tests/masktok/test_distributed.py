@@ -52,6 +52,9 @@ def sft(tiny_model, registry, out, log, mode, *extra):
         MODEL=str(tiny_model("qwen2_5_vl")), SVP_DATASET_REGISTRY=str(registry),
         DATASETS="masks%75", OUTPUT_DIR=str(out), BATCH="2", GRAD_ACC="1", NUM_WORKERS="0",
         LORA_RANK="8", LR="1e-3", DTYPE="float32",
+        # the weighted loss (supervised columns only, svp/common/supervised_logits.py) under
+        # every mode; the plain loss runs in the registry and crop-tool distributed tests
+        LOSS_SCALE="default+mask_span",
         EXTRA_ARGS=" ".join(["--max_steps 4 --save_steps 2 --logging_steps 1 --seed 7",
                              "--check_model false --callbacks svp_rank_check", *extra]))
 
@@ -63,6 +66,7 @@ def test_mask_token_sft_two_processes(mode, tiny_model, registry, one_process_ro
     assert "no GPU visible: training on CPU processes with --use_cpu true --fp16 false " \
         "--ddp_backend gloo" in log
     assert "masks.jsonl: 75% of 16 rows -> 12 rows" in log  # name%X under DDP too
+    assert "--loss_scale default+mask_span" in log
     run = run_dir(out)
     digests = assert_one_job(run, mode)
     assert any(".embed_tokens." in n for n in digests), "embed_tokens not trained"
