@@ -311,21 +311,58 @@ def builder_fingerprint() -> str:
     return hashlib.sha256(src + transformers.__version__.encode()).hexdigest()[:12]
 
 
-def cached_tiny_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:
-    """Build once per builder version into ``cache_root`` and reuse it (tests, demo, bench)."""
+def _built_once(out: Path, build) -> Path:
+    """``out`` when it is built (its ``tiny_model.json`` exists), else ``build(out)`` under a
+    lock: parallel test workers share the cache, so the others wait and then find it built
+    instead of replacing a model that is in use. ``build`` writes atomically itself."""
     import fcntl
 
-    _check_arch(arch)
-    out = Path(cache_root).resolve() / f"tiny-{arch}-s{seed}-{builder_fingerprint()}"
     if (out / "tiny_model.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    # one builder at a time (parallel test workers share the cache): the others wait, then
-    # find it built instead of replacing a model that is in use
     with (out.parent / f".{out.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (out / "tiny_model.json").is_file():
-            build_tiny_model(arch, out, seed=seed)
+            build(out)
+    return out
+
+
+def cached_tiny_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:
+    """Build once per builder version into ``cache_root`` and reuse it (tests, demo, bench)."""
+    _check_arch(arch)
+    out = Path(cache_root).resolve() / f"tiny-{arch}-s{seed}-{builder_fingerprint()}"
+    return _built_once(out, lambda o: build_tiny_model(arch, o, seed=seed))
+
+
+def build_arch_model(arch: str, tiny: Path, out_dir: Path, seed: int = 0) -> Path:
+    """Write a random-weight bf16 model of the bundled real config ``arch`` with the tokenizer,
+    processors and generation config of the tiny model ``tiny`` (a temporary sibling renamed
+    into place, as :func:`build_tiny_model`)."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+
+    from svp.common.memory_plan import resolve_config
+
+    out = Path(out_dir).resolve()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(resolve_config(arch),
+                                                        dtype=torch.bfloat16)
+        model.generation_config = GenerationConfig.from_pretrained(tiny)
+        model.save_pretrained(tmp)
+        AutoProcessor.from_pretrained(tiny).save_pretrained(tmp)
+        (tmp / "tiny_model.json").write_text(json.dumps(
+            {"arch": arch, "seed": seed, "random_weights": True,
+             "built_by": "svp.testing.tiny_model.build_arch_model"}, indent=2))
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
@@ -335,40 +372,7 @@ def cached_arch_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:
     :mod:`svp.common.memory_plan`) with the tiny model's tokenizer and processors, whose ids
     are Qwen's: benches run the same commands at full size without any weights. Built once
     into ``cache_root`` (several GB) and reused."""
-    import fcntl
-    import shutil
-    import tempfile
-
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from svp.common.memory_plan import resolve_config
-
     family = "qwen3_vl" if arch.startswith("qwen3_vl") else "qwen2_5_vl"
     out = Path(cache_root).resolve() / f"random-{arch}-s{seed}-{builder_fingerprint()}"
-    if (out / "tiny_model.json").is_file():
-        return out
     tiny = cached_tiny_model(family, cache_root, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with (out.parent / f".{out.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (out / "tiny_model.json").is_file():
-            return out
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        tmp.chmod(0o755)
-        try:
-            torch.manual_seed(seed)
-            model = AutoModelForImageTextToText.from_config(resolve_config(arch),
-                                                            dtype=torch.bfloat16)
-            model.generation_config = AutoModelForImageTextToText.from_pretrained(
-                tiny, dtype=torch.float32).generation_config
-            model.save_pretrained(tmp)
-            AutoProcessor.from_pretrained(tiny).save_pretrained(tmp)
-            (tmp / "tiny_model.json").write_text(json.dumps(
-                {"arch": arch, "seed": seed, "random_weights": True,
-                 "built_by": "svp.testing.tiny_model.cached_arch_model"}, indent=2))
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return out
+    return _built_once(out, lambda o: build_arch_model(arch, tiny, o, seed))
