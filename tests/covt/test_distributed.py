@@ -52,8 +52,17 @@ def rows(tmp_path_factory):
 
 def covt(tiny_model, data, work, log, mode):
     strict = " --ddp_find_unused_parameters false" if mode == "ddp" else ""
+    cache = {}
+    if mode == "zero2":  # the compact target cache (SAM's masks read, forward passes rerun)
+        from data_tools import cache_expert_targets
+
+        cache_dir = work.parent / "cache"
+        assert cache_expert_targets.main(["--dataset", str(data), "--cache", str(cache_dir),
+                                          "--experts", "sam,depth", "--backend",
+                                          "standin"]) == 0
+        cache["SVP_COVT_CACHE"] = str(cache_dir)
     return run_recipe(
-        "covt_qwen25vl_7b.sh", log, work.parent, mode,
+        "covt_qwen25vl_7b.sh", log, work.parent, mode, **cache,
         SVP_COVT_BACKEND="standin", SVP_COVT_EXPERTS="sam,depth",
         BASE_MODEL=str(tiny_model("qwen2_5_vl")), DATA=str(data), WORK_DIR=str(work),
         RUNS=f"{SCHEDULE}:8:6", LR="1e-3", BATCH="2", SAVE_STEPS="4", NUM_WORKERS="0",
@@ -83,6 +92,9 @@ def test_covt_four_stages_two_processes(mode, tiny_model, rows, one_process_rows
         values = [r[name] for r in logged if name in r]
         assert len(values) == 6 and min(values[1:]) < values[0], (name, values)
     assert [("covt_aux" in r) for r in logged] == [True] * 6 + [False] * 2  # AUX_UNTIL=6
+    if mode == "zero2":  # every supervised image's targets came from the cache
+        cached = [r["covt_cached"] for r in logged if "covt_cached" in r]
+        assert cached and all(c == 1 for c in cached), cached
     assert (work / "run1_understanding_merged" / ".done").exists()
     if mode != "ddp":
         return
