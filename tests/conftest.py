@@ -63,3 +63,11 @@ def judge_url():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/v1"
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_neo():
+    """``tiny_neo(extra_layers=2)`` -> a NEO-init checkpoint built from the tiny Qwen3."""
+    from svp.testing.tiny_model import cached_neo_model
+
+    return lambda extra_layers=2: cached_neo_model(CACHE, extra_layers)

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-ARCHES = ("qwen2_5_vl", "qwen3_vl")
+ARCHES = ("qwen2_5_vl", "qwen3_vl", "qwen3")  # qwen3: the text-only LLM NEO is built from
 BPE_SIZE = 2000
 FIRST_SPECIAL_ID = 151643
 VOCAB_SIZE = 151936  # embedding rows, as in the real 2B/4B/8B-class configs
@@ -81,7 +81,7 @@ class TinySpec:
 def added_tokens(arch: str) -> list[tuple[str, bool]]:
     """The Qwen added tokens of ``arch`` in id order starting at 151643."""
     _check_arch(arch)
-    return QWEN25_ADDED + (QWEN3_EXTRA if arch == "qwen3_vl" else [])
+    return QWEN25_ADDED + (QWEN3_EXTRA if arch in ("qwen3_vl", "qwen3") else [])
 
 
 def _check_arch(arch: str) -> None:
@@ -187,9 +187,22 @@ def chat_template(arch: str) -> str:
 
 
 def build_config(arch: str, spec: TinySpec = TinySpec()):
-    """A real-architecture config with tiny sizes; mrope sections sum to head_dim / 2."""
+    """A real-architecture config with tiny sizes; mrope sections sum to head_dim / 2. The
+    text-only ``qwen3`` ties its embeddings, as Qwen3-1.7B (NEO-2B's base) does."""
     _check_arch(arch)
     head_dim = spec.hidden // spec.heads
+    if arch == "qwen3":
+        from transformers import Qwen3Config
+
+        config = Qwen3Config(
+            vocab_size=VOCAB_SIZE, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
+            num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+            num_key_value_heads=spec.kv_heads, head_dim=head_dim, max_position_embeddings=32768,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            bos_token_id=FIRST_SPECIAL_ID, eos_token_id=FIRST_SPECIAL_ID,
+            pad_token_id=FIRST_SPECIAL_ID, tie_word_embeddings=True, dtype="float32")
+        config.architectures = ["Qwen3ForCausalLM"]
+        return config
     text = dict(
         vocab_size=VOCAB_SIZE, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
         num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
@@ -234,7 +247,11 @@ def build_config(arch: str, spec: TinySpec = TinySpec()):
 
 
 def build_processor(arch: str, tokenizer):
-    """Tokenizer + the default image/video processors of the architecture + chat template."""
+    """Tokenizer + the default image/video processors of the architecture + chat template
+    (the text-only ``qwen3``: the tokenizer with the chat template)."""
+    if arch == "qwen3":
+        tokenizer.chat_template = chat_template(arch)
+        return tokenizer
     if arch == "qwen2_5_vl":
         from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
@@ -275,6 +292,8 @@ def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0,
         config = build_config(arch, spec)
         if arch == "qwen2_5_vl":
             from transformers import Qwen2_5_VLForConditionalGeneration as Model
+        elif arch == "qwen3":
+            from transformers import Qwen3ForCausalLM as Model
         else:
             from transformers import Qwen3VLForConditionalGeneration as Model
         model = Model(config).to(torch.float32).eval()
@@ -376,3 +395,28 @@ def cached_arch_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:
     out = Path(cache_root).resolve() / f"random-{arch}-s{seed}-{builder_fingerprint()}"
     tiny = cached_tiny_model(family, cache_root, seed)
     return _built_once(out, lambda o: build_arch_model(arch, tiny, o, seed))
+
+
+def cached_neo_model(cache_root: str | Path, extra_layers: int = 2, seed: int = 0) -> Path:
+    """A NEO-init checkpoint built by ``data_tools/build_neo.py``'s code from the tiny Qwen3
+    (2 LLM layers + ``extra_layers`` pre-buffer layers), built once into ``cache_root``."""
+    import hashlib
+
+    from svp.neo.build import BuildOptions, build_neo
+
+    qwen3 = cached_tiny_model("qwen3", cache_root, seed)
+    neo = Path(__file__).resolve().parents[1] / "neo"
+    src = b"".join((neo / f).read_bytes() for f in
+                   ("build.py", "convert.py", "configuration.py", "modeling.py"))
+    key = hashlib.sha256(builder_fingerprint().encode() + src).hexdigest()[:12]
+    out = Path(cache_root).resolve() / f"neo-e{extra_layers}-s{seed}-{key}"
+
+    def build(o: Path) -> None:
+        build_neo(qwen3, o, BuildOptions(extra_layers=extra_layers, seed=seed, vision_hidden=32,
+                                         min_pixels=32 * 32, max_pixels=128 * 128),
+                  log=lambda msg: None)
+        (o / "tiny_model.json").write_text(json.dumps(
+            {"arch": "neo", "extra_layers": extra_layers, "seed": seed,
+             "built_by": "svp.testing.tiny_model.cached_neo_model"}, indent=2))
+
+    return _built_once(out, build)
