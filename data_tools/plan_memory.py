@@ -39,6 +39,20 @@ RECIPES: dict[str, RunShape] = {
     "covt_qwen25vl_7b": RunShape("qwen2_5_vl_7b", tuner="lora", lora_rank=16, batch=1,
                                  seq_len=4096,
                                  modules_to_save=("covt_heads", "embed_tokens", "lm_head")),
+    # NEO: one packed row per device (its length is what memory depends on); the stage
+    # settings are upstream's (notes/neo.md 2.8), the patch embedding trains in every stage
+    "neo_2b_pt": RunShape("neo_2b", tuner="full", zero=2, batch=1, seq_len=16384,
+                          freeze_vit=False, neo_pt=True),
+    "neo_2b_mt": RunShape("neo_2b", tuner="full", zero=3, batch=1, seq_len=32768,
+                          freeze_vit=False),
+    "neo_2b_sft": RunShape("neo_2b", tuner="full", zero=3, batch=1, seq_len=34816,
+                           freeze_vit=False),
+    "neo_9b_pt": RunShape("neo_9b", tuner="full", zero=2, batch=1, seq_len=16384,
+                          freeze_vit=False, neo_pt=True),
+    "neo_9b_mt": RunShape("neo_9b", tuner="full", zero=3, batch=1, seq_len=18432,
+                          freeze_vit=False),
+    "neo_9b_sft": RunShape("neo_9b", tuner="full", zero=3, batch=1, seq_len=18432,
+                           freeze_vit=False),
 }
 # CoVT's frozen experts per GPU in fp32 (published parameter counts x 4 B) plus an allowance
 # for their activations on one batch (SAM's automatic mask generator is the largest).
@@ -81,7 +95,8 @@ def markdown_table() -> str:
         p = recipe_plan(name)
         s, g = p.shape, p.parts
         tuning = s.tuner + (f" r{s.lora_rank}" if s.tuner == "lora" else "") + (
-            f" + {', '.join(s.modules_to_save)}" if s.modules_to_save else "")
+            f" + {', '.join(s.modules_to_save)}" if s.modules_to_save else "") + (
+            " (PT set)" if s.neo_pt else "")
         mode = {0: "DDP", 2: "ZeRO-2", 3: "ZeRO-3"}[s.zero]
         main = g["weights"] + g["gradients"] + g["optimizer"] + g["activations"] + g["logits"]
         rows.append(f"| `{name}` | {s.arch} | {tuning} | {mode} | {s.batch} x {s.seq_len} | "

@@ -3,7 +3,10 @@ device (no weights, no GPU): what a recipe needs before anyone spends a GPU-hour
 
 The model is built from its config with ``torch.device("meta")``, so every parameter count
 is the real one (checked against the published totals: Qwen2.5-VL-3B 3.75 B, 7B 8.29 B,
-Qwen3-VL-4B 4.44 B, 8B 8.77 B). On top of the counts, bytes per GPU (bf16 weights, AdamW):
+Qwen3-VL-4B 4.44 B, 8B 8.77 B; NEO-2B 2.59 B and NEO-9B 10.25 B, notes/neo.md 1.2). NEO's q and
+k are twice head_dim wide (Multi-Head Native Attention), which its activation widths carry;
+its mask runs through flex attention on GPU, so no s^2 term either. On top of the counts,
+bytes per GPU (bf16 weights, AdamW):
 
 weights      2 B x every parameter (+ LoRA / ``modules_to_save`` copies); ZeRO-3: / GPUs
 gradients    DDP: 2 B x trainable, held twice (the gradients and DDP's reduce buckets);
@@ -72,6 +75,7 @@ class RunShape:
     extra_trainable: int = 0        # parameters added by a plugin (e.g. CoVT heads)
     extra_gb: float = 0.0           # memory outside the model (e.g. CoVT experts)
     extra_label: str = ""
+    neo_pt: bool = False            # NEO's PT stage: only its explicit set trains (freeze.py)
 
     def __post_init__(self):
         if self.tuner not in ("lora", "full"):
@@ -98,6 +102,7 @@ class Counts:
     intermediate: int
     layers: int
     vocab: int
+    pt_trainable: int = 0           # NEO: parameters of the PT stage's trainable set
 
 
 @dataclass
@@ -136,6 +141,10 @@ def resolve_config(arch: str):
     from transformers import AutoConfig
 
     data = config_data(arch)
+    if data.get("model_type") == "neo_chat":  # our own model type
+        from svp.neo.hf import register_auto_classes
+
+        register_auto_classes()
     return AutoConfig.for_model(data.pop("model_type"), **data)
 
 
@@ -143,7 +152,7 @@ def resolve_config(arch: str):
 # of start-up on every recipe launch); the counts are kept per config content and
 # transformers version, so a recipe's plan costs a file read after the first time.
 COUNTS_CACHE = Path.home() / ".cache" / "svp" / "param_counts"
-COUNTS_VERSION = 1  # bump when count_on_meta changes what it counts
+COUNTS_VERSION = 2  # bump when count_on_meta changes what it counts
 
 
 def counts_key(arch: str) -> str:
@@ -180,6 +189,8 @@ def count_on_meta(arch: str) -> Counts:
     from transformers import AutoModelForImageTextToText
 
     config = resolve_config(arch)
+    if config.model_type == "neo_chat":
+        return count_neo_on_meta(config)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     by = dict.fromkeys(("vision", "aligner", "language", "embed", "lm_head"), 0)
@@ -209,8 +220,44 @@ def count_on_meta(arch: str) -> Counts:
                   vocab=text.vocab_size)
 
 
+def count_neo_on_meta(config) -> Counts:
+    """NEO by part: the patch embedding counts as vision; q/k widths are 2 x head_dim."""
+    import torch
+    from torch import nn
+
+    from svp.neo.freeze import pt_trainable
+    from svp.neo.modeling import NEOChatModel
+
+    with torch.device("meta"):
+        model = NEOChatModel(config)
+    text = config.llm_config
+    by = dict.fromkeys(("vision", "aligner", "language", "embed", "lm_head"), 0)
+    pt = 0
+    for name, p in model.named_parameters():  # tied lm_head is listed once, as the embedding
+        part = ("vision" if name.startswith("vision_model.") else
+                "embed" if "embed_tokens" in name else
+                "lm_head" if "lm_head" in name else "language")
+        by[part] += p.numel()
+        pt += p.numel() if pt_trainable(name, text.extra_num_layers) else 0
+    body = model.language_model.model
+    lora = sum(m.in_features + m.out_features for m in body.layers.modules()
+               if isinstance(m, nn.Linear))
+    layer = max(sum(p.numel() for p in block.parameters()) for block in body.layers)
+    d = text.head_dim
+    return Counts(total=sum(by.values()), **by, lora_per_rank=lora,
+                  largest_layer=max(layer, by["embed"], by["lm_head"]),
+                  hidden=text.hidden_size, heads_dim=2 * text.num_attention_heads * d,
+                  kv_dim=2 * text.num_key_value_heads * d,
+                  intermediate=text.intermediate_size, layers=text.num_hidden_layers,
+                  vocab=text.vocab_size, pt_trainable=pt)
+
+
 def trainable_params(shape: RunShape, c: Counts) -> tuple[int, int]:
     """(trainable parameters, parameters added to the model by the tuner)."""
+    if shape.neo_pt:
+        if not c.pt_trainable:
+            raise ValueError(f"{shape.arch} is not a NEO model: no PT-stage parameter set")
+        return c.pt_trainable, 0
     if shape.tuner == "full":
         frozen = (c.vision if shape.freeze_vit else 0) + (c.aligner if shape.freeze_aligner
                                                            else 0)
@@ -271,7 +318,7 @@ def deepspeed_model_states_gb(total_params: int, largest_layer: int, gpus: int,
 def format_plan(p: Plan) -> str:
     s = p.shape
     mode = {0: "DDP", 2: "ZeRO-2", 3: "ZeRO-3"}[s.zero]
-    head = (f"memory plan: {s.arch}, {s.tuner}"
+    head = (f"memory plan: {s.arch}, {s.tuner}" + (" (PT set)" if s.neo_pt else "")
             + (f" r{s.lora_rank}" if s.tuner == "lora" else "")
             + (f" + {'/'.join(s.modules_to_save)}" if s.modules_to_save else "")
             + f", {mode} on {s.gpus} x {s.gpu_mem_gb:g} GB, micro-batch {s.batch} x "

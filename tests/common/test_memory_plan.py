@@ -24,12 +24,32 @@ from tests.helpers import REPO, offline_env
 
 # published totals (model cards), billions of parameters
 PUBLISHED = {"qwen2_5_vl_3b": 3.75, "qwen2_5_vl_7b": 8.29, "qwen3_vl_4b": 4.44,
-             "qwen3_vl_8b": 8.77}
+             "qwen3_vl_8b": 8.77,
+             # NEO: no model card figure; notes/neo.md 1.2 derives them analytically
+             "neo_2b": 2.59, "neo_9b": 10.25}
 
 
 @pytest.mark.parametrize("arch", sorted(PUBLISHED))
 def test_parameter_counts_are_the_published_ones(arch):
     assert round(count(arch, cache_dir=None).total / 1e9, 2) == PUBLISHED[arch]
+
+
+def test_neo_pt_trains_its_explicit_set():
+    """NEO-2B's PT set counted by hand from its shapes: 12 whole pre-buffer layers, the H/W
+    tensors of the 28 LLM layers and the patch embedding (notes/neo.md 1.2: 0.68 B,
+    0.25 B over all 40 layers, 9.2 M)."""
+    e, q, kv, d, inter = 2048, 16 * 128, 8 * 128, 128, 6144
+    hw = e * q + e * kv + 4 * (d // 2)
+    layer = 2 * e * q + 3 * e * kv + q * e + 3 * e * inter + 2 * e + 2 * d + 4 * (d // 2)
+    vision = (3 * 16 * 16 * 1024 + 1024) + (1024 * 4 * e + e)
+    c = count("neo_2b", cache_dir=None)
+    assert c.vision == vision and round(vision / 1e6, 1) == 9.2
+    assert c.pt_trainable == 12 * layer + 28 * hw + vision
+    assert round(12 * layer / 1e9, 2) == 0.68 and round(40 * hw / 1e9, 2) == 0.25
+    p = plan(RunShape("neo_2b", tuner="full", zero=2, neo_pt=True, freeze_vit=False))
+    assert p.trainable == c.pt_trainable
+    with pytest.raises(ValueError, match="not a NEO model"):
+        plan(RunShape("qwen2_5_vl_3b", tuner="full", neo_pt=True))
 
 
 def test_counts_are_kept_per_config_and_rebuilt_when_it_changes(tmp_path, tiny_model):
@@ -132,6 +152,9 @@ WRAPPERS = {  # recipe file -> (RECIPES entry, environment its DRY_RUN needs)
                                                    "Qwen/Qwen2.5-VL-7B-Instruct"}),
     "covt_qwen25vl_7b.sh": ("covt_qwen25vl_7b", {"DATA": "DATAFILE",
                                                  "SVP_COVT_BACKEND": "standin"}),
+    **{f"neo_{size}_{stage}.sh": (f"neo_{size}_{stage}", {"DATASETS": "x",
+                                                        "MODEL": f"neo-{size}-init"})
+       for size in ("2b", "9b") for stage in ("pt", "mt", "sft")},
 }
 
 
