@@ -393,13 +393,22 @@ class NEOChatModel(NEOPreTrainedModel, GenerationMixin):
                 loss_weight: torch.Tensor | None = None,
                 seq_boundaries: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None,
+                output_attentions: bool | None = None,
                 output_hidden_states: bool | None = None,
                 return_dict: bool | None = None) -> CausalLMOutputWithPast:
         """Training / scoring forward. ``labels`` and ``loss_weight`` are unshifted ``[B, L]``
         (the loss shifts once); ``seq_boundaries`` marks the samples of a packed row. There
         is deliberately no ``**kwargs``: the HF Trainer then neither rescales the loss by a
         global token count nor skips the gradient-accumulation division, so the loss is
-        upstream's per-micro-batch weighted mean."""
+        upstream's per-micro-batch weighted mean (ms-swift's trainer overrides that check;
+        the ``neo`` template sets ``model_accepts_loss_kwargs = False`` for it).
+        ``inputs_embeds`` and ``output_attentions`` exist because PEFT's causal-LM wrapper
+        always passes them; NEO embeds its own inputs and its kernels return no attention
+        weights."""
+        if inputs_embeds is not None or output_attentions:
+            raise ValueError("NEO takes input_ids (it embeds images itself) and cannot return "
+                             "attention weights")
         x = self.prepare_native_inputs(input_ids, pixel_values, image_grid_hw, seq_boundaries,
                                        attention_mask)
         rope_ = NativeRope.build(self.config.llm_config, x.t, x.h, x.w, x.embeds.dtype)

@@ -4,8 +4,9 @@ The template expands every ``<image>`` into ``<img>`` + N ``<IMG_CONTEXT>`` + ``
 smart_resize, and in training packs the micro-batch into one row inside the collator (ms-swift's
 ``--packing`` needs flash-attn, which NEO's 2*head_dim q/k rule out) with the sample boundaries
 and upstream's per-token loss weights. The model computes that weighted loss itself; its
-``forward`` takes no ``**kwargs``, so the HF Trainer divides by the gradient-accumulation steps
-and ms-swift does not rescale by a global token count.
+``forward`` takes no ``**kwargs`` and the template says the model takes no loss kwargs, so
+the HF Trainer divides by the gradient-accumulation steps and ms-swift does not rescale by a
+global token count.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ class NeoTemplate(Template):
     """ChatML without a default system; images as NEO's native patches."""
 
     placeholder_tokens = [IMG_CONTEXT]
+    # ms-swift's trainer otherwise claims every model takes loss kwargs: the HF Trainer then
+    # counts the supervised tokens of all accumulated micro-batches, ms-swift rescales each
+    # loss by its share and the GA division is skipped, a token-weighted mean. Upstream
+    # averages the per-row weighted losses over micro-batches and ranks.
+    model_accepts_loss_kwargs = False
 
     def replace_tag(self, media_type, index, inputs):
         if media_type != "image":

@@ -124,6 +124,7 @@ def test_pre_forward_hook_keeps_every_key_and_the_model_takes_them(loaded):
     # no **kwargs: the HF Trainer then neither rescales by a global token count nor skips
     # the gradient-accumulation division (model_accepts_loss_kwargs is False)
     assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+    assert template.model_accepts_loss_kwargs is False  # ms-swift's trainer reads this
     out = model(**kwargs)
     assert torch.isfinite(out.loss)
 
@@ -142,3 +143,18 @@ def test_inference_collator_pads_left_and_generate_returns_prompt_then_answer(lo
     seq = out["sequences"]
     assert seq.shape == (2, batch["input_ids"].shape[1] + 3)
     assert torch.equal(seq[:, :batch["input_ids"].shape[1]], batch["input_ids"])
+
+
+def test_row_cap_leaves_out_overflow_and_counts_it(loaded, monkeypatch):
+    from svp.neo.swift_plugin import NeoTemplate
+
+    _, _, template = loaded
+    encoded = [template.encode(two_turns(image=False)) for _ in range(3)]
+    n = len(encoded[0]["input_ids"])
+    monkeypatch.setenv("SVP_NEO_ROW_LENGTH", str(2 * n + 1))
+    before = NeoTemplate.dropped
+    batch = template.data_collator(encoded)
+    assert batch["seq_boundaries"].tolist() == [0, n, 2 * n]
+    assert NeoTemplate.dropped == before + 1
+    monkeypatch.setenv("SVP_NEO_ROW_LENGTH", str(n // 2))  # the first sample always stays
+    assert template.data_collator(encoded)["seq_boundaries"].tolist() == [0, n]
