@@ -140,9 +140,28 @@ def covt_rows() -> list[Row]:
                 f["covt-fly"] / f["stock"], "(no goal set)", "-")]
 
 
+def neo_rows() -> list[Row]:
+    f = run("bench_neo.py", "--rounds", "2")
+    tokens = f"{f['tokens']} tokens, 6 layers, hidden 512, 151k vocabulary"
+    return [Row(f"NEO training step vs same-depth Qwen3 (s, fwd+bwd, {tokens})",
+                f"{f['neo_step']:.3f} s", f"{f['qwen_step']:.3f} s (HF Qwen3, full logits)",
+                f["step_ratio"], "(no goal set)", "-"),
+            Row("NEO training step vs Qwen3 given the same supervised-only loss",
+                f"{f['neo_step']:.3f} s", f"{f['qwen_step_sup']:.3f} s", f["step_ratio_sup"],
+                "(no goal set)", "-"),
+            Row("NEO decoder layer vs Qwen3 layer (MHNA + mixed mask, dense SDPA on CPU)",
+                f"{f['neo_layer'] * 1e3:.0f} ms", f"{f['qwen_layer'] * 1e3:.0f} ms",
+                f["layer_ratio"], "(no goal set)", "-"),
+            Row(f"NEO batched generation, batch {f['gen_batch']} left-padded (new tokens/s)",
+                f"{f['batched_tok_s']:.1f}/s", f"{f['single_tok_s']:.1f}/s (batch 1, upstream)",
+                f["batched_tok_s"] / f["single_tok_s"], "(no goal set)", "-")]
+
+
 NOT_BUILT = [
     ("SFT tokens/s and MFU, Qwen2.5-VL-3B architecture, bf16 (GPU)", ">= 35% MFU",
      "issue 18 item 7; needs a GPU"),
+    ("NEO flex attention vs dense SDPA (bf16 max diff, speed ratio)", "(no goal set)",
+     "issue 16; needs a GPU (flex's compiled kernels)"),
 ]
 
 
@@ -166,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     for part in (rewards_rows, crop_rows, import_rows, decoding_rows, mask_span_rows,
-                 covt_rows, registry_rows):
+                 covt_rows, registry_rows, neo_rows):
         rows += part()
     rows += [Row(figure, "", "", None, goal, "not measured") for figure, goal, _ in NOT_BUILT]
     header = ["figure", "ours", "stock", "ratio", "goal", "met?"]

@@ -412,6 +412,53 @@ def stage_covt_decode(demo: Demo, rec: StageRecord) -> None:
     rec.outputs["decoded"] = str(out / "decoded.json")
 
 
+def stage_neo(demo: Demo, rec: StageRecord) -> None:
+    """NEO from a tiny Qwen3: build_neo, PT (the explicit PT set) and SFT through the stage
+    recipes, then swift infer on held-out questions."""
+    from svp.testing.synthetic import write_messages_dataset
+    from svp.testing.tiny_model import cached_tiny_model
+
+    work = demo.out / "neo"
+    shutil.rmtree(work, ignore_errors=True)
+    cache = REPO / ".cache" / "tiny_models"
+    rec.commands.append(f"cached_tiny_model('qwen3', '{cache.relative_to(REPO)}')  "
+                        "# = python data_tools/make_tiny_model.py --arch qwen3 --out DIR")
+    qwen3 = cached_tiny_model("qwen3", cache)
+    init = work / "neo-init"
+    demo.run(rec, [sys.executable, str(REPO / "data_tools" / "build_neo.py"), "--llm",
+                   str(qwen3), "--extra-layers", "2", "--out", str(init),
+                   "--vision-hidden", "64"], "neo_build.log")
+    n = 12 if demo.smoke else 48
+    data = write_messages_dataset(work / "data", n, seed=7, text_only=(3, 7))
+    rec.commands.append(f"write_messages_dataset(n={n}) -> neo/data/train.jsonl")
+    steps = "4" if demo.smoke else "30"
+    common = dict(DATASETS=str(data), MAX_STEPS=steps, SAVE_STEPS=steps, BATCH="4",
+                  GRAD_ACC="1", DTYPE="float32", NUM_WORKERS="0", WARMUP_STEPS="0",
+                  LOGGING_STEPS="1", MIN_PIXELS=str(64 * 64), MAX_PIXELS=str(128 * 128),
+                  SVP_DATASET_REGISTRY="",
+                  EXTRA_ARGS="--check_model false --split_dataset_ratio 0 --add_version false")
+    demo.run(rec, ["bash", str(REPO / "recipes" / "neo_2b_pt.sh")], "neo_pt.log",
+             dict(common, MODEL=str(init), OUTPUT_DIR=str(work / "pt"), LR="2e-3"))
+    pt = newest_checkpoint(work / "pt")
+    demo.run(rec, ["bash", str(REPO / "recipes" / "neo_2b_sft.sh")], "neo_sft.log",
+             dict(common, MODEL=str(pt), OUTPUT_DIR=str(work / "sft"), LR="1e-3"))
+    sft = newest_checkpoint(work / "sft")
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    val = work / "val.jsonl"
+    val.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "messages"}
+                                      | {"messages": r["messages"][:1]}) + "\n"
+                           for r in rows[:4]))
+    result = work / "infer.jsonl"
+    demo.run(rec, [SWIFT, "infer", "--external_plugins", str(REPO / "plugins" / "neo.py"),
+                   "--model", str(sft), "--model_type", "neo", "--val_dataset", str(val),
+                   "--max_new_tokens", "12", "--max_batch_size", "4", "--torch_dtype",
+                   "float32", "--result_path", str(result)], "neo_infer.log",
+             {"SVP_NEO_MAX_PIXELS": str(128 * 128), "SVP_NEO_MIN_PIXELS": str(64 * 64)})
+    rec.outputs.update(pt_logging=str(work / "pt" / "logging.jsonl"),
+                       sft_logging=str(work / "sft" / "logging.jsonl"), result=str(result),
+                       val=str(val))
+
+
 def stage_visualize(demo: Demo, rec: StageRecord) -> None:
     """data_tools/visualize.py on the three kinds of output: masks, crop chains, thoughts."""
     tool = [sys.executable, str(REPO / "data_tools" / "visualize.py")]
@@ -466,6 +513,8 @@ STAGES = [
     Stage("covt", "CoVT with stand-in experts via recipes/covt_qwen25vl_7b.sh", stage_covt),
     Stage("covt_decode", "Decode the visual-thought tokens (data_tools/covt_decode.py)",
           stage_covt_decode),
+    Stage("neo", "NEO: build_neo from a tiny Qwen3, PT and SFT via recipes/neo_2b_*.sh, "
+          "swift infer", stage_neo),
     Stage("visualize", "Pictures: masks, crop chains, visual thoughts (data_tools/visualize.py)",
           stage_visualize),
     Stage("report", "Write report.md", stage_report),

@@ -280,6 +280,35 @@ def _covt(lines: list[str], records: dict, out: Path) -> None:
             lines += [f"![decoded visual thoughts]({_rel(vis['thoughts'], out)})", ""]
 
 
+def _neo(lines: list[str], records: dict, out: Path) -> None:
+    if "neo" not in records:
+        return
+    rec = records["neo"]["outputs"]
+    series = {}
+    for name in ("pt", "sft"):
+        rows = [r for r in step_rows(rec[f"{name}_logging"]) if "loss" in r]
+        series[name.upper()] = ([r["step"] for r in rows], [float(r["loss"]) for r in rows])
+    lines += ["## NEO, the native VLM", "",
+              "A tiny random Qwen3 (2 layers) turned into NEO with 2 pre-buffer layers by "
+              "`data_tools/build_neo.py`; PT trains the pre-buffer, the H/W channels and the "
+              "patch embedding, SFT trains everything; NEO's own weighted loss (`square`).", ""]
+    if curves_png(series, out / "neo_losses.png", "NEO training loss (PT, then SFT)",
+                  "training loss"):
+        lines += ["![NEO losses](neo_losses.png)", ""]
+        for name, (_, vals) in series.items():
+            if vals:
+                lines.append(f"- {name}: {vals[0]:.3f} -> {vals[-1]:.3f} over {len(vals)} "
+                             "logged steps")
+        lines.append("")
+    results = [json.loads(x) for x in Path(rec["result"]).read_text().splitlines()]
+    lines += ["| question | image | answer (swift infer, batched) |", "|---|---|---|"]
+    for r in results:
+        q = r["messages"][0]["content"]
+        lines.append(f"| {_cell(q, 60)} | {'yes' if r.get('images') else 'no'} | "
+                     f"{_cell(r['response'], 80, code=True)} |")
+    lines.append("")
+
+
 def write_report(out: Path, stage_names: list[str]) -> Path:
     out = Path(out)
     records = {}
@@ -297,6 +326,7 @@ def write_report(out: Path, stage_names: list[str]) -> Path:
     _mask_tokens(lines, records, out)
     _crop_tool(lines, records, out)
     _covt(lines, records, out)
+    _neo(lines, records, out)
     report = out / "report.md"
     write_atomic(report, "\n".join(lines))
     return report

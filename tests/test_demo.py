@@ -30,7 +30,7 @@ def test_demo_smoke_and_rerun_one_stage(tmp_path):
     names = [s.name for s in STAGES]
     assert names == ["tiny_model", "data", "check_data", "sft", "infer", "codec", "gres_data",
                      "mask_sft", "mask_eval", "crop_data", "crop_sft", "crop_infer", "rgrpo",
-                     "covt", "covt_decode", "visualize", "report"]
+                     "covt", "covt_decode", "neo", "visualize", "report"]
     for i, name in enumerate(names, 1):
         assert f"[{i}/{len(names)}] {name}: " in out
     report = (tmp_path / "report.md").read_text()
@@ -64,9 +64,17 @@ def test_demo_smoke_and_rerun_one_stage(tmp_path):
     assert [int(float(r["covt_stage"])) for r in covt] == [0, 1, 2]
     assert all(float(r[k]) > 0 for r in covt for k in ("covt_sam", "covt_depth", "covt_aux"))
     assert "| first step (1) |" in report and "| sam |" in report and "| depth |" in report
+    # NEO: build from the tiny Qwen3, PT and SFT through the stage recipes, batched infer
+    assert "data_tools/build_neo.py --llm" in report and "bash recipes/neo_2b_pt.sh" in report
+    for stage in ("pt", "sft"):
+        assert len(step_rows(tmp_path / "neo" / stage / "logging.jsonl")) >= 4
+    answers = [json.loads(x) for x in (tmp_path / "neo" / "infer.jsonl").read_text().split("\n")
+               if x]
+    assert len(answers) == 4 and "## NEO, the native VLM" in report
+    assert "| question | image | answer (swift infer, batched) |" in report
     # pictures: curves and the three kinds of visualisation, linked from the report
     for png in ("sft_loss.png", "mask_sft_loss.png", "crop_sft_loss.png", "rgrpo_rewards.png",
-                "covt_losses.png", "vis/masks/sheet.png", "vis/crops/sheet.png",
+                "covt_losses.png", "neo_losses.png", "vis/masks/sheet.png", "vis/crops/sheet.png",
                 "vis/thoughts.png"):
         assert f"]({png})" in report, png
         assert (tmp_path / png).stat().st_size > 2000, png

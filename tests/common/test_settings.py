@@ -14,7 +14,7 @@ import pytest
 from svp.common import settings as s
 from tests.helpers import REPO, offline_env
 
-CAPABILITIES = ("dataset_registry", "masktok", "croptool", "covt")
+CAPABILITIES = ("dataset_registry", "masktok", "croptool", "covt", "neo")
 
 
 @dataclass(frozen=True)
