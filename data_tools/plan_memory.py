@@ -19,6 +19,9 @@ import sys
 from dataclasses import replace
 
 from svp.common.memory_plan import KNOWN_MODELS, RunShape, format_plan, plan
+from svp.neo.memory import register as register_neo_counts
+
+register_neo_counts()  # NEO is our own model type: the planner learns to count it here
 
 # Each recipe's defaults, as RunShape (8 x 80 GB unless told otherwise). recipes/*.sh pass
 # the same values to --recipe when they print their plan; tests/common/test_memory_plan.py
@@ -42,13 +45,13 @@ RECIPES: dict[str, RunShape] = {
     # NEO: one packed row per device (its length is what memory depends on); the stage
     # settings are upstream's (notes/neo.md 2.8), the patch embedding trains in every stage
     "neo_2b_pt": RunShape("neo_2b", tuner="full", zero=2, batch=1, seq_len=16384,
-                          freeze_vit=False, neo_pt=True),
+                          freeze_vit=False, partial="PT set"),
     "neo_2b_mt": RunShape("neo_2b", tuner="full", zero=3, batch=1, seq_len=32768,
                           freeze_vit=False),
     "neo_2b_sft": RunShape("neo_2b", tuner="full", zero=3, batch=1, seq_len=34816,
                            freeze_vit=False),
     "neo_9b_pt": RunShape("neo_9b", tuner="full", zero=2, batch=1, seq_len=16384,
-                          freeze_vit=False, neo_pt=True),
+                          freeze_vit=False, partial="PT set"),
     "neo_9b_mt": RunShape("neo_9b", tuner="full", zero=3, batch=1, seq_len=18432,
                           freeze_vit=False),
     "neo_9b_sft": RunShape("neo_9b", tuner="full", zero=3, batch=1, seq_len=18432,
@@ -96,7 +99,7 @@ def markdown_table() -> str:
         s, g = p.shape, p.parts
         tuning = s.tuner + (f" r{s.lora_rank}" if s.tuner == "lora" else "") + (
             f" + {', '.join(s.modules_to_save)}" if s.modules_to_save else "") + (
-            " (PT set)" if s.neo_pt else "")
+            f" ({s.partial})" if s.partial else "")
         mode = {0: "DDP", 2: "ZeRO-2", 3: "ZeRO-3"}[s.zero]
         main = g["weights"] + g["gradients"] + g["optimizer"] + g["activations"] + g["logits"]
         rows.append(f"| `{name}` | {s.arch} | {tuning} | {mode} | {s.batch} x {s.seq_len} | "

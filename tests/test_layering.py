@@ -119,7 +119,7 @@ def test_every_capability_has_one_settings_module_and_its_tests():
     capabilities = sorted(p.name for p in PACKAGE.iterdir()
                           if p.is_dir() and (p / "__init__.py").exists()
                           and p.name not in ("common", "testing"))
-    assert capabilities == ["covt", "croptool", "dataset_registry", "masktok"]
+    assert capabilities == ["covt", "croptool", "dataset_registry", "masktok", "neo"]
     for cap in capabilities:
         assert (PACKAGE / cap / "settings.py").is_file(), cap
         assert (REPO / "tests" / cap).is_dir(), cap
@@ -128,7 +128,7 @@ def test_every_capability_has_one_settings_module_and_its_tests():
 def test_common_helpers_depend_on_no_capability():
     """svp/common is what two or more capabilities use; it never reaches into one of them
     (a capability may use common, not the other way round)."""
-    caps = ("svp.dataset_registry", "svp.masktok", "svp.croptool", "svp.covt")
+    caps = ("svp.dataset_registry", "svp.masktok", "svp.croptool", "svp.covt", "svp.neo")
     offenders = {str(p.relative_to(REPO)): sorted(m for m in imported_modules(parse(p))
                                                   if m.startswith(caps))
                  for p in python_files(PACKAGE / "common")}

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -75,7 +76,7 @@ class RunShape:
     extra_trainable: int = 0        # parameters added by a plugin (e.g. CoVT heads)
     extra_gb: float = 0.0           # memory outside the model (e.g. CoVT experts)
     extra_label: str = ""
-    neo_pt: bool = False            # NEO's PT stage: only its explicit set trains (freeze.py)
+    partial: str = ""               # a model-defined trainable subset (NEO: "PT set")
 
     def __post_init__(self):
         if self.tuner not in ("lora", "full"):
@@ -102,7 +103,7 @@ class Counts:
     intermediate: int
     layers: int
     vocab: int
-    pt_trainable: int = 0           # NEO: parameters of the PT stage's trainable set
+    partial_trainable: int = 0      # parameters of the model's partial set (NEO: PT stage)
 
 
 @dataclass
@@ -141,10 +142,6 @@ def resolve_config(arch: str):
     from transformers import AutoConfig
 
     data = config_data(arch)
-    if data.get("model_type") == "neo_chat":  # our own model type
-        from svp.neo.hf import register_auto_classes
-
-        register_auto_classes()
     return AutoConfig.for_model(data.pop("model_type"), **data)
 
 
@@ -153,6 +150,9 @@ def resolve_config(arch: str):
 # transformers version, so a recipe's plan costs a file read after the first time.
 COUNTS_CACHE = Path.home() / ".cache" / "svp" / "param_counts"
 COUNTS_VERSION = 2  # bump when count_on_meta changes what it counts
+# model_type -> counter(config dict) for model types a capability defines itself (NEO); the
+# capability registers it (svp/neo/memory.py), so this module depends on none of them
+META_COUNTERS: dict[str, Callable[[dict], Counts]] = {}
 
 
 def counts_key(arch: str) -> str:
@@ -188,9 +188,10 @@ def count_on_meta(arch: str) -> Counts:
     from torch import nn
     from transformers import AutoModelForImageTextToText
 
+    data = config_data(arch)
+    if data.get("model_type") in META_COUNTERS:  # a model type a capability defines
+        return META_COUNTERS[data["model_type"]](data)
     config = resolve_config(arch)
-    if config.model_type == "neo_chat":
-        return count_neo_on_meta(config)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     by = dict.fromkeys(("vision", "aligner", "language", "embed", "lm_head"), 0)
@@ -220,44 +221,13 @@ def count_on_meta(arch: str) -> Counts:
                   vocab=text.vocab_size)
 
 
-def count_neo_on_meta(config) -> Counts:
-    """NEO by part: the patch embedding counts as vision; q/k widths are 2 x head_dim."""
-    import torch
-    from torch import nn
-
-    from svp.neo.freeze import pt_trainable
-    from svp.neo.modeling import NEOChatModel
-
-    with torch.device("meta"):
-        model = NEOChatModel(config)
-    text = config.llm_config
-    by = dict.fromkeys(("vision", "aligner", "language", "embed", "lm_head"), 0)
-    pt = 0
-    for name, p in model.named_parameters():  # tied lm_head is listed once, as the embedding
-        part = ("vision" if name.startswith("vision_model.") else
-                "embed" if "embed_tokens" in name else
-                "lm_head" if "lm_head" in name else "language")
-        by[part] += p.numel()
-        pt += p.numel() if pt_trainable(name, text.extra_num_layers) else 0
-    body = model.language_model.model
-    lora = sum(m.in_features + m.out_features for m in body.layers.modules()
-               if isinstance(m, nn.Linear))
-    layer = max(sum(p.numel() for p in block.parameters()) for block in body.layers)
-    d = text.head_dim
-    return Counts(total=sum(by.values()), **by, lora_per_rank=lora,
-                  largest_layer=max(layer, by["embed"], by["lm_head"]),
-                  hidden=text.hidden_size, heads_dim=2 * text.num_attention_heads * d,
-                  kv_dim=2 * text.num_key_value_heads * d,
-                  intermediate=text.intermediate_size, layers=text.num_hidden_layers,
-                  vocab=text.vocab_size, pt_trainable=pt)
-
-
 def trainable_params(shape: RunShape, c: Counts) -> tuple[int, int]:
     """(trainable parameters, parameters added to the model by the tuner)."""
-    if shape.neo_pt:
-        if not c.pt_trainable:
-            raise ValueError(f"{shape.arch} is not a NEO model: no PT-stage parameter set")
-        return c.pt_trainable, 0
+    if shape.partial:
+        if not c.partial_trainable:
+            raise ValueError(f"{shape.arch} defines no partial trainable set "
+                             f"({shape.partial!r})")
+        return c.partial_trainable, 0
     if shape.tuner == "full":
         frozen = (c.vision if shape.freeze_vit else 0) + (c.aligner if shape.freeze_aligner
                                                            else 0)
@@ -318,7 +288,7 @@ def deepspeed_model_states_gb(total_params: int, largest_layer: int, gpus: int,
 def format_plan(p: Plan) -> str:
     s = p.shape
     mode = {0: "DDP", 2: "ZeRO-2", 3: "ZeRO-3"}[s.zero]
-    head = (f"memory plan: {s.arch}, {s.tuner}" + (" (PT set)" if s.neo_pt else "")
+    head = (f"memory plan: {s.arch}, {s.tuner}" + (f" ({s.partial})" if s.partial else "")
             + (f" r{s.lora_rank}" if s.tuner == "lora" else "")
             + (f" + {'/'.join(s.modules_to_save)}" if s.modules_to_save else "")
             + f", {mode} on {s.gpus} x {s.gpu_mem_gb:g} GB, micro-batch {s.batch} x "

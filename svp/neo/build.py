@@ -9,13 +9,12 @@ leaves a checkpoint a later stage would trust.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from svp.common.io import atomic_dir
 from svp.neo.configuration import (
     IMG_CONTEXT,
     IMG_END,
@@ -150,20 +149,11 @@ def build_neo(llm_dir: str | Path, out_dir: str | Path, opts: BuildOptions,
     gen.pop("transformers_version", None)
     model.generation_config = GenerationConfig(**gen)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "neo_build.json").write_text(json.dumps(
             {"llm": str(llm_dir), "extra_layers": opts.extra_layers, "seed": opts.seed,
              "options": opts.__dict__, "built_by": "svp.neo.build"}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"build_neo: wrote {out}")
     return out

@@ -14,6 +14,7 @@ Module and parameter names are the released checkpoints' (``language_model.model
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -227,13 +228,31 @@ class NEOLanguageBody(nn.Module):
 
 
 class NEOLanguageModel(nn.Module):
-    """``language_model``: the body plus ``lm_head`` (tied to the embedding on NEO-2B)."""
+    """``language_model``: the body plus ``lm_head`` (tied to the embedding on NEO-2B).
+
+    ms-swift treats the module holding ``lm_head`` as "the LLM" (``get_lm_head_model``) and
+    grows vocabularies through it (another plugin's tokens, ``--new_special_tokens``), so it
+    answers the embedding calls; resizing goes to the owning :class:`NEOChatModel`, whose
+    transformers implementation handles tied heads and ZeRO-3 partitions."""
 
     def __init__(self, config: NEOLLMConfig):
         super().__init__()
         self.config = config
         self.model = NEOLanguageBody(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self._owner = None  # set by NEOChatModel (a weak reference, not a submodule)
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        owner = self._owner() if self._owner is not None else None
+        if owner is None:
+            raise RuntimeError("this NEO language model has no owning NEOChatModel to resize")
+        return owner.resize_token_embeddings(*args, **kwargs)
 
 
 class NEOCache:
@@ -305,6 +324,7 @@ class NEOChatModel(NEOPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.vision_model = NEOVisionModel(config.vision_config)
         self.language_model = NEOLanguageModel(config.llm_config)
+        self.language_model._owner = weakref.ref(self)
         self.attn_backend = "auto"
         self.post_init()
 

@@ -276,18 +276,14 @@ def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0,
     The directory is written to a temporary sibling and renamed into place, so a concurrent
     or interrupted build never leaves a half-written model that a later run would trust.
     """
-    import shutil
-    import tempfile
-
     import torch
     from transformers import GenerationConfig
 
+    from svp.common.io import atomic_dir
+
     _check_arch(arch)
     out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out) as tmp:
         torch.manual_seed(seed)
         config = build_config(arch, spec)
         if arch == "qwen2_5_vl":
@@ -311,12 +307,6 @@ def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0,
         (tmp / "tiny_model.json").write_text(json.dumps(
             {"arch": arch, "seed": seed, "spec": spec.__dict__,
              "built_by": "svp.testing.tiny_model"}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -357,18 +347,13 @@ def build_arch_model(arch: str, tiny: Path, out_dir: Path, seed: int = 0) -> Pat
     """Write a random-weight bf16 model of the bundled real config ``arch`` with the tokenizer,
     processors and generation config of the tiny model ``tiny`` (a temporary sibling renamed
     into place, as :func:`build_tiny_model`)."""
-    import shutil
-    import tempfile
-
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
+    from svp.common.io import atomic_dir
     from svp.common.memory_plan import resolve_config
 
-    out = Path(out_dir).resolve()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out_dir) as tmp:
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(resolve_config(arch),
                                                         dtype=torch.bfloat16)
@@ -378,11 +363,7 @@ def build_arch_model(arch: str, tiny: Path, out_dir: Path, seed: int = 0) -> Pat
         (tmp / "tiny_model.json").write_text(json.dumps(
             {"arch": arch, "seed": seed, "random_weights": True,
              "built_by": "svp.testing.tiny_model.build_arch_model"}, indent=2))
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir).resolve()
 
 
 def cached_arch_model(arch: str, cache_root: str | Path, seed: int = 0) -> Path:

@@ -44,12 +44,12 @@ def test_neo_pt_trains_its_explicit_set():
     vision = (3 * 16 * 16 * 1024 + 1024) + (1024 * 4 * e + e)
     c = count("neo_2b", cache_dir=None)
     assert c.vision == vision and round(vision / 1e6, 1) == 9.2
-    assert c.pt_trainable == 12 * layer + 28 * hw + vision
+    assert c.partial_trainable == 12 * layer + 28 * hw + vision
     assert round(12 * layer / 1e9, 2) == 0.68 and round(40 * hw / 1e9, 2) == 0.25
-    p = plan(RunShape("neo_2b", tuner="full", zero=2, neo_pt=True, freeze_vit=False))
-    assert p.trainable == c.pt_trainable
-    with pytest.raises(ValueError, match="not a NEO model"):
-        plan(RunShape("qwen2_5_vl_3b", tuner="full", neo_pt=True))
+    p = plan(RunShape("neo_2b", tuner="full", zero=2, partial="PT set", freeze_vit=False))
+    assert p.trainable == c.partial_trainable
+    with pytest.raises(ValueError, match="defines no partial trainable set"):
+        plan(RunShape("qwen2_5_vl_3b", tuner="full", partial="PT set"))
 
 
 def test_counts_are_kept_per_config_and_rebuilt_when_it_changes(tmp_path, tiny_model):

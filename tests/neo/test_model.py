@@ -261,3 +261,23 @@ def test_save_reload_round_trip(tiny_neo, tmp_path):
     sd = again.state_dict()
     assert "vision_model.embeddings.dense_embedding.weight" in sd
     assert math.isclose(again.config.vision_config.rope_theta_vision, 1000.0)
+
+
+def test_vocabulary_grows_through_the_language_model(tiny_neo):
+    """ms-swift grows vocabularies through the module holding ``lm_head`` (another plugin's
+    tokens, e.g. mask tokens, or ``--new_special_tokens``): NEO's language model forwards the
+    resize to the whole model, the head stays tied and the new ids run."""
+    from transformers import AutoTokenizer
+
+    from svp.common.vocab import add_tokens
+
+    path = tiny_neo(E)
+    model, tok = neo(path), AutoTokenizer.from_pretrained(path)
+    new = [f"<|extra_{i}|>" for i in range(300)]
+    summary = add_tokens(model.language_model, tok, [(new, False)])
+    assert summary["added"] == 300 and summary["rows_after"] == 152064 and summary["tied_head"]
+    lm = model.language_model
+    assert lm.lm_head.weight is lm.model.embed_tokens.weight
+    assert model.config.llm_config.vocab_size == 152064
+    ids = torch.tensor([tok.convert_tokens_to_ids(new[-3:])])
+    assert model(ids).logits.shape == (1, 3, 152064)
