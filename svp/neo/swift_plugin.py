@@ -50,9 +50,13 @@ class NeoLoader(ModelLoader):
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        want = {IMG_CONTEXT: config.img_context_token_id, IMG_START: config.img_start_token_id,
-                IMG_END: config.img_end_token_id}
-        got = {t: tokenizer.convert_tokens_to_ids(t) for t in want}
+        fields = {IMG_CONTEXT: "img_context_token_id", IMG_START: "img_start_token_id",
+                  IMG_END: "img_end_token_id"}
+        got = {t: tokenizer.convert_tokens_to_ids(t) for t in fields}
+        for token, field in fields.items():  # released configs carry no img_end_token_id
+            if getattr(config, field) is None:
+                setattr(config, field, got[token])
+        want = {t: getattr(config, f) for t, f in fields.items()}
         if got != want:
             raise ValueError(f"{model_dir}: the tokenizer's image token ids {got} differ from "
                              f"the config's {want}; a NEO checkpoint is made with "

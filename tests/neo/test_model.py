@@ -281,3 +281,29 @@ def test_vocabulary_grows_through_the_language_model(tiny_neo):
     assert model.config.llm_config.vocab_size == 152064
     ids = torch.tensor([tok.convert_tokens_to_ids(new[-3:])])
     assert model(ids).logits.shape == (1, 3, 152064)
+
+
+def test_a_released_style_config_parses(tmp_path):
+    """The fields notes/neo.md 3.1 expects in the released config.json (transformers 4.5x
+    layout): top-level ``rope_theta``, a 32-entry ``layer_types`` for 40 layers, 1-tuples
+    in the vision config, remote-code keys; no ``img_end_token_id``."""
+    import json
+
+    from svp.neo.configuration import NEOChatConfig
+
+    llm = dict(model_type="qwen3", hidden_size=64, intermediate_size=128, head_dim=16,
+               num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=40,
+               extra_num_layers=12, rope_theta=1000000.0, rope_scaling=None,
+               rope_theta_hw=10000.0, layer_types=["full_attention"] * 32,
+               tie_word_embeddings=True, torch_dtype="bfloat16")
+    vision = dict(model_type="neo_vision", llm_hidden_size=[64], downsample_ratio=[0.5],
+                  hidden_size=32, rope_theta_vision=10000.0)
+    (tmp_path / "config.json").write_text(json.dumps(dict(
+        model_type="neo_chat", template="neo1_0", use_backbone_lora=0, use_llm_lora=0,
+        auto_map={"AutoModel": "modeling_neo_chat.NEOChatModel"}, llm_config=llm,
+        vision_config=vision, img_context_token_id=151669, img_start_token_id=151670)))
+    cfg = NEOChatConfig.from_pretrained(tmp_path)
+    assert cfg.llm_config.rope_theta == 1000000.0
+    assert len(cfg.llm_config.layer_types) == cfg.llm_config.num_hidden_layers == 40
+    assert cfg.vision_config.llm_hidden_size == 64 and cfg.vision_config.downsample_ratio == 0.5
+    assert cfg.tie_word_embeddings and cfg.img_end_token_id is None

@@ -158,3 +158,30 @@ def test_row_cap_leaves_out_overflow_and_counts_it(loaded, monkeypatch):
     assert NeoTemplate.dropped == before + 1
     monkeypatch.setenv("SVP_NEO_ROW_LENGTH", str(n // 2))  # the first sample always stays
     assert template.data_collator(encoded)["seq_boundaries"].tolist() == [0, n]
+
+
+def test_loader_takes_missing_image_ids_from_the_tokenizer_and_refuses_wrong_ones(
+        loaded, tiny_neo, tmp_path):
+    """Released configs carry no ``img_end_token_id``: it comes from the tokenizer. A config
+    whose ids disagree with the tokenizer is refused with the reason."""
+    import json
+    import shutil
+
+    from swift.model import get_model_processor
+
+    ckpt = tmp_path / "neo"
+    shutil.copytree(tiny_neo(2), ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    del cfg["img_end_token_id"]
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    model, _ = get_model_processor(str(ckpt), model_type="neo", torch_dtype=torch.float32,
+                                   load_model=False)
+    assert model is None
+    from swift.model import get_processor
+
+    assert get_processor(str(ckpt), model_type="neo").model_info.config.img_end_token_id \
+        == 151671
+    cfg["img_start_token_id"] = 151672
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="image token ids"):
+        get_processor(str(ckpt), model_type="neo")
