@@ -18,8 +18,6 @@ HW_NORMS = ("q_norm_h", "q_norm_w", "k_norm_h", "k_norm_w")
 LAYER_LINEARS = ("self_attn.q_proj", "self_attn.q_proj_hw", "self_attn.k_proj",
                  "self_attn.k_proj_hw", "self_attn.v_proj", "self_attn.o_proj",
                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-LAYER_NORMS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_norm",
-               "self_attn.k_norm") + tuple(f"self_attn.{n}" for n in HW_NORMS)
 
 
 def hw_query_from_q(q_weight: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor:

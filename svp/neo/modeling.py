@@ -29,8 +29,6 @@ from svp.neo import positions, rope
 from svp.neo.configuration import NEOChatConfig, NEOLLMConfig, NEOVisionConfig
 from svp.neo.loss import supervised_lm_loss
 
-ATTN_BACKENDS = ("auto", "sdpa", "flex")
-
 
 # ----------------------------------------------------------------------------- vision
 class NEOVisionEmbeddings(nn.Module):

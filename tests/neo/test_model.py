@@ -250,6 +250,16 @@ def test_batched_left_padded_generation_equals_batch_one(tiny_neo):
     assert torch.equal(both[1, width:], one_b[0, 7:])
 
 
+def test_num_return_sequences_repeats_each_rows_images(tiny_neo):
+    model = neo(tiny_neo(E))
+    ids, pixels, grid = _batch(model)
+    kw = dict(max_new_tokens=4, do_sample=False, eos_token_id=None)
+    one = model.generate(ids, pixel_values=pixels, image_grid_hw=grid, **kw)
+    two = model.generate(ids, pixel_values=pixels, image_grid_hw=grid,
+                         num_return_sequences=2, **kw)
+    assert two.shape[0] == 2 and torch.equal(two[0], one[0]) and torch.equal(two[1], one[0])
+
+
 def test_save_reload_round_trip(tiny_neo, tmp_path):
     model = neo(tiny_neo(E))
     ids, pixels, grid = _batch(model)
