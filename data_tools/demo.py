@@ -388,7 +388,7 @@ def stage_covt(demo: Demo, rec: StageRecord) -> None:
         **COVT_KNOBS, "BASE_MODEL": demo.record("tiny_model").outputs["model"],
         "DATA": str(data), "WORK_DIR": str(work), "RUNS": runs, "LR": "1e-3", "BATCH": "2",
         "SAVE_STEPS": str(steps), "NUM_WORKERS": "0", "GRAD_CKPT": "false",
-        "DTYPE": "float32", "TRAIN_NEW_ROWS": "0", "MAX_PIXELS": "50176",
+        "DTYPE": "float32", "MAX_PIXELS": "50176",
         "EXTRA_ARGS": "--check_model false --logging_steps 1"})
     name = f"run1_{runs.split('@')[0]}"
     run = next((work / name).glob("v*"))

@@ -17,8 +17,11 @@
 # checkpoint and continues its stage schedule (the stage follows the global step). FORCE=1
 # reruns everything; DRY_RUN=1 prints the commands. Knobs: LR, BATCH, GRAD_ACC, LORA_RANK,
 # LORA_ALPHA, LORA_DROPOUT, MAX_PIXELS, MAX_LENGTH, SAVE_STEPS, NUM_WORKERS, GRAD_CKPT, DTYPE,
-# DEEPSPEED, TRAIN_NEW_ROWS (1: embed_tokens / lm_head trainable so the new tokens can be
-# emitted; they are then saved with each checkpoint), EXTRA_ARGS.
+# DEEPSPEED, TRAIN_NEW_ROWS, EXTRA_ARGS.
+# TRAIN_NEW_ROWS: 1 (default, upstream) trains only the embedding and LM-head rows of the new
+# tokens (--tuner_type lora_new_rows; a checkpoint holds those rows, not the matrices); all:
+# the whole embed_tokens / lm_head as --modules_to_save (every old row drifts too, 2 x vocab x
+# hidden more to train and save); 0: the new rows stay as initialised.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$HERE")"
@@ -50,7 +53,13 @@ PLUGIN="$REPO/plugins/covt.py"
 svp_check_settings covt
 svp_launch
 save_modules=(covt_heads)
-[[ "$TRAIN_NEW_ROWS" == 1 ]] && save_modules+=(embed_tokens lm_head)
+tuner=lora
+case "$TRAIN_NEW_ROWS" in
+  1) tuner=lora_new_rows ;;
+  all) save_modules+=(embed_tokens lm_head) ;;
+  0) ;;
+  *) echo "covt: TRAIN_NEW_ROWS=$TRAIN_NEW_ROWS (1, all or 0)" >&2; exit 2 ;;
+esac
 ds_args=()
 [[ -n "${DEEPSPEED:-}" ]] && ds_args=(--deepspeed "$DEEPSPEED")
 run() {
@@ -87,7 +96,7 @@ for entry in $RUNS; do
     run env SVP_COVT_SCHEDULE="$schedule" SVP_COVT_AUX_UNTIL="${aux:-}" \
       swift sft --external_plugins "$PLUGIN" --model "$model" \
       --model_type covt_qwen2_5_vl --template qwen2_5_vl_covt --callbacks covt_stage \
-      --dataset "$DATA" --max_steps "$steps" --tuner_type lora --target_modules all-linear \
+      --dataset "$DATA" --max_steps "$steps" --tuner_type "$tuner" --target_modules all-linear \
       --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --lora_dropout "$LORA_DROPOUT" \
       --modules_to_save "${save_modules[@]}" --freeze_vit true \
       --learning_rate "$LR" --weight_decay 0.1 --warmup_ratio 0.05 \

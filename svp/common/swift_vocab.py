@@ -19,7 +19,12 @@ def grow_vocabulary(loader, model, processor, config, groups: list[tuple[list[st
     from swift.model.patcher import get_lm_head_model
     from swift.utils import HfConfigFactory
 
+    from svp.common.swift_new_rows import mark_new_rows
+
     summary = add_tokens(get_lm_head_model(model, loader.model_meta), tokenizer, groups, seed)
+    # every group's rows, added now or already there: what --tuner_type lora_new_rows trains
+    mark_new_rows(model, tokenizer.convert_tokens_to_ids([t for tokens, _ in groups
+                                                          for t in tokens]))
     if summary["added"]:
         HfConfigFactory.set_config_attr(config, "vocab_size", summary["rows_after"])
     return summary

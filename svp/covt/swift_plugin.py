@@ -30,7 +30,7 @@ from swift.template.register import TEMPLATE_MAPPING, register_template
 from swift.template.templates.qwen import Qwen2_5VLTemplate
 from swift.utils import get_logger
 
-from svp.common import swift_trainer
+from svp.common import swift_new_rows, swift_trainer
 from svp.common.io import write_atomic
 from svp.common.swift_vocab import grow_vocabulary, growth_message
 from svp.covt import settings
@@ -64,10 +64,18 @@ def head_shapes(config: CovtSettings) -> dict:
 
 
 # ----------------------------------------------------------------------------- heads on the model
-def _checkpoint_heads(model_dir: str) -> dict[str, torch.Tensor]:
-    """``covt_heads.*`` tensors saved in a model folder (full tuning / merged LoRA)."""
-    from safetensors import safe_open
+HEADS_FILE = "covt/heads.safetensors"  # beside the weights, not among them (see below)
 
+
+def _checkpoint_heads(model_dir: str) -> dict[str, torch.Tensor]:
+    """The heads saved with a model folder (full tuning / merged LoRA): ``covt/heads.safetensors``,
+    or ``covt_heads.*`` tensors inside the weights (folders merged before the side file)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    side = Path(model_dir) / HEADS_FILE
+    if side.is_file():
+        return load_file(str(side))
     out: dict[str, torch.Tensor] = {}
     for f in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(f), "pt") as st:
@@ -75,6 +83,52 @@ def _checkpoint_heads(model_dir: str) -> dict[str, torch.Tensor]:
                 if k.startswith(HEADS_ATTR + "."):
                     out[k[len(HEADS_ATTR) + 1:]] = st.get_tensor(k)
     return out
+
+
+def _write_heads(save_directory: str, heads: dict[str, torch.Tensor], config: CovtSettings
+                 ) -> Path:
+    """The heads as ``covt/heads.safetensors`` (a subfolder: vLLM's loader reads every
+    top-level ``*.safetensors`` of a folder without an index), atomically."""
+    from safetensors.torch import save_file
+
+    from svp.common.io import atomic_path
+
+    path = Path(save_directory) / HEADS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"experts": ",".join(config.thought.experts),
+            "counts": ",".join(str(c) for c in config.thought.counts),
+            "backend": config.backend}
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in heads.items()}, str(tmp),
+                  metadata=meta)
+    return path
+
+
+def _save_heads_beside(model, config: CovtSettings) -> None:
+    """Make ``model.save_pretrained`` (full-tuning checkpoints, ``swift export --merge_lora``)
+    write a plain Qwen2.5-VL folder: stock transformers and vLLM load it strictly (CoVT
+    issues #8, #24), and the heads go to :data:`HEADS_FILE`, which this model type and
+    ``covt_decode.py`` read. Adapter checkpoints are untouched (peft keeps the heads as
+    ``modules_to_save``)."""
+    original = model.save_pretrained
+    if getattr(original, "_svp_heads_beside", False):
+        return
+    prefix = HEADS_ATTR + "."
+
+    def save_pretrained(save_directory, *args, state_dict=None, is_main_process=True, **kw):
+        full = model.state_dict() if state_dict is None else state_dict
+        heads = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+        rest = {k: v for k, v in full.items() if not k.startswith(prefix)}
+        result = original(save_directory, *args, state_dict=rest,
+                          is_main_process=is_main_process, **kw)
+        if heads and is_main_process:
+            path = _write_heads(save_directory, heads, config)
+            logger.info(f"covt: {len(heads)} head tensors written to {path}; the weights "
+                        "beside it are a plain Qwen2.5-VL checkpoint")
+        return result
+
+    save_pretrained._svp_heads_beside = True
+    model.save_pretrained = save_pretrained
 
 
 def attach_heads(model, model_dir: str, config: CovtSettings) -> CovtHeads:
@@ -98,6 +152,7 @@ def attach_heads(model, model_dir: str, config: CovtSettings) -> CovtHeads:
         logger.info(f"covt: new heads for {', '.join(config.thought.experts)} "
                     f"({sum(p.numel() for p in heads.parameters()) / 1e6:.2f} M parameters)")
     setattr(model, HEADS_ATTR, heads.to(device=emb.device, dtype=emb.dtype))
+    _save_heads_beside(model, config)
     return heads
 
 
@@ -463,6 +518,7 @@ def register() -> None:
 
     settings.load()  # validated and logged at start-up
     swift_trainer.register()
+    swift_new_rows.register()  # --tuner_type lora_new_rows: LoRA + the new tokens' rows
 
     stock = TEMPLATE_MAPPING["qwen2_5_vl"]
     register_template(replace(stock, template_type=TEMPLATE,

@@ -25,7 +25,7 @@ from swift.model.register import ModelLoader
 from swift.template import Template
 from swift.utils import get_logger
 
-from svp.common import swift_trainer
+from svp.common import swift_new_rows, swift_trainer
 from svp.common.swift_vocab import grow_vocabulary, growth_message
 from svp.masktok import settings
 from svp.masktok.tokens import MT_END, MT_START, MaskTokenLogitsProcessor, mask_token_list
@@ -115,6 +115,7 @@ def register() -> None:
     """Idempotent: patches once per process, registers the loss scale under 'mask_span'."""
     settings.load()  # validated and logged at start-up, not at the first masked sample
     swift_trainer.register()
+    swift_new_rows.register()  # --tuner_type lora_new_rows: LoRA + the new tokens' rows
     loss_scale_map["mask_span"] = MaskSpanLossScale
     if getattr(ModelLoader, _MARK, False):
         return

@@ -89,3 +89,38 @@ def test_never_shrinks_a_larger_embedding_matrix():
     assert summary["added"] == 514 and summary["tied_head"]
     again = add_tokens(model, tok, [(mask_token_list(), False)])  # idempotent
     assert again["added"] == 0
+
+
+@pytest.mark.parametrize("arch,parts", [("qwen2_5_vl", 2), ("qwen3", 1)])
+def test_new_rows_tuner_trains_exactly_the_new_rows(tiny_model, arch, parts):
+    """``--tuner_type lora_new_rows``' peft setup: the embedding's rows, and the LM head's when
+    it is its own matrix (qwen3 ties it: one set of rows serves both); after an optimiser
+    step with weight decay, every other row of both matrices is unchanged."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from svp.common.swift_new_rows import mark_new_rows, row_targets
+
+    load = AutoModelForCausalLM if arch == "qwen3" else AutoModelForImageTextToText
+    model = load.from_pretrained(tiny_model(arch))
+    mark_new_rows(model, [151700, 151665])
+    mark_new_rows(model, [151665])
+    ids = model.svp_new_token_ids
+    assert ids == [151665, 151700]
+    targets = row_targets(model, ids)
+    assert len(targets) == parts and all(v == ids for v in targets.values())
+    before = [model.get_input_embeddings().weight.clone(), model.lm_head.weight.clone()]
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"],
+                                            trainable_token_indices=targets))
+    opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=0.1,
+                            weight_decay=0.1)
+    x = torch.tensor([[1, 151665, 2, 151700, 3]])
+    peft(input_ids=x, labels=x).loss.backward()
+    opt.step()
+    merged = peft.merge_and_unload()
+    old = torch.ones(before[0].shape[0], dtype=torch.bool)
+    old[ids] = False
+    for now, was in zip([merged.get_input_embeddings().weight, merged.lm_head.weight], before,
+                        strict=True):
+        assert torch.equal(now[old], was[old])
+        assert not torch.equal(now[ids], was[ids])

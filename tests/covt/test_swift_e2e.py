@@ -2,7 +2,8 @@
 stand-in experts (SAM, depth): the expert losses are logged per expert and fall, the stage
 follows the global step, the checkpoint holds the heads and
 no base weights, cached targets give the on-the-fly losses, and the recipe chains runs and
-merges (the second run restores the first run's heads)."""
+merges (the second run restores the first run's heads, only the new tokens' rows train, and a
+merged model is a plain Qwen2.5-VL checkpoint)."""
 
 from __future__ import annotations
 
@@ -103,22 +104,48 @@ def test_cached_targets_give_the_on_the_fly_losses(data, tiny_model):
 
 @pytest.mark.slow
 def test_recipe_runs_stages_with_merges_and_restores_heads(data, tiny_model):
+    """Two runs with a merge after each, as upstream trains only the new tokens' rows
+    (TRAIN_NEW_ROWS=1): every other embedding / LM-head row of the final model is the base
+    model's, bit for bit; the merged folders are plain Qwen2.5-VL checkpoints that the stock
+    class loads strictly, with the heads beside them, restored by the next run."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    from svp.covt.tokens import ThoughtConfig
+
+    base = tiny_model("qwen2_5_vl")
     work = data / "work"
     env = offline_env(**{k: v for k, v in COVT.items() if k != "SVP_COVT_SCHEDULE"},
                       PATH=f"{Path(SWIFT).parent}:{offline_env()['PATH']}",
-                      BASE_MODEL=str(tiny_model("qwen2_5_vl")), DATA=str(data / "train.jsonl"),
+                      BASE_MODEL=str(base), DATA=str(data / "train.jsonl"),
                       WORK_DIR=str(work), RUNS="understanding:3 generation@0,reasoning@2:4:3",
-                      LR="1e-3", BATCH="2", SAVE_STEPS="2", NUM_WORKERS="0", GRAD_CKPT="false",
-                      DTYPE="float32", TRAIN_NEW_ROWS="0", MAX_PIXELS="50176",
-                      EXTRA_ARGS="--check_model false")
+                      LR="1e-2", BATCH="2", SAVE_STEPS="2", NUM_WORKERS="0", GRAD_CKPT="false",
+                      DTYPE="float32", MAX_PIXELS="50176", EXTRA_ARGS="--check_model false")
     recipe = str(REPO / "recipes" / "covt_qwen25vl_7b.sh")
     r = subprocess.run(["bash", recipe], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     text = r.stdout + r.stderr
     assert f"covt: restored 11 head tensors from {work / 'run1_understanding_merged'}" in text
+    # an adapter checkpoint: LoRA, heads and the new rows' deltas, no vocabulary matrix
+    with safe_open(str(last_checkpoint(work / "run1_understanding") /
+                       "adapter_model.safetensors"), "pt") as f:
+        rows = {k: f.get_tensor(k) for k in f.keys() if "trainable_tokens" in k}
+    assert sorted(tuple(v.shape) for v in rows.values()) == [(4, 64)] * 2, rows.keys()
+    assert all(v.abs().amin(1).min() > 0 for v in rows.values())  # every new row trained
     for merged in ("run1_understanding_merged", "run2_generation_merged"):
-        with safe_open(str(work / merged / "model.safetensors"), "pt") as f:
-            assert sum(k.startswith("covt_heads.") for k in f.keys()) == 11
+        assert len(load_file(str(work / merged / "covt" / "heads.safetensors"))) == 11
+        model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            work / merged, output_loading_info=True)
+        assert not any(info.values()), info  # no unknown, missing or mismatched tensors
+    tok = AutoTokenizer.from_pretrained(work / "run2_generation_merged")
+    new = tok.convert_tokens_to_ids(ThoughtConfig.parse("sam,depth").new_tokens())
+    start = Qwen2_5_VLForConditionalGeneration.from_pretrained(base)
+    for now, was in ((model.get_input_embeddings().weight, start.get_input_embeddings().weight),
+                     (model.lm_head.weight, start.lm_head.weight)):
+        old = torch.ones(now.shape[0], dtype=torch.bool)
+        old[new] = False
+        assert torch.equal(now[old], was[old])
     again = subprocess.run(["bash", recipe], env=env, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0 and again.stdout.count("done, skipped") == 2

@@ -307,7 +307,12 @@ def test_recipe_dry_run_chains_runs_and_merges(tmp_path):
     assert len(cmds) == 4
     assert "SVP_COVT_SCHEDULE=understanding" in cmds[0] and "--max_steps 40" in cmds[0]
     assert "--callbacks covt_stage" in cmds[0]
-    assert "--modules_to_save covt_heads embed_tokens lm_head" in cmds[0]
+    # upstream: only the new tokens' rows train (TRAIN_NEW_ROWS=1, the default)
+    assert "--tuner_type lora_new_rows" in cmds[0] and "--modules_to_save covt_heads --" in cmds[0]
+    whole = subprocess.run(["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")],
+                           env=dict(env, TRAIN_NEW_ROWS="all"), capture_output=True, text=True)
+    assert "--tuner_type lora " in whole.stdout
+    assert "--modules_to_save covt_heads embed_tokens lm_head" in whole.stdout
     assert "merge_lora true" in cmds[1] and "run1_understanding_merged" in cmds[1]
     assert "--model " + str(tmp_path / "w" / "run1_understanding_merged") in cmds[2]
     assert "SVP_COVT_SCHEDULE=generation@0,reasoning@30" in cmds[2]
