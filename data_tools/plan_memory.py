@@ -39,9 +39,9 @@ RECIPES: dict[str, RunShape] = {
                                     seq_len=4096),
     "rgrpo_qwen25vl_7b": RunShape("qwen2_5_vl_7b", tuner="full", zero=3, batch=1,
                                   seq_len=8192, rollout_batch=1),
+    # the new tokens' rows (TRAIN_NEW_ROWS=1, lora_new_rows) are a few rows: not counted
     "covt_qwen25vl_7b": RunShape("qwen2_5_vl_7b", tuner="lora", lora_rank=16, batch=1,
-                                 seq_len=4096,
-                                 modules_to_save=("covt_heads", "embed_tokens", "lm_head")),
+                                 seq_len=4096, modules_to_save=("covt_heads",)),
     # NEO: one packed row per device (its length is what memory depends on); the stage
     # settings are upstream's (notes/neo.md 2.8), the patch embedding trains in every stage
     "neo_2b_pt": RunShape("neo_2b", tuner="full", zero=2, batch=1, seq_len=16384,
