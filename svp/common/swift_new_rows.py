@@ -52,6 +52,33 @@ def _lora_kwargs(args, model) -> dict:
             "lorap_lr_ratio": args.lorap_lr_ratio, "init_lora_weights": args.init_weights}
 
 
+def _collect_rows_on_this_device(layer, weight, rows, embed_dim):
+    """peft's ZeRO-3 start of trainable tokens, on the device the accelerator uses: peft
+    builds the receiving tensor on CUDA only ("right now, only CUDA is implemented"), so a
+    ZeRO-3 run on DeepSpeed's CPU accelerator (gloo) fails at start-up. Same steps: gather
+    the weight, rank 0 copies the rows, everyone receives them."""
+    import torch.distributed as dist
+    from deepspeed.accelerator import get_accelerator
+    from peft.utils.integrations import gather_params_ctx
+
+    device = torch.device(get_accelerator().current_device_name())
+    with gather_params_ctx([weight], modifier_rank=None):
+        if dist.get_rank() == 0:
+            rows_now = weight[rows].clone().to(device)
+        else:
+            rows_now = torch.empty((len(rows), embed_dim), dtype=weight.dtype, device=device)
+    dist.broadcast(rows_now, src=0)
+    return rows_now
+
+
+def _patch_peft_for_cpu_zero3() -> None:
+    """Only where there is no CUDA (on a GPU peft's own code runs unchanged)."""
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    if not torch.cuda.is_available():
+        TrainableTokensLayer._collect_token_weights = _collect_rows_on_this_device
+
+
 def _tuner_base():
     from swift.tuner_plugin import Tuner
 
@@ -79,6 +106,7 @@ class NewRowsLoRA(_tuner_base()):
                              f"drop them from --modules_to_save (that trains the whole matrix)")
         # tuners in tuners_map are handed the model unfrozen (ms-swift freezes only its own)
         model.requires_grad_(False)
+        _patch_peft_for_cpu_zero3()
         config = LoraConfig(task_type=args.task_type.upper(), lora_dtype=args.lora_dtype,
                             trainable_token_indices=targets, **kwargs)
         model = Swift.prepare_model(model, config)
@@ -100,6 +128,7 @@ class NewRowsLoRA(_tuner_base()):
     def from_pretrained(model, model_id: str, **kwargs):
         from swift.tuners import Swift
 
+        _patch_peft_for_cpu_zero3()
         return Swift.from_pretrained(model, model_id, **kwargs)
 
 

@@ -2,7 +2,8 @@
 recipes/covt_qwen25vl_7b.sh with stand-in experts: all four stages in one run
 (understanding, generation, reasoning, efficient) on rows that include text-only ones, and
 the expert losses switched off after step 6 (``AUX_UNTIL``), so some steps supervise part of
-the heads and the last two none. Each run must be one job (both ranks wrapped, every
+the heads and the last two none, and only the new tokens' rows trainable (the default).
+Each run must be one job (both ranks wrapped, every
 trainable tensor, heads included, bitwise identical at the end; under DDP with
 ``--ddp_find_unused_parameters false``, which fails or silently diverges when a step skips a
 head); the stage follows the global step; under DDP the recipe's own resume continues from
@@ -66,7 +67,7 @@ def covt(tiny_model, data, work, log, mode):
         SVP_COVT_BACKEND="standin", SVP_COVT_EXPERTS="sam,depth",
         BASE_MODEL=str(tiny_model("qwen2_5_vl")), DATA=str(data), WORK_DIR=str(work),
         RUNS=f"{SCHEDULE}:8:6", LR="1e-3", BATCH="2", SAVE_STEPS="4", NUM_WORKERS="0",
-        GRAD_CKPT="false", DTYPE="float32", TRAIN_NEW_ROWS="0", MAX_PIXELS="50176",
+        GRAD_CKPT="false", DTYPE="float32", MAX_PIXELS="50176",
         EXTRA_ARGS="--check_model false --logging_steps 1 --seed 7 "
                    "--callbacks covt_stage svp_rank_check" + strict)
 
@@ -84,6 +85,9 @@ def test_covt_four_stages_two_processes(mode, tiny_model, rows, one_process_rows
     digests = assert_one_job(run, mode)
     assert any("covt_heads" in n and ".heads.sam." in n for n in digests)
     assert any("covt_heads" in n and ".heads.depth." in n for n in digests)
+    # the new tokens' rows (TRAIN_NEW_ROWS=1, the recipe's default), not whole matrices
+    assert sum("trainable_tokens_delta" in n for n in digests) == 2
+    assert not any(n.endswith(("embed_tokens.weight", "lm_head.weight")) for n in digests)
     logged = step_rows(run / "logging.jsonl")
     assert [r["step"] for r in logged] == list(range(1, 9))
     assert [r["covt_stage"] for r in logged] == [0, 0, 1, 1, 2, 2, 3, 3]  # by global step
