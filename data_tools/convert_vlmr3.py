@@ -278,6 +278,9 @@ def _attach_crops(text: str, boxes, image: Image.Image, policy: CropPolicy, crop
         # the crop of the box *as written* (rounded, model space), cut by the function the
         # template and the inference loop call, so pre-cut files equal on-the-fly crops
         if pixel_space:
+            rect, reason = policy.rectangle(box, *image.size)
+            if rect is None:
+                raise Skip("bad_box", f"crop {k + 1}: {reason}")
             crop = policy.crop(image, box)
         else:
             crop, _, reason = policy.execute(image, box)

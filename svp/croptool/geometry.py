@@ -228,9 +228,9 @@ def from_space(box, space: str, orig_wh: tuple[int, int], model_wh: tuple[int, i
     w, h = orig_wh
     if space == "pixel":
         return tuple(float(v) for v in box)
-    if space == "resized":
-        sx, sy = w / model_wh[0], h / model_wh[1]
-        return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+    if space == "resized":  # multiply, then divide: VLM-R3's order (its int() cut agrees)
+        mw, mh = model_wh
+        return (box[0] * w / mw, box[1] * h / mh, box[2] * w / mw, box[3] * h / mh)
     if space == "norm1000":
         return (box[0] * w / 1000, box[1] * h / 1000, box[2] * w / 1000, box[3] * h / 1000)
     raise ValueError(f"unknown coordinate space {space!r} (one of {SPACES})")
@@ -238,6 +238,20 @@ def from_space(box, space: str, orig_wh: tuple[int, int], model_wh: tuple[int, i
 
 # ----------------------------------------------------------------------------- resizing
 ZOOMS = ("none", "vlmr3")
+CUTS = ("ours", "vlmr3")
+
+
+def vlmr3_cut(box_px, width: int, height: int) -> tuple[tuple[int, int, int, int] | None,
+                                                         str | None]:
+    """The pixel rectangle VLM-R3's agent cuts for a box already mapped to original pixels
+    (its ``bbox_transform`` + ``get_img_crop``): every coordinate truncated with ``int``,
+    x1/y1 at least 0, x2/y2 at most the last pixel and **inclusive** (PIL box right/bottom =
+    x2 + 1, y2 + 1); empty after that = failed. No widening of thin boxes."""
+    x1, y1 = max(0, int(box_px[0])), max(0, int(box_px[1]))
+    x2, y2 = min(width - 1, int(box_px[2])), min(height - 1, int(box_px[3]))
+    if x1 >= x2 or y1 >= y2:
+        return None, f"box {tuple(box_px)} is empty once cut to whole pixels (VLM-R3's cut)"
+    return (x1, y1, x2 + 1, y2 + 1), None
 
 
 def vlmr3_zoom(crop_area: float, image_area: float) -> float:
@@ -286,6 +300,9 @@ class CropPolicy:
     #: ``vlmr3`` (VLM-R3's agent: x2 zoom below 1/8 of the image, linear to x1 at 1/2, then
     #: within [4, 1024] merged patches, LANCZOS)
     zoom: str = "none"
+    #: the pixel rectangle of a box: ``ours`` (floor / ceil of the box widened to at least one
+    #: merged patch) or ``vlmr3`` (VLM-R3's: truncated with ``int``, x2 / y2 inclusive)
+    cut: str = "ours"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -302,6 +319,8 @@ class CropPolicy:
             raise ValueError(f"min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
         if self.zoom not in ZOOMS:
             raise ValueError(f"unknown crop zoom {self.zoom!r} (one of {ZOOMS})")
+        if self.cut not in CUTS:
+            raise ValueError(f"unknown crop cut {self.cut!r} (one of {CUTS})")
 
     @property
     def space(self) -> str:
@@ -352,13 +371,23 @@ class CropPolicy:
             y2 = y1 + need_h
         return (x1, y1, x2, y2)
 
+    def rectangle(self, box_px, width: int, height: int) -> tuple[tuple[int, int, int, int]
+                                                                   | None, str | None]:
+        """The pixel rectangle (PIL's left, top, right, bottom) a checked original-pixel box
+        cuts, or (None, reason) when nothing is left of it."""
+        if self.cut == "vlmr3":
+            return vlmr3_cut(box_px, width, height)
+        x1, y1, x2, y2 = self.grow(box_px, width, height)
+        return (int(math.floor(x1)), int(math.floor(y1)), min(int(math.ceil(x2)), width),
+                min(int(math.ceil(y2)), height)), None
+
     def crop(self, image: Image.Image, box_px) -> Image.Image:
         """Cut a checked original-pixel box from the original image and size it."""
         w, h = image.size
-        x1, y1, x2, y2 = self.grow(box_px, w, h)
-        left, top = int(math.floor(x1)), int(math.floor(y1))
-        right, bottom = int(math.ceil(x2)), int(math.ceil(y2))
-        region = image.crop((left, top, min(right, w), min(bottom, h)))
+        rect, reason = self.rectangle(box_px, w, h)
+        if rect is None:
+            raise ValueError(reason)
+        region = image.crop(rect)
         if self.zoom == "vlmr3":
             cw, ch = region.size
             scale = vlmr3_zoom(cw * ch, w * h)
@@ -379,5 +408,11 @@ class CropPolicy:
         checked, reason = check_box(px, *image.size)
         if checked is None:
             return None, None, reason
-        return self.crop(image, checked), checked, None
+        rect, reason = self.rectangle(checked, *image.size)
+        if rect is None:
+            return None, None, reason
+        try:  # the processor's own refusal (aspect ratio over 200) fails the call, as upstream
+            return self.crop(image, checked), checked, None
+        except ValueError as exc:
+            return None, None, f"crop {rect} cannot be given to the model: {exc}"
 

@@ -26,6 +26,10 @@ class CropSettings:
         "crop sizing: `none` (a crop is kept as cut, short side capped at SVP_CROP_MAX_SHORT) "
         "or `vlmr3` (VLM-R3's: x2 zoom below 1/8 of the image, linear to x1 at 1/2, within "
         "4..1024 merged patches)")
+    cut: str = s.env(
+        "SVP_CROP_CUT", "ours", s.choice("ours", "vlmr3"),
+        "pixels a box cuts: `ours` (floor/ceil, boxes thinner than one merged patch widened) "
+        "or `vlmr3` (VLM-R3's: coordinates truncated with int(), x2/y2 inclusive, no widening)")
     judge_url: str | None = s.env(
         "SVP_JUDGE_URL", None, s.text,
         "OpenAI-compatible endpoint of the LLM judge for free-form answers (unset: no judge)")
@@ -53,7 +57,7 @@ class CropSettings:
             env["MAX_PIXELS"] = str(max_pixels)
         lo, hi = pixel_bounds(family, env)
         return CropPolicy(family, self.main_short, self.crop_max_short, min_pixels=lo,
-                          max_pixels=hi, zoom=self.zoom)
+                          max_pixels=hi, zoom=self.zoom, cut=self.cut)
 
     def judge(self):
         """The :class:`~svp.croptool.judge.Judge`, or None when no URL is set."""

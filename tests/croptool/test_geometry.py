@@ -183,3 +183,56 @@ def test_vlmr3_zoom_sizes_crops_as_its_agent(box):
     assert ours.size == CropPolicy("qwen2_5_vl").crop_size(*cut.size)
     if box == (100, 100, 200, 200):
         assert crop.size == (196, 196) and ours.size == (112, 112)  # x2 zoom vs kept as cut
+
+
+def _vlmr3_agent_rectangle(box, width, height, model_w, model_h):
+    """VLM-R3's agent, written out from its code (``bbox_transform``, ``get_img_crop``, then
+    the zoom and ``smart_resize`` of ``_crop_and_save_region``, whose exception fails the
+    call): the PIL rectangle it cuts for a box in the resized image, or None."""
+    x1, x2 = int(box[0] * width / model_w), int(box[2] * width / model_w)
+    y1, y2 = int(box[1] * height / model_h), int(box[3] * height / model_h)
+    x1, y1 = max(0, x1), max(0, y1)
+    x2, y2 = min(width - 1, x2), min(height - 1, y2)
+    if x1 >= x2 or y1 >= y2:
+        return None
+    try:
+        vlmr3_crop_size(x2 + 1 - x1, y2 + 1 - y1, width, height)
+    except ValueError:
+        return None
+    return (x1, y1, x2 + 1, y2 + 1)
+
+
+@pytest.mark.parametrize("size", [(1000, 800), (4000, 3000), (640, 6000), (333, 517)])
+def test_vlmr3_cut_is_its_agents_rectangle(size):
+    """SVP_CROP_CUT=vlmr3 (with SVP_CROP_ZOOM=vlmr3): for boxes as the model writes them
+    (whole numbers, some outside the image, thin, reversed), the crop is exactly the
+    rectangle VLM-R3's agent cuts, and fails exactly where it fails; ours (the default)
+    widens thin boxes instead."""
+    import random
+
+    from svp.croptool.settings import load
+
+    rng = random.Random(size[0])
+    img = Image.new("RGB", size)
+    pol = load({"SVP_CROP_CUT": "vlmr3", "SVP_CROP_ZOOM": "vlmr3",
+                "SVP_CROP_MAIN_SHORT": "0"}).policy(
+        "qwen2_5_vl", environ={"MAX_PIXELS": str(1280 * 28 * 28)})
+    mw, mh = pol.main_size(*size)
+    assert (mw, mh) != size
+    agree = failed = 0
+    for _ in range(3000):
+        x1, y1 = rng.randint(-20, mw + 5), rng.randint(-20, mh + 5)
+        box = (x1, y1, x1 + rng.choice([0, 1, 2, 5, 40, 300]),
+               y1 + rng.choice([-3, 0, 1, 3, 40, 300]))
+        want = _vlmr3_agent_rectangle(box, *size, mw, mh)
+        crop, px, _ = pol.execute(img, box)
+        got = None if crop is None else pol.rectangle(px, *size)[0]
+        assert got == want, (box, got, want)
+        agree += 1
+        failed += want is None
+    assert agree == 3000 and 300 < failed < 2700
+    ours = load({"SVP_CROP_MAIN_SHORT": "0"}).policy(
+        "qwen2_5_vl", environ={"MAX_PIXELS": str(1280 * 28 * 28)})
+    thin = (10, 10, 11, 60)  # one model pixel wide: VLM-R3 may keep a sliver, ours widens it
+    rect = ours.rectangle(ours.box_to_pixels(thin, size), *size)[0]
+    assert rect[2] - rect[0] >= 28
