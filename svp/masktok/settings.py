@@ -17,6 +17,10 @@ class MasktokSettings:
         "SVP_CONSTRAIN_MASKS", True, s.boolean,
         "constrain generation through ms-swift's transformers engine so that every mask is "
         "start, first-level code, second-level code, end (`0`: off)")
+    plm_max_tiles: int = s.env(
+        "SVP_PLM_MAX_TILES", 8, s.integer(minimum=1),
+        "PerceptionLM (`--model_type perception_lm`): most tiles per image, the thumbnail "
+        "not counted (SAMTok's PLM-1B config: 8; the released processor: 36)")
 
 
 def load(environ=None) -> MasktokSettings:

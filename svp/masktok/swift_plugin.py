@@ -27,7 +27,7 @@ from swift.utils import get_logger
 
 from svp.common import swift_new_rows, swift_trainer
 from svp.common.swift_vocab import grow_vocabulary, growth_message
-from svp.masktok import settings
+from svp.masktok import settings, swift_perception_lm
 from svp.masktok.tokens import MT_END, MT_START, MaskTokenLogitsProcessor, mask_token_list
 
 logger = get_logger()
@@ -116,6 +116,7 @@ def register() -> None:
     settings.load()  # validated and logged at start-up, not at the first masked sample
     swift_trainer.register()
     swift_new_rows.register()  # --tuner_type lora_new_rows: LoRA + the new tokens' rows
+    swift_perception_lm.register()  # --model_type perception_lm (SAMTok's PLM-1B)
     loss_scale_map["mask_span"] = MaskSpanLossScale
     if getattr(ModelLoader, _MARK, False):
         return

@@ -1,4 +1,5 @@
-"""Offline, seeded, random-weight Qwen2.5-VL / Qwen3-VL model directories for tests and demos.
+"""Offline, seeded, random-weight Qwen2.5-VL / Qwen3-VL / PerceptionLM model directories for
+tests and demos.
 
 No model hub is reachable in CI, yet every end-to-end test must drive the real loading code
 (``swift sft --model DIR``, ``from_pretrained``). This module builds a directory that loads
@@ -13,6 +14,12 @@ unreachable ``<|filler_N|>`` entries so that ``<|endoftext|>`` is 151643, ``<|im
 ``len(tokenizer)`` equals the real one (151665 / 151669), so vocabulary resizing behaves the
 same too. The ``lm_head`` rows of the filler ids are zero, so greedy decoding of the random
 model yields BPE text rather than filler strings.
+
+``perception_lm`` follows the same rule with Llama 3's layout (PerceptionLM-1B's LLM is Llama
+3.2 1B): BPE and fillers below 128000, then 256 special tokens at 128000..128255 with
+``<|begin_of_text|>`` 128000, ``<|image|>`` / ``<|video|>`` at 128002 / 128003 (the ids the
+config carries), ``<|start_header_id|>`` 128006, ``<|end_header_id|>`` 128007, ``<|eot_id|>``
+128009; its vision tower is timm's Perception Encoder (``vit_pe_core``) at tiny sizes.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-ARCHES = ("qwen2_5_vl", "qwen3_vl", "qwen3")  # qwen3: the text-only LLM NEO is built from
+ARCHES = ("qwen2_5_vl", "qwen3_vl", "qwen3",  # qwen3: the text-only LLM NEO is built from
+          "perception_lm")
 BPE_SIZE = 2000
 FIRST_SPECIAL_ID = 151643
 VOCAB_SIZE = 151936  # embedding rows, as in the real 2B/4B/8B-class configs
@@ -41,6 +49,18 @@ QWEN25_ADDED = [
 ]
 QWEN3_EXTRA = [("<tool_response>", False), ("</tool_response>", False),
                ("<think>", False), ("</think>", False)]
+
+# Llama 3's special tokens (PerceptionLM names reserved 0 / 1 <|image|> / <|video|>)
+LLAMA3_FIRST_SPECIAL = 128000
+LLAMA3_NAMED = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", 2: "<|image|>", 3: "<|video|>",
+                6: "<|start_header_id|>", 7: "<|end_header_id|>", 8: "<|eom_id|>",
+                9: "<|eot_id|>", 10: "<|python_tag|>"}
+LLAMA3_VOCAB = 128256
+# Llama 3's split: like Qwen's, but digits in runs of up to three
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+PLM_TILE = 112  # the tiny tower's tile (PerceptionLM-1B: 448); 8 x 8 patches of 14
+
 
 # Qwen's pre-tokenizer split pattern (contractions, letters, single digits, punctuation runs,
 # newlines, spaces): the split must match so that digit-by-digit coordinates tokenize alike.
@@ -78,9 +98,16 @@ class TinySpec:
     vision_heads: int = 4
 
 
+def llama3_special_tokens() -> list[str]:
+    """Llama 3's 256 special tokens in id order from 128000 (PerceptionLM's names)."""
+    return [LLAMA3_NAMED.get(i, f"<|reserved_special_token_{i}|>") for i in range(256)]
+
+
 def added_tokens(arch: str) -> list[tuple[str, bool]]:
     """The Qwen added tokens of ``arch`` in id order starting at 151643."""
     _check_arch(arch)
+    if arch == "perception_lm":
+        raise ValueError("perception_lm has Llama 3's layout: llama3_special_tokens()")
     return QWEN25_ADDED + (QWEN3_EXTRA if arch in ("qwen3_vl", "qwen3") else [])
 
 
@@ -105,7 +132,8 @@ def _corpus(seed: int, n_lines: int = 3000) -> list[str]:
 
 
 def build_tokenizer(arch: str, seed: int = 0):
-    """A byte-level BPE tokenizer with Qwen's added tokens at Qwen's ids (see module doc)."""
+    """A byte-level BPE tokenizer with the family's added tokens at the real ids (see module
+    doc): Qwen's from 151643, or Llama 3's from 128000 for ``perception_lm``."""
     from tokenizers import (
         AddedToken,
         Regex,
@@ -116,14 +144,15 @@ def build_tokenizer(arch: str, seed: int = 0):
         pre_tokenizers,
         trainers,
     )
-    from transformers import Qwen2Tokenizer
 
+    llama = arch == "perception_lm"
     pre = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT if llama else QWEN_SPLIT), behavior="isolated",
+                             invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     base = Tokenizer(models.BPE())
-    base.normalizer = normalizers.NFC()
+    base.normalizer = None if llama else normalizers.NFC()
     base.pre_tokenizer = pre
     trainer = trainers.BpeTrainer(
         vocab_size=BPE_SIZE, show_progress=False,
@@ -133,22 +162,34 @@ def build_tokenizer(arch: str, seed: int = 0):
     vocab: dict[str, int] = state["model"]["vocab"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
               for m in state["model"]["merges"]]
-    for i in range(len(vocab), FIRST_SPECIAL_ID):
+    first = LLAMA3_FIRST_SPECIAL if llama else FIRST_SPECIAL_ID
+    for i in range(len(vocab), first):
         vocab[f"<|filler_{i}|>"] = i
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    tok.normalizer = normalizers.NFC()
+    tok.normalizer = None if llama else normalizers.NFC()
     tok.pre_tokenizer = pre
     tok.decoder = decoders.ByteLevel()
-    for text, special in added_tokens(arch):
+    table = ([(t, True) for t in llama3_special_tokens()] if llama else added_tokens(arch))
+    for text, special in table:
         added = AddedToken(text, special=special, normalized=False)
         if special:
             tok.add_special_tokens([added])
         else:
             tok.add_tokens([added])
-    for i, (text, _) in enumerate(added_tokens(arch)):
+    for i, (text, _) in enumerate(table):
         got = tok.token_to_id(text)
-        if got != FIRST_SPECIAL_ID + i:
-            raise RuntimeError(f"{text} got id {got}, expected {FIRST_SPECIAL_ID + i}")
+        if got != first + i:
+            raise RuntimeError(f"{text} got id {got}, expected {first + i}")
+    if llama:
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+            pad_token="<|end_of_text|>", model_max_length=131072,
+            clean_up_tokenization_spaces=False,
+            extra_special_tokens={"image_token": "<|image|>", "video_token": "<|video|>"})
+    from transformers import Qwen2Tokenizer
+
     return Qwen2Tokenizer(
         tokenizer_object=tok,
         bos_token=None,
@@ -159,6 +200,39 @@ def build_tokenizer(arch: str, seed: int = 0):
         clean_up_tokenization_spaces=False,
         errors="replace",
         split_special_tokens=False,
+    )
+
+
+def plm_chat_template() -> str:
+    """PerceptionLM's conversation format: BOS, a system turn (its default prompt unless the
+    conversation starts with one), then per turn the header, the turn's images as
+    ``<|image|>`` (videos ``<|video|>``) before its trimmed text, and ``<|eot_id|>``."""
+    from svp.masktok.perception_lm import SYSTEM
+
+    return (
+        "{{- bos_token -}}"
+        "{%- if messages[0].role == 'system' -%}"
+        "{%- set sys = messages[0].content if messages[0].content is string "
+        "else messages[0].content[0].text -%}{%- set rest = messages[1:] -%}"
+        "{%- else -%}{%- set sys = '" + SYSTEM + "' -%}{%- set rest = messages -%}"
+        "{%- endif -%}"
+        "{{- '<|start_header_id|>system<|end_header_id|>\n\n' + sys | trim + '<|eot_id|>' -}}"
+        "{%- for message in rest -%}"
+        "{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\n\n' -}}"
+        "{%- if message.content is string -%}{{- message.content | trim -}}"
+        "{%- else -%}"
+        "{%- for part in message.content if part.type == 'image' -%}{{- '<|image|>' -}}"
+        "{%- endfor -%}"
+        "{%- for part in message.content if part.type == 'video' -%}{{- '<|video|>' -}}"
+        "{%- endfor -%}"
+        "{%- for part in message.content if part.type == 'text' -%}{{- part.text | trim -}}"
+        "{%- endfor -%}"
+        "{%- endif -%}"
+        "{{- '<|eot_id|>' -}}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}"
+        "{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}"
+        "{%- endif -%}"
     )
 
 
@@ -191,6 +265,35 @@ def build_config(arch: str, spec: TinySpec = TinySpec()):
     text-only ``qwen3`` ties its embeddings, as Qwen3-1.7B (NEO-2B's base) does."""
     _check_arch(arch)
     head_dim = spec.hidden // spec.heads
+    if arch == "perception_lm":
+        from transformers import PerceptionLMConfig
+
+        eot = LLAMA3_FIRST_SPECIAL + 9
+        text = dict(model_type="llama", vocab_size=LLAMA3_VOCAB, hidden_size=spec.hidden,
+                    intermediate_size=spec.intermediate, num_hidden_layers=spec.layers,
+                    num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
+                    head_dim=head_dim, max_position_embeddings=131072, rms_norm_eps=1e-5,
+                    rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+                    bos_token_id=LLAMA3_FIRST_SPECIAL, eos_token_id=eot,
+                    pad_token_id=LLAMA3_FIRST_SPECIAL + 1, tie_word_embeddings=True,
+                    dtype="float32")
+        # PerceptionLM-1B's tower settings (no post norm, no pooling head, the CLS token
+        # dropped after it) at tiny sizes, one tile of PLM_TILE pixels
+        grid = PLM_TILE // 14
+        vision = dict(architecture="vit_pe_core_large_patch14_336", num_classes=0,
+                      model_args={"embed_dim": spec.vision_hidden, "depth": spec.vision_depth,
+                                  "num_heads": spec.vision_heads,
+                                  "img_size": [PLM_TILE, PLM_TILE], "global_pool": "",
+                                  "use_post_transformer_norm": False,
+                                  "ref_feat_shape": [grid, grid]})
+        config = PerceptionLMConfig(text_config=text, vision_config=vision,
+                                    vision_use_cls_token=True, projector_pooling_ratio=2,
+                                    image_token_id=LLAMA3_FIRST_SPECIAL + 2,
+                                    video_token_id=LLAMA3_FIRST_SPECIAL + 3,
+                                    tie_word_embeddings=True)
+        config.architectures = ["PerceptionLMForConditionalGeneration"]
+        config.dtype = "float32"
+        return config
     if arch == "qwen3":
         from transformers import Qwen3Config
 
@@ -252,6 +355,19 @@ def build_processor(arch: str, tokenizer):
     if arch == "qwen3":
         tokenizer.chat_template = chat_template(arch)
         return tokenizer
+    if arch == "perception_lm":
+        from transformers import (
+            PerceptionLMImageProcessor,
+            PerceptionLMProcessor,
+            PerceptionLMVideoProcessor,
+        )
+
+        # tiles + thumbnail as PerceptionLM-1B, on the tiny tower's tile; up to 4 tiles
+        return PerceptionLMProcessor(
+            image_processor=PerceptionLMImageProcessor(
+                tile_size=PLM_TILE, max_num_tiles=4, vision_input_type="thumb+tile"),
+            video_processor=PerceptionLMVideoProcessor(), tokenizer=tokenizer,
+            patch_size=14, pooling_ratio=2, chat_template=plm_chat_template())
     if arch == "qwen2_5_vl":
         from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
@@ -288,20 +404,30 @@ def build_tiny_model(arch: str, out_dir: str | Path, seed: int = 0,
         config = build_config(arch, spec)
         if arch == "qwen2_5_vl":
             from transformers import Qwen2_5_VLForConditionalGeneration as Model
+        elif arch == "perception_lm":
+            from transformers import PerceptionLMForConditionalGeneration as Model
         elif arch == "qwen3":
             from transformers import Qwen3ForCausalLM as Model
         else:
             from transformers import Qwen3VLForConditionalGeneration as Model
         model = Model(config).to(torch.float32).eval()
         tokenizer = build_tokenizer(arch, seed=seed)
+        llama = arch == "perception_lm"
+        first = LLAMA3_FIRST_SPECIAL if llama else FIRST_SPECIAL_ID
         with torch.no_grad():
             n_bpe = len(json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]) + 256
             head = model.get_output_embeddings().weight
-            head[n_bpe:FIRST_SPECIAL_ID].zero_()
-            head[FIRST_SPECIAL_ID + len(added_tokens(arch)):].zero_()
-        model.generation_config = GenerationConfig(
-            bos_token_id=FIRST_SPECIAL_ID, pad_token_id=FIRST_SPECIAL_ID,
-            eos_token_id=[FIRST_SPECIAL_ID + 2, FIRST_SPECIAL_ID], do_sample=False)
+            head[n_bpe:first].zero_()  # (tied in perception_lm: unused rows, zero either way)
+            if not llama:
+                head[first + len(added_tokens(arch)):].zero_()
+        if llama:
+            model.generation_config = GenerationConfig(
+                bos_token_id=first, pad_token_id=first + 1, eos_token_id=[first + 9, first + 1],
+                do_sample=False)
+        else:
+            model.generation_config = GenerationConfig(
+                bos_token_id=FIRST_SPECIAL_ID, pad_token_id=FIRST_SPECIAL_ID,
+                eos_token_id=[FIRST_SPECIAL_ID + 2, FIRST_SPECIAL_ID], do_sample=False)
         model.save_pretrained(tmp)
         build_processor(arch, tokenizer).save_pretrained(tmp)
         (tmp / "tiny_model.json").write_text(json.dumps(

@@ -76,6 +76,26 @@ def test_mask_token_recipes_follow_the_samtok_settings(shapes_registry):
         assert "--loss_scale default+mask_span" in weighted.stdout  # our option, opt-in
 
 
+def test_plm_recipe_follows_samtoks_plm_config(shapes_registry):
+    """recipes/sft_plm_1b.sh = SAMTok's perceptionlm_1b_mt256x2 settings: full LLM tuning,
+    tower and projector frozen, AdamW 2e-5 without weight decay, clip 1, 3% warmup + cosine,
+    batch 4, one epoch, max length 16384, bf16, 8 tiles per image."""
+    proc = _dry("sft_plm_1b.sh", DATASETS="gres_train", SVP_DATASET_REGISTRY=str(shapes_registry))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "--model facebook/Perception-LM-1B --model_type perception_lm --template " \
+           "perception_lm" in out and f"{REPO}/plugins/masktok.py" in out
+    for flag in ("--tuner_type full", "--freeze_vit true", "--freeze_aligner true",
+                 "--learning_rate 2e-5", "--weight_decay 0", "--max_grad_norm 1",
+                 "--warmup_ratio 0.03", "--lr_scheduler_type cosine",
+                 "--per_device_train_batch_size 4", "--gradient_accumulation_steps 1",
+                 "--num_train_epochs 1", "--max_length 16384", "--torch_dtype bfloat16",
+                 "--loss_scale default "):
+        assert flag in out, flag
+    assert "--lora_rank" not in out and "--modules_to_save" not in out
+    assert "SVP_PLM_MAX_TILES=8" in out
+
+
 def test_unknown_plugin_name_fails_fast(shapes_registry):
     proc = run(DRY_RUN="1", DATASETS="x", SVP_DATASET_REGISTRY=str(shapes_registry),
                PLUGINS="nothere")

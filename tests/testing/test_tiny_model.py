@@ -113,3 +113,36 @@ def test_builder_is_seeded_and_cli_works(tmp_path):
 def test_unknown_arch_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown arch"):
         build_tiny_model("llava", tmp_path / "x")
+
+
+def test_perception_lm_has_llama3_ids_and_runs(tiny_model):
+    """The tiny PerceptionLM: Llama 3's special ids (PerceptionLM's <|image|> / <|video|> at
+    128002 / 128003, as its config), 128256 tokens, Llama 3's digit grouping, tiles of the
+    tiny tower expanded by its own processor, a forward and a generate."""
+    from transformers import PerceptionLMForConditionalGeneration
+
+    path = tiny_model("perception_lm")
+    processor = AutoProcessor.from_pretrained(path)
+    tok = processor.tokenizer
+    ids = {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|image|>": 128002,
+           "<|video|>": 128003, "<|start_header_id|>": 128006, "<|end_header_id|>": 128007,
+           "<|eot_id|>": 128009}
+    for text, tid in ids.items():
+        assert tok.encode(text, add_special_tokens=False) == [tid], text
+    assert len(tok) == 128256 and tok.image_token_id == 128002
+    assert tok.tokenize("20481") == ["204", "81"]  # Llama 3 groups digits by three
+    config = AutoConfig.from_pretrained(path)
+    assert (config.image_token_id, config.text_config.vocab_size) == (128002, 128256)
+    model = PerceptionLMForConditionalGeneration.from_pretrained(path).eval()
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]}],
+        add_generation_prompt=True)
+    assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n")
+    assert text.endswith("<|image|>Hi?<|eot_id|><|start_header_id|>assistant"
+                         "<|end_header_id|>\n\n")
+    inputs = processor(text=[text], images=[Image.new("RGB", (300, 190))], return_tensors="pt")
+    assert inputs["pixel_values"].shape[1:] == (5, 3, 112, 112)  # 2 x 2 tiles + thumbnail
+    assert int((inputs["input_ids"] == 128002).sum()) == 5 * 4 * 4
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
