@@ -3,10 +3,13 @@
 As upstream (``AnchorModels`` in ``covt_qwen2_5_vl.py``): a projection of the hidden states,
 then for SAM / DINO / edge / CLIP-like experts a cross-attention in which learned queries
 attend to the projected tokens, for depth a per-token MLP. Fixed on purpose: the projection is
-L2-normalised over the *feature* axis (upstream normalised over the token axis), SAM's token
-positions get a sinusoidal encoding so the 8 identical pad embeddings can specialise, and every
+L2-normalised over the *feature* axis (upstream normalised over the token axis), and every
 head is a plain ``nn.Module`` child of :class:`CovtHeads`, so LoRA / full tuning train it and
-the checkpoint saves it (upstream's depth MLP stayed frozen under LoRA)."""
+the checkpoint saves it (upstream's depth MLP stayed frozen under LoRA).
+
+SAM's tokens need their positions (the 8 pad embeddings are identical inputs; only position
+lets them specialise): upstream rotates the hidden states with a RoPE over the token index
+(:func:`rope_over_tokens`, the default); ``additive`` is our earlier sinusoid added to them."""
 
 from __future__ import annotations
 
@@ -15,6 +18,29 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+SAM_POSITIONS = ("rope", "additive")
+
+
+def rope_over_tokens(x: torch.Tensor) -> torch.Tensor:
+    """Upstream CoVT's rotation of the SAM token states (``apply_rope_custome``): token n of
+    ``x [.., N, K]`` has its first and second feature halves rotated as pairs by angles
+    n * 10000^(-2i / K), computed in ``x``'s dtype (an odd K gets a zero feature for the
+    rotation, dropped after). Norm-preserving, unlike an added encoding."""
+    n, k = x.shape[-2], x.shape[-1]
+    odd = k % 2 == 1
+    if odd:
+        x = F.pad(x, (0, 1))
+        k += 1
+    half = k // 2
+    first, second = x[..., :half], x[..., half:]
+    i = torch.arange(half, device=x.device, dtype=x.dtype)
+    theta = torch.exp(-torch.log(torch.tensor(10000.0, device=x.device, dtype=x.dtype))
+                      * (2 * i / k))
+    angle = torch.arange(n, device=x.device, dtype=x.dtype)[:, None] * theta
+    cos, sin = angle.cos(), angle.sin()
+    out = torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+    return out[..., :k - int(odd)]
 
 
 def sinusoid(n: int, dim: int) -> torch.Tensor:
@@ -63,16 +89,22 @@ class AttentionHead(nn.Module):
     tokens)."""
 
     def __init__(self, hidden: int, dim: int, n_tokens: int, n_queries: int, heads: int,
-                 positions: bool = False):
+                 positions: str | None = None):
         super().__init__()
+        if positions not in (None, *SAM_POSITIONS):
+            raise ValueError(f"unknown token positions {positions!r} (one of {SAM_POSITIONS})")
         self.proj = nn.Linear(hidden, dim)
         self.queries = nn.Parameter(torch.randn(n_queries, dim) * dim ** -0.5)
         self.attn = CrossAttention(dim, heads)
-        self.register_buffer("pos", sinusoid(n_tokens, hidden) if positions else None,
-                             persistent=False)
+        self.positions = positions
+        self.n_tokens = n_tokens if positions else 1  # tokens it must be given (idle runs)
+        self.register_buffer("pos", sinusoid(n_tokens, hidden) if positions == "additive"
+                             else None, persistent=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, k, H] -> [B, n_queries, d]
-        if self.pos is not None:
+        if self.positions == "rope":
+            h = rope_over_tokens(h)
+        elif self.pos is not None:
             h = h + self.pos.to(h.dtype)
         kv = F.normalize(self.proj(h), dim=-1) * self.proj.out_features ** 0.5  # unit RMS
         q = self.queries.to(kv.dtype).expand(h.shape[0], -1, -1)
@@ -98,7 +130,7 @@ class CovtHeads(nn.Module):
     """One head per chosen expert, keyed by expert name. ``shapes`` maps a name to an
     :class:`~svp.covt.experts.HeadShape` (or to an expert, whose shape is used)."""
 
-    def __init__(self, hidden: int, shapes: dict):
+    def __init__(self, hidden: int, shapes: dict, sam_positions: str = "rope"):
         super().__init__()
         heads = {}
         for name, shape in shapes.items():
@@ -109,13 +141,13 @@ class CovtHeads(nn.Module):
             else:
                 heads[name] = AttentionHead(hidden, shape.token_dim, shape.n_tokens,
                                             shape.n_queries, _heads_for(shape.token_dim),
-                                            positions=name == "sam")
+                                            positions=sam_positions if name == "sam"
+                                            else None)
         self.heads = nn.ModuleDict(heads)
 
     def forward(self, name: str, h: torch.Tensor) -> torch.Tensor:
         return self.heads[name](h)
 
     def input_width(self, name: str) -> int:
-        """Tokens a head reads: its SAM position table's length, else any (1)."""
-        pos = getattr(self.heads[name], "pos", None)
-        return pos.shape[0] if pos is not None else 1
+        """Tokens a head must be given on an idle run: SAM's token count, else any (1)."""
+        return getattr(self.heads[name], "n_tokens", 1)

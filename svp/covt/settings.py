@@ -59,6 +59,10 @@ class CovtSettings:
         "SVP_COVT_SAM_EMPTY", "zero", s.choice("zero", "background"),
         "SAM loss of an image where the expert found no mask: `zero` (upstream) or "
         "`background` (ours: every token pushed to background, BCE to 0)")
+    sam_positions: str = s.env(
+        "SVP_COVT_SAM_POSITIONS", "rope", s.choice("rope", "additive"),
+        "positions of SAM's thought tokens in its head: `rope` (upstream: the hidden states "
+        "rotated by token index) or `additive` (ours before: a sinusoid added to them)")
     dino_input: str = s.env(
         "SVP_COVT_DINO_INPUT", "upstream", s.choice("upstream", "full448"),
         "DINOv2's input: `upstream` (a 256-px image zero-padded into the 448 crop, as "

@@ -67,6 +67,27 @@ def head_shapes(config: CovtSettings) -> dict:
 HEADS_FILE = "covt/heads.safetensors"  # beside the weights, not among them (see below)
 
 
+def heads_meta(config: CovtSettings) -> dict[str, str]:
+    """What the saved heads were built for; a load under other settings is refused."""
+    return {"experts": ",".join(config.thought.experts),
+            "counts": ",".join(str(c) for c in config.thought.counts),
+            "backend": config.backend, "sam_positions": config.sam_positions}
+
+
+def _check_heads_meta(path: Path, config: CovtSettings) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        saved = f.metadata() or {}
+    now = heads_meta(config)
+    wrong = [f"{k}: saved {saved[k]!r}, now {now[k]!r}" for k in now
+             if k in saved and saved[k] != now[k]]
+    if wrong:
+        raise ValueError(f"{path} holds CoVT heads trained with other settings ("
+                         f"{'; '.join(wrong)}): set SVP_COVT_EXPERTS / SVP_COVT_BACKEND / "
+                         f"SVP_COVT_SAM_POSITIONS as in training")
+
+
 def _checkpoint_heads(model_dir: str) -> dict[str, torch.Tensor]:
     """The heads saved with a model folder (full tuning / merged LoRA): ``covt/heads.safetensors``,
     or ``covt_heads.*`` tensors inside the weights (folders merged before the side file)."""
@@ -95,9 +116,7 @@ def _write_heads(save_directory: str, heads: dict[str, torch.Tensor], config: Co
 
     path = Path(save_directory) / HEADS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"experts": ",".join(config.thought.experts),
-            "counts": ",".join(str(c) for c in config.thought.counts),
-            "backend": config.backend}
+    meta = heads_meta(config)
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in heads.items()}, str(tmp),
                   metadata=meta)
@@ -137,7 +156,10 @@ def attach_heads(model, model_dir: str, config: CovtSettings) -> CovtHeads:
     cfg = model.config
     hidden = getattr(getattr(cfg, "text_config", None), "hidden_size", None) or cfg.hidden_size
     emb = model.get_input_embeddings().weight
-    heads = CovtHeads(hidden, head_shapes(config))
+    heads = CovtHeads(hidden, head_shapes(config), sam_positions=config.sam_positions)
+    side = Path(model_dir) / HEADS_FILE
+    if side.is_file():
+        _check_heads_meta(side, config)
     saved = _checkpoint_heads(model_dir)
     if saved:
         try:

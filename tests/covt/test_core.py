@@ -198,3 +198,49 @@ def test_targets_are_deterministic_and_cacheable(setup):
     for name in targets:
         for key in targets[name]:
             assert torch.equal(targets[name][key], again[name][key]), (name, key)
+
+
+@pytest.mark.parametrize("k", [16, 17])
+def test_sam_positions_are_upstreams_rope(k):
+    """The default SAM token positions are upstream's rotation: feature i and i + K/2 of
+    token n form a complex number turned by n * 10000^(-2i / K) (written here with complex
+    arithmetic, in float64), the norm of every token kept; an odd width rotates with a zero
+    feature appended and drops it."""
+    from svp.covt.heads import rope_over_tokens
+
+    x = torch.randn(3, 8, k, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x, (0, k % 2))
+    half = padded.shape[-1] // 2
+    z = torch.complex(padded[..., :half], padded[..., half:])
+    theta = 10000.0 ** (-2 * torch.arange(half, dtype=torch.float64) / padded.shape[-1])
+    turned = z * torch.polar(torch.ones(8, half, dtype=torch.float64),
+                             torch.arange(8, dtype=torch.float64)[:, None] * theta)
+    want = torch.cat([turned.real, turned.imag], -1)[..., :k]
+    got = rope_over_tokens(x)
+    assert torch.allclose(got, want, atol=1e-12)
+    if k % 2 == 0:
+        assert torch.allclose(got.norm(dim=-1), x.norm(dim=-1))
+    assert torch.equal(got[:, 0], x[:, 0])  # token 0 is not turned
+
+
+def test_sam_positions_setting_reaches_the_head_and_the_saved_heads(tmp_path):
+    """SVP_COVT_SAM_POSITIONS picks the SAM head's encoding (the two give different
+    outputs from the same weights); heads saved under one are refused under the other."""
+    from svp.covt import settings
+    from svp.covt.swift_plugin import _check_heads_meta, _write_heads
+
+    experts = standin_experts(ThoughtConfig.parse("sam"))
+    torch.manual_seed(0)
+    rope = CovtHeads(64, experts)
+    additive = CovtHeads(64, experts, sam_positions="additive")
+    additive.load_state_dict(rope.state_dict())
+    h = torch.randn(2, experts["sam"].n_tokens, 64)
+    assert rope.heads["sam"].positions == "rope"
+    assert not torch.allclose(rope("sam", h), additive("sam", h))
+    with pytest.raises(ValueError, match="unknown token positions"):
+        CovtHeads(64, experts, sam_positions="learned")
+    env = {"SVP_COVT_BACKEND": "standin", "SVP_COVT_EXPERTS": "sam"}
+    path = _write_heads(tmp_path, dict(rope.heads.state_dict()), settings.load(env))
+    _check_heads_meta(path, settings.load(env))
+    with pytest.raises(ValueError, match="sam_positions: saved 'rope', now 'additive'"):
+        _check_heads_meta(path, settings.load({**env, "SVP_COVT_SAM_POSITIONS": "additive"}))

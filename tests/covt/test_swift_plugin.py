@@ -159,12 +159,17 @@ def test_heads_restored_from_a_checkpoint_and_mismatch_refused(covt_env, tiny_mo
     ckpt = tmp_path / "ckpt"  # a full-tuning checkpoint, saved the way the trainer saves it
     model.save_pretrained(ckpt)
     processor.save_pretrained(ckpt)
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as f:  # the heads sit beside it
+        assert not [k for k in f.keys() if k.startswith("covt_heads.")]
+    assert (ckpt / "covt" / "heads.safetensors").is_file()
     again, _ = get_model_processor(str(ckpt), model_type="covt_qwen2_5_vl")
     for (n, a), b in zip(model.covt_heads.state_dict().items(),
                          again.covt_heads.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
     monkeypatch.setenv("SVP_COVT_EXPERTS", "sam:4,depth")
-    with pytest.raises(ValueError, match="do not fit experts"):
+    with pytest.raises(ValueError, match="other settings \\(counts: saved '8,4', now '4,4'\\)"):
         get_model_processor(str(ckpt), model_type="covt_qwen2_5_vl")
 
 
