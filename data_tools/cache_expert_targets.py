@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     config = settings.load()  # expert checkpoints: the SVP_COVT_<EXPERT>_CKPT variables
     cfg = ThoughtConfig.parse(args.experts) if args.experts else config.thought
     experts = build_experts(cfg, args.backend or config.backend, config.checkpoints,
-                            config.dino_input)
+                            config.dino_input, config.depth_input)
     cache = TargetCache(args.cache, {n: e.fingerprint() for n, e in experts.items()},
                         args.contents)
     cache.check_meta(create=True)

@@ -283,15 +283,15 @@ def standin_experts(cfg) -> dict[str, Expert]:
     return out
 
 
-def build_experts(cfg, backend: str, checkpoints=None, dino_input: str = "upstream"
-                  ) -> dict[str, Expert]:
+def build_experts(cfg, backend: str, checkpoints=None, dino_input: str = "upstream",
+                  depth_input: str = "upstream") -> dict[str, Expert]:
     """The experts of a :class:`ThoughtConfig`: ``"standin"`` or ``"real"`` (from
-    ``checkpoints``, expert name -> path: :attr:`CovtSettings.checkpoints`; ``dino_input``:
-    :data:`svp.covt.real.DINO_INPUTS`)."""
+    ``checkpoints``, expert name -> path: :attr:`CovtSettings.checkpoints`; ``dino_input`` /
+    ``depth_input``: :data:`svp.covt.real.DINO_INPUTS` / :data:`~svp.covt.real.DEPTH_INPUTS`)."""
     if backend == "standin":
         return standin_experts(cfg)
     if backend == "real":
         from svp.covt.real import real_experts
 
-        return real_experts(cfg, checkpoints or {}, dino_input)
+        return real_experts(cfg, checkpoints or {}, dino_input, depth_input)
     raise ValueError(f"unknown CoVT expert backend {backend!r}: use 'real' or 'standin'")

@@ -197,20 +197,50 @@ class SamExpert(Expert):
 
 
 # ----------------------------------------------------------------------------- Depth Anything v2
+DEPTH_INPUTS = ("upstream", "direct")
+
+
+def depth_pixels_upstream(images, size: int = 518, first: int = 256) -> torch.Tensor:
+    """Upstream CoVT's way into Depth Anything v2: the image resized to ``first`` x ``first``
+    (PIL bicubic), then Depth Anything's own ``image2tensor`` chain: values / 255, OpenCV
+    cubic resize to ``size`` (a square stays square, a multiple of 14), ImageNet
+    normalisation. RGB in (upstream handed it BGR by mistake: fixed, README)."""
+    import cv2
+
+    out = []
+    for im in images:
+        arr = np.asarray(im.convert("RGB").resize((first, first), Image.BICUBIC),
+                         dtype=np.float64) / 255.0
+        arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_CUBIC)
+        arr = (arr - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+        out.append(torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1))
+    return torch.stack(out)
+
+
 class DepthExpert(Expert):
-    """Depth Anything v2 (transformers). Input: RGB squashed to 518x518 (37x37 patches).
-    Targets: the backbone's feature maps at its ``out_indices`` (upstream's layers
-    4/11/17/23 for ViT-L), one per token, and the model's relative depth upsampled to
-    256x256. Decoding: :func:`depth_from_tokens`."""
+    """Depth Anything v2 (transformers) at 518x518 (37x37 patches). Targets: the backbone's
+    feature maps at its ``out_indices`` (upstream's layers 4/11/17/23 for ViT-L), one per
+    token, and the model's relative depth resized to 256x256. Decoding:
+    :func:`depth_from_tokens`.
+
+    ``input_mode="upstream"``: the image first squashed to 256 px, then Depth Anything's own
+    cubic resize to 518 (:func:`depth_pixels_upstream`), the depth resized to 256 with
+    ``align_corners=True``, as upstream; ``"direct"`` (ours): the original squashed straight
+    to 518 (more detail), ``align_corners=False``."""
 
     name, res, size = "depth", 256, 518
     version = "1"
     keys = ("feats", "depth")
 
-    def __init__(self, n_tokens: int = 4, ckpt: Path | None = None):
+    def __init__(self, n_tokens: int = 4, ckpt: Path | None = None,
+                 input_mode: str = "upstream"):
         super().__init__(n_tokens)
         from transformers import DepthAnythingForDepthEstimation
 
+        if input_mode not in DEPTH_INPUTS:
+            raise ValueError(f"unknown depth input {input_mode!r}: one of {DEPTH_INPUTS}")
+        self.input_mode = input_mode
+        self.version = f"{self.version}:{input_mode}"  # caches of the other input are refused
         ckpt = checkpoint("depth", ckpt)
         self.model = DepthAnythingForDepthEstimation.from_pretrained(str(ckpt)).to(device())
         self.model.eval().requires_grad_(False)
@@ -222,9 +252,14 @@ class DepthExpert(Expert):
         self.patch = self.model.config.backbone_config.patch_size
         self._feats = _Captured(self.model.backbone)
 
+    def _pixels(self, images) -> torch.Tensor:
+        if self.input_mode == "upstream":
+            return depth_pixels_upstream(images, self.size)
+        return _rgb(images, self.size)
+
     @torch.no_grad()
     def targets(self, images):
-        x = _rgb(images, self.size).to(device())
+        x = self._pixels(images).to(device())
         depth = self.model(pixel_values=x).predicted_depth  # [B, 518, 518], ReLU'd by the head
         g = self.size // self.patch
         feats = []
@@ -233,7 +268,7 @@ class DepthExpert(Expert):
                 f = f[:, -g * g:].transpose(1, 2).reshape(f.shape[0], -1, g, g)
             feats.append(f)
         depth = F.interpolate(depth[:, None].float(), size=(self.res, self.res), mode="bilinear",
-                              align_corners=False)[:, 0]
+                              align_corners=self.input_mode == "upstream")[:, 0]
         return {"feats": torch.stack(feats, 1).float().cpu(), "depth": depth.relu().cpu()}
 
     def decode(self, z, t):
@@ -380,11 +415,11 @@ class PidinetExpert(Expert):
 
 # ----------------------------------------------------------------------------- sets
 def real_expert(name: str, n_tokens: int, ckpt: str | Path | None,
-                dino_input: str = "upstream") -> Expert:
+                dino_input: str = "upstream", depth_input: str = "upstream") -> Expert:
     if name == "sam":
         return SamExpert(n_tokens, ckpt)
     if name == "depth":
-        return DepthExpert(n_tokens, ckpt)
+        return DepthExpert(n_tokens, ckpt, depth_input)
     if name == "dino":
         return DinoExpert(n_tokens, ckpt, dino_input)
     if name == "pidinet":
@@ -393,9 +428,11 @@ def real_expert(name: str, n_tokens: int, ckpt: str | Path | None,
 
 
 def real_experts(cfg, checkpoints: Mapping[str, str | Path | None],
-                 dino_input: str = "upstream") -> dict[str, Expert]:
+                 dino_input: str = "upstream", depth_input: str = "upstream"
+                 ) -> dict[str, Expert]:
     """The experts of a :class:`ThoughtConfig` from their checkpoints (name -> path)."""
-    return {name: real_expert(name, cfg.count(name), checkpoints.get(name), dino_input)
+    return {name: real_expert(name, cfg.count(name), checkpoints.get(name), dino_input,
+                              depth_input)
             for name in cfg.experts}
 
 

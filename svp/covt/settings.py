@@ -67,6 +67,11 @@ class CovtSettings:
         "SVP_COVT_DINO_INPUT", "upstream", s.choice("upstream", "full448"),
         "DINOv2's input: `upstream` (a 256-px image zero-padded into the 448 crop, as "
         "upstream's processor call gives it) or `full448` (ours: a real 448 view)")
+    depth_input: str = s.env(
+        "SVP_COVT_DEPTH_INPUT", "upstream", s.choice("upstream", "direct"),
+        "Depth Anything's input: `upstream` (squashed to 256 px, then its own cubic resize to "
+        "518; depth back to 256 with align_corners) or `direct` (ours: the original straight "
+        "to 518, more detail)")
     cache: str | None = s.env(
         "SVP_COVT_CACHE", None, s.text,
         "target cache written by `data_tools/cache_expert_targets.py`")

@@ -368,10 +368,10 @@ def _experts(config: CovtSettings) -> dict:
     """The experts of these settings, built once per process (frozen, shared by every
     model and by the head-shape query)."""
     key = (config.backend, config.thought, tuple(sorted(config.checkpoints.items())),
-           config.dino_input)
+           config.dino_input, config.depth_input)
     if key not in _EXPERTS:
         _EXPERTS[key] = build_experts(config.thought, config.backend, config.checkpoints,
-                                      config.dino_input)
+                                      config.dino_input, config.depth_input)
     for expert in _EXPERTS[key].values():
         expert.empty_masks = config.sam_empty
     return _EXPERTS[key]

@@ -203,3 +203,40 @@ def test_dino_input_setting_reaches_the_expert(ckpts):
     chosen = load({"SVP_COVT_DINO_INPUT": "full448"}).dino_input
     assert build_experts(cfg, "real", {"dino": ckpts["dino"]}, chosen)["dino"].input_mode == \
         "full448"
+
+
+def test_depth_input_upstream_goes_through_256_then_518(ckpts):
+    """Upstream's chain into Depth Anything: the picture squashed to 256 px (PIL bicubic),
+    then Depth Anything's own OpenCV cubic resize to 518 and ImageNet normalisation (written
+    out here with its steps); ``direct`` (ours) resizes the original straight to 518. The
+    upstream input carries no more detail than 256 px; the fingerprints differ (a cache of
+    one is refused by the other)."""
+    import cv2
+
+    up = real.DepthExpert(4, ckpts["depth"], "upstream")
+    direct = real.DepthExpert(4, ckpts["depth"], "direct")
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 255, (700, 900, 3), dtype=np.uint8))  # fine noise
+    small = np.asarray(img.resize((256, 256), Image.BICUBIC), dtype=np.float64) / 255.0
+    want = (cv2.resize(small, (518, 518), interpolation=cv2.INTER_CUBIC)
+            - np.asarray(real.IMAGENET_MEAN)) / np.asarray(real.IMAGENET_STD)
+    got = up._pixels([img])[0]
+    assert got.shape == (3, 518, 518)
+    assert torch.allclose(got, torch.from_numpy(want).permute(2, 0, 1).float(), atol=1e-5)
+    ours = direct._pixels([img])[0]
+    assert (ours - got).abs().mean() > 0.1  # a different picture of the same image
+    t_up, t_direct = up.targets([img]), direct.targets([img])
+    assert t_up["depth"].shape == t_direct["depth"].shape == (1, 256, 256)
+    assert up.fingerprint() != direct.fingerprint()
+    with pytest.raises(ValueError, match="unknown depth input"):
+        real.DepthExpert(4, ckpts["depth"], "other")
+
+
+def test_depth_input_setting_reaches_the_expert(ckpts):
+    from svp.covt.experts import build_experts
+
+    assert load({}).depth_input == "upstream"  # upstream's chain by default
+    chosen = load({"SVP_COVT_DEPTH_INPUT": "direct"}).depth_input
+    cfg = ThoughtConfig.parse("depth")
+    built = build_experts(cfg, "real", {"depth": ckpts["depth"]}, "upstream", chosen)
+    assert built["depth"].input_mode == "direct"
