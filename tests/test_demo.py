@@ -108,3 +108,19 @@ def test_shown_commands_stay_on_one_line_and_run_in_bash():
     echoed = subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True,
                             text=True, check=True).stdout
     assert echoed == arg
+
+
+def test_data_tools_resolve_their_siblings_from_any_directory(tmp_path):
+    """``python data_tools/demo.py`` (what ``make demo`` runs) and ``visualize.py`` import
+    sibling modules as ``data_tools.<module>``; a user's shell has no PYTHONPATH (the tests'
+    helper sets one), so the installed package must provide them: run from another folder
+    without it."""
+    import os
+
+    env = {k: v for k, v in offline_env().items() if k != "PYTHONPATH"}
+    code = ("import data_tools.demo_report, data_tools.eval_gres, os; "
+            f"assert os.path.dirname(data_tools.__file__) == {str(REPO / 'data_tools')!r}")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "PYTHONPATH" not in env and os.getcwd() != str(tmp_path)
