@@ -27,9 +27,12 @@ OUTPUT_DIR=${OUTPUT_DIR:-output/rgrpo_$(basename "$MODEL")}
 TUNER=${TUNER:-full}                 # full (as VLM-R3) | lora
 LORA_RANK=${LORA_RANK:-64}
 LORA_ALPHA=${LORA_ALPHA:-128}
-# default rewards and weights: the REWARDS table of svp/croptool/rewards.py (all six)
+# default rewards and weights: a table of svp/croptool/rewards.py, REWARD_SET=ours (REWARDS,
+# all six) or vlmr3 (VLM-R3's own four: accuracy, its format and region rewards, segment
+# length, weights 1)
+REWARD_SET=${REWARD_SET:-ours}
 if [[ -z "${REWARDS:-}" || -z "${REWARD_WEIGHTS:-}" ]]; then
-  defaults=$("$SVP_PYTHON" -m svp.croptool.rewards) \
+  defaults=$("$SVP_PYTHON" -m svp.croptool.rewards --set "$REWARD_SET") \
     || { echo "error: $SVP_PYTHON cannot import svp (set SVP_PYTHON)" >&2; exit 2; }
   REWARDS=${REWARDS:-$(sed -n 1p <<< "$defaults")}
   REWARD_WEIGHTS=${REWARD_WEIGHTS:-$(sed -n 2p <<< "$defaults")}

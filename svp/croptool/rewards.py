@@ -62,8 +62,42 @@ REWARDS: dict[str, tuple[str, float, str]] = {
                    "conditional tool reward)"),
 }
 
+# VLM-R3's own set (its open_r1/rgrpo.py: accuracy, format, repeat, length; at most 2.1):
+# ``REWARD_SET=vlmr3`` in recipes/rgrpo.sh. Its accuracy and segment length are ours above.
+VLMR3_REWARDS: dict[str, tuple[str, float, str]] = {
+    "rgrpo_accuracy": (REWARDS["rgrpo_accuracy"][0], 1.0, REWARDS["rgrpo_accuracy"][2]),
+    "rgrpo_format_vlmr3": ("{0, 0.5}", 1.0,
+                           "0.5 if the text ends with an <answer>..</answer> block (VLM-R3's "
+                           "re.fullmatch of .*?<answer>.*?</answer>\\s*), else 0"),
+    "rgrpo_regions_vlmr3": ("{0, 0.5}", 1.0,
+                            "0.5 if the rollout wrote >= 1 crop call and every call parses, "
+                            "and the answer is right (accuracy 1); else 0 (VLM-R3's repeat "
+                            "reward, zeroed by its trainer unless the answer is right)"),
+    "rgrpo_segment_length": (REWARDS["rgrpo_segment_length"][0], 1.0,
+                             REWARDS["rgrpo_segment_length"][2]),
+}
+REWARD_SETS = {"ours": REWARDS, "vlmr3": VLMR3_REWARDS}
+_VLMR3_FORMAT = re.compile(r".*?<answer>.*?</answer>\s*", re.S)
+
 
 # ----------------------------------------------------------------------------- text
+def vlmr3_format_reward(text: str) -> float:
+    r"""VLM-R3's format reward: 0.5 when the whole text matches ``.*?<answer>.*?</answer>\s*``
+    (anything, then an answer block at the end), else 0."""
+    return 0.5 if _VLMR3_FORMAT.fullmatch(text) else 0.0
+
+
+def vlmr3_regions_reward(text: str, accuracy: float) -> float:
+    """VLM-R3's region ("repeat") reward as its trainer applies it: 0.5 x min(1, distinct
+    parsable boxes) when every box the text holds parses, zeroed unless the answer is right
+    (accuracy 1). Our calls are ``<tool_call>`` boxes where VLM-R3 wrote ``{"bbox_2d": ..}``
+    JSON; one bad call zeroes it, as one bad JSON does there."""
+    calls = parse_tool_calls(text)
+    if accuracy != 1.0 or not calls or any(c.error is not None for c in calls):
+        return 0.0
+    return 0.5
+
+
 def format_reward(text: str, max_answer_chars: int = 1000, cleaned: bool = False) -> float:
     """0.5 for the ``<think>`` then ``<answer>`` structure (once each, nothing around them),
     +0.5 when, in addition, tool-call tags balance and every call in the text parses.
@@ -399,10 +433,16 @@ def accuracy_reward(text: str, solution, judge=None, question: str = "",
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m svp.croptool.rewards``: the reward names and their default weights, one
-    line each, in :data:`REWARDS` order (what ``recipes/rgrpo.sh`` passes by default)."""
-    print(" ".join(REWARDS))
-    print(" ".join(f"{weight:g}" for _, weight, _ in REWARDS.values()))
+    """``python -m svp.croptool.rewards [--set ours|vlmr3]``: the reward names and their
+    default weights, one line each, in table order (what ``recipes/rgrpo.sh`` passes for its
+    ``REWARD_SET``; ours: :data:`REWARDS`)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m svp.croptool.rewards")
+    ap.add_argument("--set", default="ours", choices=sorted(REWARD_SETS))
+    table = REWARD_SETS[ap.parse_args(argv).set]
+    print(" ".join(table))
+    print(" ".join(f"{weight:g}" for _, weight, _ in table.values()))
     return 0
 
 

@@ -357,13 +357,27 @@ class SegmentLengthReward(_RewardBase):
         return rewards.segment_length_reward(batch.text(i), cleaned=True)
 
 
+class Vlmr3FormatReward(_RewardBase):
+    name = "rgrpo_format_vlmr3"
+
+    def score(self, i, batch, columns):
+        return rewards.vlmr3_format_reward(batch.text(i))
+
+
+class Vlmr3RegionsReward(_AccuracyMixin, _RewardBase):
+    name = "rgrpo_regions_vlmr3"
+
+    def score(self, i, batch, columns):
+        return rewards.vlmr3_regions_reward(batch.text(i), self.accuracy(i, batch, columns))
+
+
 REWARD_CLASSES = [AccuracyReward, FormatReward, CropValidReward, RegionIouReward,
-                  SegmentLengthReward, ToolReward]
+                  SegmentLengthReward, ToolReward, Vlmr3FormatReward, Vlmr3RegionsReward]
 
 
 def _named_for_logging(cls):
     """ms-swift logs a reward under its class name: give each the name users pass."""
-    doc = rewards.REWARDS[cls.name][2]
+    doc = {**rewards.REWARDS, **rewards.VLMR3_REWARDS}[cls.name][2]
     return type(cls.name, (cls,), {"__module__": __name__, "__doc__": doc})
 
 

@@ -88,6 +88,53 @@ def test_segment_length_equals_vlmr3s_code(text):
     assert R.segment_length_reward(text) == pytest.approx(vlmr3_length_reward(text))
 
 
+def vlmr3_format_and_repeat(content: str, accuracy: float) -> tuple[float, float]:
+    """VLM-R3's ``format_reward`` and ``repeat_reward`` (its open_r1/rgrpo.py, commit
+    76e2d8f) restated as the oracle, the repeat reward zeroed unless accuracy is 1 as its
+    trainer does: every ``{...}`` mentioning "bbox" must parse as JSON with a ``bbox_2d``."""
+    import json
+    import re
+
+    fmt = 0.5 if re.fullmatch(r".*?<answer>.*?</answer>\s*", content, re.DOTALL) else 0.0
+    seen, ok = set(), True
+    for j in re.findall(r"\{.*?\}", content, re.DOTALL):
+        if "bbox" not in j:
+            continue
+        try:
+            js = json.loads(j)
+            js["bbox_2d"]
+            seen.add(json.dumps(js, sort_keys=True))
+        except Exception:  # noqa: BLE001 - the oracle's own rule
+            ok = False
+            break
+    repeat = 0.5 * min(1, len(seen)) if ok else 0.0
+    return fmt, repeat if accuracy == 1.0 else 0.0
+
+
+@pytest.mark.parametrize("text", [
+    '<think>look {"bbox_2d": [1, 2, 3, 4]} then</think><answer>x</answer>',
+    '<think>two {"bbox_2d": [1, 2, 3, 4]} and {"bbox_2d": [1, 2, 3, 4]}</think>'
+    '<answer>x</answer>\n',                                     # a repeat still counts once
+    '<think>bad {"bbox_2d": [1, 2, 3}</think><answer>x</answer>',  # one bad box zeroes it
+    'no think at all {"bbox_2d": [5, 6, 7, 8]} <answer>x</answer> trailing',  # no format
+    '<think>no call</think><answer>x</answer>',                # no box: no region reward
+    '<think>line one\nline two {"bbox_2d": [1, 2, 3, 4]}</think>\n<answer>a\nb</answer>',
+    'plain answer',
+])
+@pytest.mark.parametrize("accuracy", [1.0, 0.0])
+def test_vlmr3_reward_set_equals_its_code(text, accuracy):
+    """REWARD_SET=vlmr3's format and region rewards give VLM-R3's values on its own call
+    syntax; the region reward only for a right answer."""
+    fmt, repeat = vlmr3_format_and_repeat(text, accuracy)
+    assert R.vlmr3_format_reward(text) == fmt
+    assert R.vlmr3_regions_reward(text, accuracy) == repeat
+    assert list(R.REWARD_SETS["vlmr3"]) == ["rgrpo_accuracy", "rgrpo_format_vlmr3",
+                                            "rgrpo_regions_vlmr3", "rgrpo_segment_length"]
+    top = {name: float(rng.strip("{}[]").split(",")[-1])  # each range's upper end
+           for name, (rng, _, _) in R.VLMR3_REWARDS.items()}
+    assert sum(top[n] * w for n, (_, w, _) in R.VLMR3_REWARDS.items()) == pytest.approx(2.1)
+
+
 # ----------------------------------------------------------------------------- crops
 def test_crop_validity_reasons():
     t = traj([((10, 20, 200, 180), None),        # valid

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from svp.croptool.format import VISION_BLOCK
-from svp.croptool.rewards import REWARDS
+from svp.croptool.rewards import REWARD_SETS, REWARDS
 from tests.helpers import REPO, load_entry
 
 GOOD = ("<think>look <tool_call>[10, 20, 200, 180]</tool_call>" + VISION_BLOCK
@@ -29,7 +29,7 @@ def test_loads_twice_and_registers_everything():
 
     swift_rgrpo.register()  # and once more through the package: idempotent
     swift_template.register()
-    for name in REWARDS:
+    for name in [*REWARDS, *REWARD_SETS["vlmr3"]]:
         assert orms[name].__name__ == name  # ms-swift logs rewards/<class name>/mean
     assert multi_turns["crop_tool"].__name__ == "CropToolScheduler"
     for t in ("qwen2_5_vl_crop", "qwen3_vl_crop"):
@@ -58,6 +58,9 @@ def test_rewards_on_a_batch():
     assert got["rgrpo_region_iou"][0] > 0.8 and got["rgrpo_region_iou"][1:] == [None, 0.0]
     assert got["rgrpo_segment_length"][0] == pytest.approx(0.04)  # "look": 4 characters
     assert got["rgrpo_tool"] == [1.0, 0.0, 0.0]
+    # REWARD_SET=vlmr3's own two, through ms-swift's registry on the same batch
+    assert _call("rgrpo_format_vlmr3", comps, **cols) == [0.5, 0.0, 0.0]
+    assert _call("rgrpo_regions_vlmr3", comps, **cols) == [0.5, 0.0, 0.0]
 
 
 def test_six_rewards_on_one_batch_score_as_each_alone():
@@ -140,3 +143,12 @@ def test_readme_table_and_recipe_defaults_match_the_code(tmp_path):
         rng, default, formula = REWARDS[name]
         assert float(w) == default
         assert f"| `{name}` | {rng} | {default:g} | {formula} |" in readme
+    # REWARD_SET=vlmr3: VLM-R3's four at weight 1, the two of its own tabled too
+    up = subprocess.run(["bash", str(REPO / "recipes" / "rgrpo.sh")], capture_output=True,
+                        text=True, env=offline_env(DRY_RUN="1", MODEL="m", DATA=str(data),
+                                                   REWARD_SET="vlmr3"), timeout=60)
+    m = re.search(r"--reward_funcs (.*?) --reward_weights (.*?) --", up.stdout)
+    assert m.group(1).split() == list(REWARD_SETS["vlmr3"]) and set(m.group(2).split()) == {"1"}
+    for name, (rng, w, formula) in REWARD_SETS["vlmr3"].items():
+        if name not in REWARDS:
+            assert f"| `{name}` | {rng} | {w:g} | {formula} |" in readme
