@@ -17,6 +17,11 @@ export LORA_DROPOUT=${LORA_DROPOUT:-0.05}
 export LR=${LR:-2e-5} DTYPE=${DTYPE:-bfloat16}
 export BATCH=${BATCH:-4} GRAD_ACC=${GRAD_ACC:-1} MAX_LENGTH=${MAX_LENGTH:-8192}
 export PLUGINS=${PLUGINS:-masktok}
-export MODULES_TO_SAVE=${MODULES_TO_SAVE:-embed_tokens lm_head}
+# TUNER=lora_new_rows trains only the 514 new rows instead of the two whole matrices
+if [[ "$TUNER" == lora_new_rows ]]; then
+  export MODULES_TO_SAVE=${MODULES_TO_SAVE:-}
+else
+  export MODULES_TO_SAVE=${MODULES_TO_SAVE:-embed_tokens lm_head}
+fi
 export LOSS_SCALE=${LOSS_SCALE:-default}
 exec bash "$(dirname "${BASH_SOURCE[0]}")/sft_registry.sh"

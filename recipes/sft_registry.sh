@@ -17,7 +17,8 @@ MODEL_TYPE=${MODEL_TYPE:-qwen2_5_vl}
 TEMPLATE=${TEMPLATE:-$MODEL_TYPE}
 DATASETS=${DATASETS:?set DATASETS, e.g. DATASETS="gres%50 llava_mix%200"}
 OUTPUT_DIR=${OUTPUT_DIR:-output/sft_registry}
-TUNER=${TUNER:-lora}                 # lora | full
+TUNER=${TUNER:-lora}                 # lora | full | lora_new_rows (LoRA + only the rows of
+                                     # the tokens a plugin adds, e.g. PLUGINS=masktok)
 LORA_RANK=${LORA_RANK:-64}
 LORA_ALPHA=${LORA_ALPHA:-128}
 LORA_DROPOUT=${LORA_DROPOUT:-0.05}
@@ -63,7 +64,7 @@ cmd=(swift sft
   --max_length "$MAX_LENGTH" --freeze_vit true --freeze_aligner true
   --save_steps "$SAVE_STEPS" --logging_steps 5 --report_to tensorboard
   --dataloader_num_workers "$NUM_WORKERS" --output_dir "$OUTPUT_DIR")
-if [[ "$TUNER" == lora ]]; then
+if [[ "$TUNER" == lora || "$TUNER" == lora_new_rows ]]; then
   cmd+=(--lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --lora_dropout "$LORA_DROPOUT"
         --target_modules all-linear)
 fi
@@ -74,7 +75,7 @@ cmd+=("${DEVICE_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 
-svp_plan_memory --model "$MODEL" --tuner "$TUNER" --lora-rank "$LORA_RANK" \
+svp_plan_memory --model "$MODEL" --tuner "${TUNER/lora_new_rows/lora}" --lora-rank "$LORA_RANK" \
   --modules-to-save "$MODULES_TO_SAVE" --batch "$BATCH" --seq "$MAX_LENGTH" --grad-ckpt true
 export MAX_PIXELS
 echo "MAX_PIXELS=$MAX_PIXELS ${cmd[*]}"

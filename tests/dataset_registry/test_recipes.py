@@ -74,6 +74,11 @@ def test_mask_token_recipes_follow_the_samtok_settings(shapes_registry):
         weighted = _dry(recipe, DATASETS="g", SVP_DATASET_REGISTRY=str(shapes_registry),
                         LOSS_SCALE="default+mask_span")
         assert "--loss_scale default+mask_span" in weighted.stdout  # our option, opt-in
+        rows = _dry(recipe, DATASETS="g", SVP_DATASET_REGISTRY=str(shapes_registry),
+                    TUNER="lora_new_rows")  # only the new rows, not the whole matrices
+        assert rows.returncode == 0, rows.stderr
+        assert "--tuner_type lora_new_rows" in rows.stdout and "--lora_rank 128" in rows.stdout
+        assert "--modules_to_save" not in rows.stdout
 
 
 def test_plm_recipe_follows_samtoks_plm_config(shapes_registry):
