@@ -47,8 +47,10 @@ def _images():
 @pytest.mark.parametrize("tiles", ["1", "4"])
 def test_template_encodes_as_perception_lms_processor(loaded, tiles, monkeypatch):
     """Ids, labels and pixels of a two-image, two-turn conversation with mask tokens in the
-    answer equal PerceptionLM's processor applied to its chat template's text (the oracle),
-    for the thumbnail alone and for thumbnail + tiles; only answers are trained."""
+    answer equal PerceptionLM's processor (transformers' code: tiling, thumbnail, token
+    expansion) applied to the chat template's text, for at most one and at most four tiles
+    (each plus the thumbnail); only answers are trained. The tiny model's chat template is
+    our transcription of PerceptionLM's (tests/testing/test_tiny_model.py pins its text)."""
     monkeypatch.setenv("SVP_PLM_MAX_TILES", tiles)
     _, processor = loaded
     template = get_template(processor, template_type="perception_lm")
