@@ -1,8 +1,9 @@
 """PerceptionLM (SAMTok's third base model) in ms-swift through the mask-token plugin: the
 ``perception_lm`` template encodes exactly what PerceptionLM's own processor and chat
 template produce (ids, tiles, pixels), the model trains on those inputs with the mask
-tokens added at load, and recipes/sft_plm_1b.sh runs end to end on a tiny random
-PerceptionLM (timm Perception Encoder tower, Llama-layout vocabulary) built offline."""
+tokens added at load, and recipes/sft_plm_1b.sh runs end to end, in two processes under DDP,
+on a tiny random PerceptionLM (timm Perception Encoder tower, Llama-layout vocabulary) built
+offline."""
 
 from __future__ import annotations
 
@@ -106,14 +107,16 @@ def test_model_takes_a_collated_batch(loaded):
     assert torch.isfinite(out.loss) and rows[ids].abs().sum() > 0
 
 
-@pytest.mark.slow
+@pytest.mark.distributed
 def test_sft_plm_recipe_trains_and_infers(tiny_model, trained_codec, tmp_path):
     """recipes/sft_plm_1b.sh (SAMTok's PLM-1B settings: full LLM tuning, tower and projector
-    frozen) on GRES rows tokenized by tokenize_gres, then swift infer from the checkpoint and
-    eval_gres on its answers: the tower is bit-equal to the base, the LLM moved, every
-    held-out row is answered and scored."""
+    frozen) in two processes under DDP on GRES rows tokenized by tokenize_gres, then swift
+    infer from the checkpoint and eval_gres on its answers: one job (both ranks wrapped,
+    every trainable tensor identical), the tower bit-equal to the base, the LLM moved, every
+    held-out row answered and scored."""
     from safetensors.torch import load_file
 
+    from tests.helpers import assert_one_job, run_dir
     from tests.masktok.test_swift_e2e import _coco_fixture_gres, _tool
 
     data = _coco_fixture_gres(tmp_path / "gres")
@@ -123,11 +126,14 @@ def test_sft_plm_recipe_trains_and_infers(tiny_model, trained_codec, tmp_path):
               "--codec", f"builtin:{trained_codec[0]}", "--out", str(tmp_path / split))
     regs = ":".join(str(tmp_path / s / "datasets.yaml") for s in ("train", "val"))
     base = tiny_model("perception_lm")
-    log = run_recipe("sft_plm_1b.sh", tmp_path / "sft.log", tmp_path, nproc=1,
+    log = run_recipe("sft_plm_1b.sh", tmp_path / "sft.log", tmp_path, mode="ddp", nproc=2,
                      MODEL=str(base), DATASETS="gres_train", OUTPUT_DIR=str(tmp_path / "sft"),
-                     SVP_DATASET_REGISTRY=regs, MAX_STEPS="3", SAVE_STEPS="3", BATCH="2",
+                     SVP_DATASET_REGISTRY=regs, MAX_STEPS="3", SAVE_STEPS="3", BATCH="1",
                      LR="1e-3", DTYPE="float32", NUM_WORKERS="0", SVP_PLM_MAX_TILES="2",
-                     EXTRA_ARGS=" ".join(TRAIN_ARGS[:2] + ["--add_version", "false"]))
+                     EXTRA_ARGS=" ".join(TRAIN_ARGS[:2] + ["--seed", "7", "--callbacks",
+                                                           "svp_rank_check"]))
+    digests = assert_one_job(run_dir(tmp_path / "sft"), "ddp")
+    assert not [n for n in digests if "vision_tower" in n or "multi_modal_projector" in n]
     assert "masktok: added 514 mask tokens" in log and "--tuner_type full" in log
     ckpt = last_checkpoint(tmp_path / "sft")
     before, after = load_file(str(base / "model.safetensors")), {}
