@@ -19,6 +19,7 @@ vocabulary registers it, so each of those commands knows it through ``--external
 from __future__ import annotations
 
 import torch
+from swift.tuner_plugin import Tuner
 
 ATTR = "svp_new_token_ids"
 TUNER = "lora_new_rows"
@@ -79,13 +80,7 @@ def _patch_peft_for_cpu_zero3() -> None:
         TrainableTokensLayer._collect_token_weights = _collect_rows_on_this_device
 
 
-def _tuner_base():
-    from swift.tuner_plugin import Tuner
-
-    return Tuner
-
-
-class NewRowsLoRA(_tuner_base()):
+class NewRowsLoRA(Tuner):
     """LoRA on the linears ms-swift targets + trainable rows for the added tokens."""
 
     @staticmethod
