@@ -88,14 +88,16 @@ def _check_heads_meta(path: Path, config: CovtSettings) -> None:
                          f"SVP_COVT_SAM_POSITIONS as in training")
 
 
-def _checkpoint_heads(model_dir: str) -> dict[str, torch.Tensor]:
-    """The heads saved with a model folder (full tuning / merged LoRA): ``covt/heads.safetensors``,
-    or ``covt_heads.*`` tensors inside the weights (folders merged before the side file)."""
+def _checkpoint_heads(model_dir: str, config: CovtSettings) -> dict[str, torch.Tensor]:
+    """The heads saved with a model folder (full tuning / merged LoRA): ``covt/heads.safetensors``
+    (its settings checked against ``config``), or ``covt_heads.*`` tensors inside the weights
+    (folders merged before the side file)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     side = Path(model_dir) / HEADS_FILE
     if side.is_file():
+        _check_heads_meta(side, config)
         return load_file(str(side))
     out: dict[str, torch.Tensor] = {}
     for f in sorted(Path(model_dir).glob("*.safetensors")):
@@ -157,10 +159,7 @@ def attach_heads(model, model_dir: str, config: CovtSettings) -> CovtHeads:
     hidden = getattr(getattr(cfg, "text_config", None), "hidden_size", None) or cfg.hidden_size
     emb = model.get_input_embeddings().weight
     heads = CovtHeads(hidden, head_shapes(config), sam_positions=config.sam_positions)
-    side = Path(model_dir) / HEADS_FILE
-    if side.is_file():
-        _check_heads_meta(side, config)
-    saved = _checkpoint_heads(model_dir)
+    saved = _checkpoint_heads(model_dir, config)
     if saved:
         try:
             heads.load_state_dict(saved, strict=True)

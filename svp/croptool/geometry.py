@@ -387,7 +387,10 @@ class CropPolicy:
         rect, reason = self.rectangle(box_px, w, h)
         if rect is None:
             raise ValueError(reason)
-        region = image.crop(rect)
+        return self._sized(image.crop(rect), w, h)
+
+    def _sized(self, region: Image.Image, w: int, h: int) -> Image.Image:
+        """A cut region resized as the policy says (``w`` x ``h``: the whole image)."""
         if self.zoom == "vlmr3":
             cw, ch = region.size
             scale = vlmr3_zoom(cw * ch, w * h)
@@ -412,7 +415,7 @@ class CropPolicy:
         if rect is None:
             return None, None, reason
         try:  # the processor's own refusal (aspect ratio over 200) fails the call, as upstream
-            return self.crop(image, checked), checked, None
+            return self._sized(image.crop(rect), *image.size), checked, None
         except ValueError as exc:
             return None, None, f"crop {rect} cannot be given to the model: {exc}"
 
