@@ -8,7 +8,7 @@ Trains the codec with data_tools/train_mask_codec.py's trainer (resuming when OU
 holds part of the run), then measures:
 - IoU of decode(encode(mask)) on held-out synthetic scenes (a seed stream training never
   sees), overall and by mask size;
-- IoU on the real COCO polygons of ../shared/fixtures/coco_sample, painted on a textured
+- IoU on the real COCO polygons of tests/fixtures/coco_sample, painted on a textured
   stand-in picture of the recorded size (the photographs are not shipped);
 - encode and decode throughput in masks/s (batched, medians of repeats).
 """

@@ -13,20 +13,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_dir() -> Path:
-    """The workplace's shared/ folder (real public fixtures): $SVP_SHARED_DIR, REPO/shared or
-    shared/ beside the clone (where CI puts it). Missing is an error, never a silent skip."""
-    candidates = [os.environ.get("SVP_SHARED_DIR"), REPO / "shared", REPO.parent / "shared"]
-    for c in candidates:
-        if c and (Path(c) / "fixtures").is_dir():
-            return Path(c)
-    raise FileNotFoundError("shared/ with fixtures/ not found (set SVP_SHARED_DIR); looked in "
-                            + ", ".join(str(c) for c in candidates if c))
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def fixture(*parts: str) -> Path:
+    """A file the project carries for its tests (``tests/fixtures``, provenance in a README
+    beside each); a clone holds everything the suite reads."""
+    path = FIXTURES.joinpath(*parts)
+    if not path.is_file():
+        raise FileNotFoundError(f"test fixture {path} is missing from the checkout")
+    return path
 
 
 def coco_fixture() -> Path:
-    """Real COCO instance polygons of image 98304 (see shared/fixtures/coco_sample)."""
-    return shared_dir() / "fixtures" / "coco_sample" / "instances_sample.json"
+    """Real COCO instance polygons of image 98304 (tests/fixtures/coco_sample/README.md)."""
+    return fixture("coco_sample", "instances_sample.json")
 CACHE = REPO / ".cache" / "tiny_models"
 SWIFT = str(Path(sys.executable).parent / "swift")
 TEMPLATE_ARGS = {

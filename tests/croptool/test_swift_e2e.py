@@ -1,5 +1,6 @@
-"""convert_vlmr3.py on the seed document's example, then real ``swift sft`` with the crop
-template on the tiny model, then the inference CLI executing a crop."""
+"""convert_vlmr3.py on a VLM-R3-format row (tests/fixtures/croptool: our own text, the box and
+picture size of VLM-R3's README example), then real ``swift sft`` with the crop template on the
+tiny model, then the inference CLI executing a crop."""
 
 from __future__ import annotations
 
@@ -15,27 +16,24 @@ from svp.croptool.geometry import CropPolicy, parse_tool_calls
 from tests.helpers import (
     REPO,
     TRAIN_ARGS,
+    fixture,
     last_checkpoint,
     offline_env,
     run_swift,
-    shared_dir,
 )
 
 PLUGIN = str(REPO / "plugins" / "croptool.py")
-SEED = "seeds/002_c61fbe6dc6fd5868.txt"
 
 
-def seed_example() -> dict:
-    """The JSON example row of the VLM-R3 seed document, as printed there."""
-    text = (shared_dir() / SEED).read_text()
-    block = re.search(r"```json\n(\{\s*\"image_path\".*?)\n```", text, re.S).group(1)
-    return json.loads(block)
+def example_row() -> dict:
+    """One VLM-R3 training row (image_path / image_id / QnA, a {Crop ...} call in pixels)."""
+    return json.loads(fixture("croptool", "vlmr3_row.jsonl").read_text())
 
 
 @pytest.fixture()
-def seed_data(tmp_path):
-    row = seed_example()
-    # a stand-in picture of the recorded size: the boxes reach y = 480 on a COCO 640x480 image
+def example_data(tmp_path):
+    row = example_row()
+    # a stand-in picture of the row's size: its box reaches y = 480 of a 640x480 image
     rng = np.random.default_rng(0)
     img = tmp_path / "images" / row["image_path"]
     img.parent.mkdir(parents=True)
@@ -57,15 +55,15 @@ def seed_data(tmp_path):
     return src, tmp_path / "images", img
 
 
-def test_convert_seed_example(seed_data, tmp_path, capsys):
-    src, base, img = seed_data
+def test_convert_example_row(example_data, tmp_path, capsys):
+    src, base, img = example_data
     out = tmp_path / "crop_sft.jsonl"
     assert convert_vlmr3.main(["--input", str(src), "--image_base_path", str(base),
                                "--output", str(out)]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 4
     first = rows[0]["messages"]
-    assert first[0]["content"].startswith("<image>What is the visible clothing")
+    assert first[0]["content"].startswith("<image>What is the person at the far left")
     calls = parse_tool_calls(first[1]["content"])
     assert len(calls) == 1 and calls[0].form == "tool_call" and "{Crop" not in first[1]["content"]
     # written in Qwen2.5-VL space: original pixels scaled to the 588x448 main image
@@ -84,8 +82,8 @@ def test_convert_seed_example(seed_data, tmp_path, capsys):
     assert "line 2 QnA 3: bad_box: crop 1: swapped corners" in err
 
 
-def test_convert_with_crops_dir_and_qwen3_space(seed_data, tmp_path):
-    src, base, img = seed_data
+def test_convert_with_crops_dir_and_qwen3_space(example_data, tmp_path):
+    src, base, img = example_data
     out = tmp_path / "pre.jsonl"
     assert convert_vlmr3.main(["--input", str(src), "--image_base_path", str(base),
                                "--output", str(out), "--family", "qwen3_vl",
@@ -150,8 +148,8 @@ def test_convert_vlmr3_release_format(tmp_path):
 
 
 @pytest.mark.slow
-def test_seed_example_sft_then_crop_inference(seed_data, tiny_model, tmp_path):
-    src, base, img = seed_data
+def test_example_row_sft_then_crop_inference(example_data, tiny_model, tmp_path):
+    src, base, img = example_data
     data = tmp_path / "crop_sft.jsonl"
     assert convert_vlmr3.main(["--input", str(src), "--image_base_path", str(base),
                                "--output", str(data)]) == 0
@@ -171,7 +169,7 @@ def test_seed_example_sft_then_crop_inference(seed_data, tiny_model, tmp_path):
     result = tmp_path / "result.json"
     assert crop_infer.main([
         "--model_path", str(ckpt), "--model_type", "qwen2_5_vl", "--image_path", str(img),
-        "--question", "What is the visible clothing of the person on the far left?",
+        "--question", "What is the person at the far left edge of the picture carrying?",
         "--assistant_prefix", "<think>\nLook at the left. <tool_call>[0, 130, 73, 448]</tool_call>",
         "--max_new_tokens", "12", "--temperature", "0", "--output_json", str(result)]) == 0
     out = json.loads(result.read_text())
