@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from http.server import HTTPServer
+from pathlib import Path
 
 import pytest
 
 from svp.testing.synthetic import write_llava_dataset, write_registry
 from svp.testing.tiny_model import cached_tiny_model
-from tests.helpers import CACHE, JudgeHandler
+from tests import read_guard
+from tests.helpers import CACHE, REPO, JudgeHandler
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+# Every read in this process and in the Python processes the tests start is judged against
+# the clone (tests/read_guard.py); subprocesses find the log through the environment.
+READ_LOG = Path(tempfile.mkdtemp(prefix="svp_read_guard_")) / "reads.log"
+READ_LOG.touch()
+os.environ.update(read_guard.subprocess_env(str(READ_LOG), str(REPO)))
+read_guard.install(str(READ_LOG), str(REPO))
+
+
+@pytest.fixture(autouse=True)
+def _reads_stay_in_the_clone():
+    """Fail the test during which anything beside the clone was read (the path is named):
+    a clone is all a user has, so such a test is red for everyone else."""
+    start = READ_LOG.stat().st_size
+    yield
+    with READ_LOG.open() as f:
+        f.seek(start)
+        seen = f.read().splitlines()
+    if seen:
+        paths = sorted({line.split(" ", 2)[2] for line in seen})
+        pytest.fail(f"read {len(paths)} path(s) outside the repository {REPO} (a clone has "
+                    f"no neighbours; carry the file under tests/fixtures): {paths[:10]}",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -49,11 +49,15 @@ def load_entry(name: str):
 
 
 def offline_env(**extra: str) -> dict[str, str]:
-    """The environment every subprocess gets: CPU only, no hub, our package importable, and
-    this interpreter's folder first on PATH (``python``/``swift`` as the recipes call them)."""
+    """The environment every subprocess gets: CPU only, no hub, our package importable, this
+    interpreter's folder first on PATH (``python``/``swift`` as the recipes call them), and
+    the read guard's ``sitecustomize`` first on PYTHONPATH (tests/read_guard.py: a Python
+    process a test starts reads nothing from beside the clone either)."""
+    from tests.read_guard import SITE_DIR
+
     env = dict(os.environ)
     env.update(CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}",
+               PYTHONPATH=os.pathsep.join([str(SITE_DIR), str(REPO), env.get("PYTHONPATH", "")]),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
     env.update(extra)
     return env
