@@ -47,18 +47,22 @@ def steps_of(out: Path, version: str = "v0") -> list[dict]:
 
 
 @pytest.mark.slow
-def test_swift_sft_logs_falling_expert_losses_and_saves_heads_with_lora(data, tiny_model):
-    """(Resume, stage schedule included, is tested through the recipe in two processes:
+def test_expert_losses_fall_and_cached_targets_give_the_on_the_fly_losses(data, tiny_model):
+    """One plain ``swift sft`` with the experts run in the step: per-expert losses logged (and
+    to TensorBoard) and falling, the stage following the global step, a checkpoint of LoRA +
+    heads only. Then both cache contents give its first-step losses: compact (SAM's masks;
+    the forward passes rerun in the step) and full (every target in fp16, no expert in the
+    step). (Resume, stage schedule included, is tested through the recipe in two processes:
     tests/covt/test_distributed.py.)"""
     model = tiny_model("qwen2_5_vl")
-    out = data / "out"
-    sft(model, data, out, data / "sft.log")
-    logged = steps_of(out)
-    assert len(logged) == 8
-    stages = [r["covt_stage"] for r in logged]
+    out = data / "fly"
+    sft(model, data, out, data / "fly.log")
+    fly = steps_of(out)
+    assert len(fly) == 8 and [r["covt_cached"] for r in fly] == [0] * 8
+    stages = [r["covt_stage"] for r in fly]
     assert stages == [0, 0, 0, 1, 1, 1, 2, 2]  # understanding, generation, reasoning by step
     for name in ("covt_sam", "covt_depth"):
-        first, last = logged[0][name], sum(r[name] for r in logged[-3:]) / 3
+        first, last = fly[0][name], sum(r[name] for r in fly[-3:]) / 3
         assert last < 0.8 * first, (name, first, last)
     tb = next(out.glob("v0-*/runs"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -78,14 +82,6 @@ def test_swift_sft_logs_falling_expert_losses_and_saves_heads_with_lora(data, ti
     base = sum(f.stat().st_size for f in Path(model).glob("*.safetensors"))
     assert size < 0.01 * base, (size, base)
 
-
-@pytest.mark.slow
-def test_cached_targets_give_the_on_the_fly_losses(data, tiny_model):
-    """Both cache contents: compact (SAM's masks; the forward passes rerun in the step) and
-    full (every target in fp16, no expert in the step)."""
-    model = tiny_model("qwen2_5_vl")
-    fly = sft(model, data, data / "fly", data / "fly.log", steps=3) and steps_of(data / "fly")
-    assert [r["covt_cached"] for r in fly] == [0, 0, 0]
     for contents in ("compact", "full"):
         cache = data / f"cache_{contents}"
         assert cache_expert_targets.main(["--dataset", str(data / "train.jsonl"), "--cache",
