@@ -41,6 +41,7 @@ from svp.masktok.coco import mask_to_rle, rle_to_mask
 from svp.masktok.gres_data import (
     EVAL_PROMPT,
     RELA_SIZE,
+    GresError,
     load_gres,
     rela_target,
     resize_mask,
@@ -68,11 +69,26 @@ def _image_name(row: dict) -> str:
     return os.path.basename(str(img))
 
 
+def _load_samples(args):
+    """The gRefCOCO samples; an unusable ground-truth segmentation stops the evaluation
+    (dropping its sentences would change the score without a word)."""
+    problems: list[str] = []
+    try:
+        samples, _ = load_gres(args.grefs, args.instances, args.split, problems)
+    except GresError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        raise SystemExit(f"error: {len(problems)} ground-truth refs have an unusable "
+                         f"segmentation:\n  {shown}")
+    return samples
+
+
 def load_ground_truth(args) -> list[dict]:
     """Rows with id, image, question, no_target and a callable giving the target mask (at
     the image's size; under ``rela`` at 480x480, None when only crowd annotations remain)."""
     if args.protocol == "rela":
-        samples, _ = load_gres(args.grefs, args.instances, args.split)
+        samples = _load_samples(args)
         return [{"id": f"gres:{args.split}:{s.ref_id}:{s.sent_id}", "image": s.file_name,
                  "question": None, "no_target": s.no_target,
                  "target": (lambda s=s: rela_target(s))} for s in samples]
@@ -90,7 +106,7 @@ def load_ground_truth(args) -> list[dict]:
                              "question": _question(row), "no_target": bool(row["no_target"]),
                              "target": (lambda r=row["target_rle"]: rle_to_mask(r))})
         return rows
-    samples, _ = load_gres(args.grefs, args.instances, args.split)
+    samples = _load_samples(args)
     return [{"id": f"gres:{args.split}:{s.ref_id}:{s.sent_id}", "image": s.file_name,
              "question": None, "no_target": s.no_target,
              "target": (lambda s=s: target_masks(s).any(0) if not s.no_target

@@ -39,30 +39,66 @@ from svp.common.sharded import (
     write_registry_entry,
 )
 from svp.masktok import dam_data
-from svp.masktok.coco import annotation_to_mask
+from svp.masktok.coco import SegmentationError, annotation_to_mask
 from svp.masktok.codec import load_codec
 from svp.masktok.tokens import codes_to_text
 
 
-def read_regions(path: Path) -> list[dict]:
-    """Flatten the input into one dict per region: image, mask, caption, where."""
-    text = path.read_text(encoding="utf-8")
+class InputError(ValueError):
+    """The annotation file as a whole cannot be read (named file, line or reason)."""
+
+
+def read_regions(path: Path) -> tuple[list[dict], list[str]]:
+    """Flatten the input into one dict per region: image, mask, caption, where. Returns the
+    regions and the JSONL lines that could not be used (``line N: reason``: not UTF-8, not
+    JSON, not an object), which are skipped and counted; a JSON list file that does not
+    parse raises :class:`InputError` naming the line."""
+    data = path.read_bytes()
+    bad: list[str] = []
     if path.suffix == ".jsonl":
-        rows = [(f"line {i}", json.loads(x)) for i, x in enumerate(text.splitlines(), 1)
-                if x.strip()]
+        rows = []
+        for i, raw in enumerate(data.split(b"\n"), 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                bad.append(f"line {i}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                           f"{exc.start + 1})")
+                continue
+            except json.JSONDecodeError as exc:
+                bad.append(f"line {i}: invalid JSON at column {exc.colno}: {exc.msg}")
+                continue
+            rows.append((f"line {i}", row))
     else:
-        rows = [(f"row {i}", r) for i, r in enumerate(json.loads(text), 1)]
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise InputError(f"line {line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from exc
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON at line {exc.lineno} column {exc.colno}: "
+                             f"{exc.msg}") from exc
+        if not isinstance(doc, list):
+            raise InputError(f"expected a JSON list of rows, got {type(doc).__name__}")
+        rows = [(f"row {i}", r) for i, r in enumerate(doc, 1)]
     regions = []
     for where, row in rows:
+        if not isinstance(row, dict):
+            bad.append(f"{where}: expected an object, got {type(row).__name__}")
+            continue
         subs = row.get("regions")
         if subs is None:
             subs = [row]
+        if not isinstance(subs, list) or not all(isinstance(r, dict) for r in subs):
+            bad.append(f"{where}: 'regions' must be a list of objects")
+            continue
         for j, reg in enumerate(subs, 1):
             mask = next((reg[k] for k in ("mask", "mask_rle", "segmentation") if k in reg), None)
             regions.append({"image": row.get("image"), "mask": mask,
                             "caption": reg.get("caption"),
                             "where": where if len(subs) == 1 else f"{where}.{j}"})
-    return regions
+    return regions, bad
 
 
 def _open(image_root: Path, name: str):
@@ -78,15 +114,16 @@ def _open(image_root: Path, name: str):
 
 
 def _region_mask(reg: dict, width: int, height: int):
-    """(mask, None) or (None, skip reason)."""
+    """(mask, None) or (None, skip reason). The mask is checked before it is rasterised
+    (svp/masktok/coco.py): a NaN, infinite or far-away coordinate or an RLE that does not
+    cover the picture is a named skip, never a hang or a crash in pycocotools."""
     if not isinstance(reg["caption"], str) or not reg["caption"].strip():
         return None, "no caption"
     try:
         mask = annotation_to_mask(reg["mask"], height, width)
-    except (ValueError, TypeError, KeyError):
-        return None, "mask not RLE or polygons"
-    if mask.shape != (height, width):
-        return None, "mask size differs from image"
+    except SegmentationError as exc:
+        print(f"skipped: {reg['where']}: {exc}", file=sys.stderr)
+        return None, f"bad mask ({exc.kind})"
     if not mask.any():
         return None, "empty mask"
     return mask, None
@@ -173,10 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: file not found: {path}", file=sys.stderr)
         return 2
     try:
-        regions = read_regions(path)
-    except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-        print(f"error: {path}: not a list of DAM rows ({exc})", file=sys.stderr)
+        regions, bad_lines = read_regions(path)
+    except InputError as exc:
+        print(f"error: {path}: {exc}", file=sys.stderr)
         return 2
+    for line in bad_lines:
+        print(f"skipped: {path}: {line}", file=sys.stderr)
     if args.limit is not None:
         regions = regions[: args.limit]
     out = Path(args.out)
@@ -186,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         lambda shard, k: process_shard(shard, k, codec, Path(args.image_root), out, args.name,
                                        args.seed),
         desc=f"tokenize {args.name}")
+    if bad_lines:
+        totals["skipped: unreadable row"] += len(bad_lines)
     write_registry_entry(out, args.name, joined, os.path.abspath(args.image_root))
     write_atomic(out / f"{args.name}.summary.json", json.dumps(
         {"name": args.name, "regions": len(regions), "codec": args.codec,

@@ -58,6 +58,14 @@ def _load_image(root: Path, sample: GresSample):
     return img, None
 
 
+def report_problems(problems: list[str], shown: int = 20) -> None:
+    """Name the refs skipped for an unusable annotation (counted in the summary too)."""
+    for line in problems[:shown]:
+        print(f"skipped: {line}", file=sys.stderr)
+    if len(problems) > shown:
+        print(f"skipped: ... and {len(problems) - shown} more refs", file=sys.stderr)
+
+
 def encode_refs(groups: list[list[GresSample]], codec, image_root: Path, batch_size: int,
                 counts: Counter) -> dict[int, tuple]:
     """ref_id -> (codes or None, boxes or None, union RLE) for the refs that can be written.
@@ -149,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
 
     split = None if args.split == "all" else args.split
     name = args.name or f"gres_{args.split}"
+    problems: list[str] = []
     try:
-        samples, load_skipped = load_gres(args.grefs, args.instances, split)
+        samples, load_skipped = load_gres(args.grefs, args.instances, split, problems)
     except GresError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    report_problems(problems)
     if args.limit is not None:
         samples = samples[: args.limit]
     if not samples:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svp.masktok.coco import annotation_to_mask, mask_to_rle
+from svp.masktok.coco import annotation_to_mask, mask_to_rle, segmentation_problem
 from svp.masktok.tokens import MaskAnswerItem, format_gres_answer, sort_left_to_right
 
 # Question templates (ours, in the spirit of the upstream list).
@@ -61,11 +61,16 @@ class GresError(ValueError):
 
 
 def load_gres(grefs_path: str | Path, instances_path: str | Path,
-              split: str | None = None) -> tuple[list[GresSample], dict]:
+              split: str | None = None,
+              problems: list[str] | None = None) -> tuple[list[GresSample], dict]:
     """All sentences of ``split`` (or every split when None) as samples, in file order.
 
-    Returns ``(samples, skipped)`` where ``skipped`` counts refs dropped per reason (an
-    annotation id or image missing from instances.json).
+    Returns ``(samples, skipped)`` where ``skipped`` counts the sentences dropped per reason
+    (an annotation id or image missing from instances.json, an empty sentence, a
+    segmentation that cannot be rasterised: ``bad segmentation (<kind>)``). Every
+    segmentation a kept sample uses has been checked here (:func:`segmentation_problem`), so
+    rasterising it later cannot crash or hang; ``problems``, when given, receives one line
+    per dropped ref naming the file, ref, annotation and reason.
     """
     grefs = _read_json(grefs_path)
     inst = _read_json(instances_path)
@@ -100,6 +105,15 @@ def load_gres(grefs_path: str | Path, instances_path: str | Path,
             skipped["annotation id not in instances.json"] += len(sentences)
             continue
         im = images[image_id]
+        bad = _first_bad_segmentation(ann_ids, anns, im)
+        if bad is not None:
+            ann_id, err = bad
+            skipped[f"bad segmentation ({err.kind})"] += len(sentences)
+            if problems is not None:
+                problems.append(f"{grefs_path}: ref {ref.get('ref_id', i)} "
+                                f"({len(sentences)} sentences): annotation {ann_id} of "
+                                f"{instances_path}: {err}")
+            continue
         for j, sent in enumerate(sentences):
             text = (sent.get("sent") or sent.get("raw") or "").strip()
             if not text:
@@ -114,12 +128,29 @@ def load_gres(grefs_path: str | Path, instances_path: str | Path,
     return samples, dict(skipped)
 
 
+def _first_bad_segmentation(ann_ids: list[int], anns: dict, image: dict):
+    """(annotation id, SegmentationError) of the first unusable target, or None."""
+    for a in ann_ids:
+        err = segmentation_problem(anns[a].get("segmentation"), image["height"],
+                                   image["width"])
+        if err is not None:
+            return a, err
+    return None
+
+
 def _read_json(path: str | Path):
     p = Path(path)
     if not p.is_file():
         raise GresError(f"file not found: {p}")
+    data = p.read_bytes()
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise GresError(f"{p}: line {line}: not UTF-8 (byte 0x{data[exc.start]:02x} at "
+                        f"offset {exc.start})") from exc
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise GresError(f"{p}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
 
