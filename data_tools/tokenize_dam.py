@@ -16,7 +16,8 @@ smaller one also gets a zoomed-in crop (box widened to >= 140 px a side, cut at 
 edge, small crops upscaled to a 280 px short side), written to OUT/crops/, and its mask is
 encoded again inside that crop: the question carries both token strings, the crop as an
 inline second ``<image>`` (SAMTok's templates). Output: OUT/NAME.jsonl (LLaVA rows, sharded,
-atomic, resumable), OUT/datasets.yaml and OUT/NAME.summary.json.
+atomic, resumable: reused only by a rerun with the same input, arguments and codec weights),
+OUT/datasets.yaml and OUT/NAME.summary.json; one run at a time writes into OUT.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svp.common.io import atomic_path, write_atomic
+from svp.common.io import OutputLocked, atomic_path, file_sha256, output_lock, write_atomic
 from svp.common.sharded import (
     run_sharded,
     summary_line,
@@ -40,7 +41,7 @@ from svp.common.sharded import (
 )
 from svp.masktok import dam_data
 from svp.masktok.coco import SegmentationError, annotation_to_mask
-from svp.masktok.codec import load_codec
+from svp.masktok.codec import codec_fingerprint, load_codec
 from svp.masktok.tokens import codes_to_text
 
 
@@ -219,18 +220,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None:
         regions = regions[: args.limit]
     out = Path(args.out)
+    try:
+        with output_lock(out):
+            return _write(args, path, regions, bad_lines, out)
+    except OutputLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _write(args, path: Path, regions: list[dict], bad_lines: list[str], out: Path) -> int:
+    """Tokenize into ``out`` (locked by the caller); shards and crops are keyed by the input
+    file, the arguments and the codec's weights, so a changed rerun starts afresh."""
+    fingerprint = codec_fingerprint(args.codec)
+    key = {"tool": "tokenize_dam", "format": 2, "annotations": file_sha256(path),
+           "image_root": os.path.abspath(args.image_root), "limit": args.limit,
+           "seed": args.seed, "codec": fingerprint, "device": args.device}
     codec = load_codec(args.codec, device=args.device)
     joined, totals = run_sharded(
         regions, args.shard_size, out, args.name,
         lambda shard, k: process_shard(shard, k, codec, Path(args.image_root), out, args.name,
                                        args.seed),
-        desc=f"tokenize {args.name}")
+        desc=f"tokenize {args.name}", key=key)
     if bad_lines:
         totals["skipped: unreadable row"] += len(bad_lines)
     write_registry_entry(out, args.name, joined, os.path.abspath(args.image_root))
     write_atomic(out / f"{args.name}.summary.json", json.dumps(
         {"name": args.name, "regions": len(regions), "codec": args.codec,
-         **dict(sorted(totals.items()))}, indent=2))
+         "codec_fingerprint": fingerprint, **dict(sorted(totals.items()))}, indent=2))
     print(summary_line(args.name, totals, joined)
           + f"; {totals['global']} global, {totals['zoomed']} with a zoomed-in crop")
     return 0

@@ -13,8 +13,10 @@ SAMTok's data; ``--answer-style compact`` for one line), or ``No target.``. Rows
 ``id``, ``ref_id``, ``ann_ids``, ``no_target`` and ``target_rle`` (the union of the targets),
 so ``eval_gres.py`` can score against the tokenized file alone. Shards are written
 atomically to OUT/shards/ and skipped when rerun (resume); at the end they are joined into
-OUT/NAME.jsonl, a registry entry is written to OUT/datasets.yaml and a summary (written,
-no-target, skipped per reason) to OUT/NAME.summary.json.
+OUT/NAME.jsonl, a registry entry is added to OUT/datasets.yaml and a summary (written,
+no-target, skipped per reason) written to OUT/NAME.summary.json. Shards are reused only by a
+rerun with the same inputs, arguments and codec weights (svp/common/sharded.py), and one run
+at a time writes into OUT.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from svp.common.io import write_atomic
+from svp.common.io import OutputLocked, file_sha256, output_lock, write_atomic
 from svp.common.sharded import run_sharded, summary_line, write_registry_entry
-from svp.masktok.codec import load_codec, masks_to_boxes
+from svp.masktok.codec import codec_fingerprint, load_codec, masks_to_boxes
 from svp.masktok.gres_data import (
     GresError,
     GresSample,
@@ -171,18 +173,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     fixed = args.prompts == "samtok" or (args.prompts == "auto" and args.split != "train")
+    try:
+        with output_lock(out):
+            return _write(args, samples, load_skipped, out, name, fixed)
+    except OutputLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _write(args, samples, load_skipped, out: Path, name: str, fixed: bool) -> int:
+    """Tokenize into ``out`` (locked by the caller); shards are keyed by every input and
+    argument the rows depend on, so a rerun with any of them changed starts afresh."""
+    fingerprint = codec_fingerprint(args.codec)
+    key = {"tool": "tokenize_gres", "format": 2, "grefs": file_sha256(args.grefs),
+           "instances": file_sha256(args.instances),
+           "image_root": os.path.abspath(args.image_root), "split": args.split,
+           "limit": args.limit, "seed": args.seed, "answer_style": args.answer_style,
+           "prompts": "samtok" if fixed else "random", "codec": fingerprint,
+           "device": args.device, "batch_size": args.batch_size}
     codec = load_codec(args.codec, device=args.device)
     joined, totals = run_sharded(
         samples, args.shard_size, out, name,
         lambda shard, k: tokenize_shard(shard, codec, Path(args.image_root), args.split,
                                         args.batch_size, args.seed + k, args.answer_style,
                                         fixed),
-        desc=f"tokenize {name}")
+        desc=f"tokenize {name}", key=key)
     for reason, n in load_skipped.items():
         totals[f"skipped: {reason}"] += n
     write_registry_entry(out, name, joined, os.path.abspath(args.image_root))
     summary = {"name": name, "split": args.split, "sentences": len(samples),
-               "codec": args.codec, "answer_style": args.answer_style,
+               "codec": args.codec, "codec_fingerprint": fingerprint,
+               "answer_style": args.answer_style,
                "prompts": "samtok" if fixed else "random", **dict(sorted(totals.items()))}
     write_atomic(out / f"{name}.summary.json", json.dumps(summary, indent=2))
     print(summary_line(name, totals, joined))

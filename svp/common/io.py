@@ -55,3 +55,45 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (a 500 MB COCO file takes a second or
+    two). Used to key outputs by what they were made from, not by file names."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class OutputLocked(RuntimeError):
+    """Another live process is writing the same output folder."""
+
+
+@contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``folder/.svp.lock``, an OS advisory lock) while
+    writing into it; a second writer gets :class:`OutputLocked` at once, naming the holder,
+    instead of interleaving its shards with the first's. The OS drops the lock when the
+    holder exits, killed or not, so a crash never leaves a folder locked."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".svp.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputLocked(f"{folder} is being written by another run ({holder}); wait "
+                               "for it to finish or write elsewhere") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -73,7 +73,7 @@ def test_tokenize_rows_targets_order_and_resume(sgres, trained_codec, tmp_path, 
             assert [it.codes for it in items] == [tuple(codes[i]) for i in order]
     assert multi > 0
     # resume: finished shards are not redone
-    shard = tmp_path / "shards" / "gres_train-00000.jsonl"
+    shard = next(tmp_path.glob("shards/gres_train-*/00000.jsonl"))
     shard.write_text(shard.read_text().replace("Segment", "SEGMENT"))
     assert tokenize(sgres, codec_path, tmp_path, "--split", "train") == 0
     assert shard.read_text() in (tmp_path / "gres_train.jsonl").read_text()
@@ -253,6 +253,13 @@ def test_tokenize_dam_global_and_zoomed(trained_codec, tmp_path, capsys):
     assert written[-1]["conversations"][1]["value"] == "Most of it."
     # the output passes the registry validator (tags vs images, files exist)
     assert check_data.main(["--registry", str(tmp_path / "o" / "datasets.yaml")]) == 0
+    # a look at two regions into the same folder, then the full run: every row again
+    args = ["--annotations", str(ann), "--image-root", str(images), "--codec",
+            f"builtin:{trained_codec[0]}", "--out", str(tmp_path / "o")]
+    assert tokenize_dam.main([*args, "--limit", "2"]) == 0
+    assert len(rows_of(tmp_path / "o" / "dam.jsonl")) == 2
+    assert tokenize_dam.main(args) == 0
+    assert rows_of(tmp_path / "o" / "dam.jsonl") == written
 
 
 @pytest.mark.parametrize("box,size,window,zoom", [
@@ -377,3 +384,79 @@ def test_eval_rela_protocol_runs_on_the_gres_files(sgres, trained_codec, tmp_pat
                            "--out", str(tmp_path / "r.json")]) == 0
     res = json.loads((tmp_path / "r.json").read_text())
     assert res["protocol"] == "rela" and res["metrics"]["samples"] == len(rows)
+
+
+def test_rerun_with_other_inputs_never_keeps_stale_shards(sgres, trained_codec, tmp_path,
+                                                          capsys):
+    """Shards are reused only under the same inputs, arguments and codec weights: a full run
+    after a ``--limit`` look, another ``--shard-size``, a retrained codec at the same path
+    and a changed instances file each write every row afresh (before: 4 of N rows kept
+    from the look, the old codec's answers under the new codec's name)."""
+    import torch
+
+    codec_path, _ = trained_codec
+    out = tmp_path / "o"
+    assert tokenize(sgres, codec_path, out, "--split", "train", "--limit", "4") == 0
+    assert len(rows_of(out / "gres_train.jsonl")) == 4
+    assert tokenize(sgres, codec_path, out, "--split", "train") == 0
+    full = rows_of(out / "gres_train.jsonl")
+    samples, _ = load_gres(sgres["grefs"], sgres["instances"], "train")
+    assert len(full) == len(samples) > 4
+    err = capsys.readouterr().err
+    assert "discarding the shards of an earlier run" in err and "limit: 4 -> None" in err
+    assert len(list((out / "shards").iterdir())) == 1  # the stale folder is gone
+    assert tokenize(sgres, codec_path, out, "--split", "train", "--shard-size", "5") == 0
+    # every row again (the questions differ: each shard seeds its own template draw)
+    answers = [(r["id"], r["conversations"][1]["value"]) for r in full]
+    assert [(r["id"], r["conversations"][1]["value"])
+            for r in rows_of(out / "gres_train.jsonl")] == answers
+    # the same codec file path with other weights: new codes, as a fresh run writes them
+    other = tmp_path / "codec.pt"
+    state = torch.load(codec_path, weights_only=False)
+    for name, t in state["model"].items():
+        if "codebook" in name or "embed" in name:
+            state["model"][name] = torch.flip(t, dims=[0])
+    torch.save(state, other)
+    assert tokenize(sgres, other, out, "--split", "train") == 0
+    retrained = rows_of(out / "gres_train.jsonl")
+    fresh = tmp_path / "fresh"
+    assert tokenize(sgres, other, fresh, "--split", "train") == 0
+    assert retrained == rows_of(fresh / "gres_train.jsonl") != full
+    summary = json.loads((out / "gres_train.summary.json").read_text())
+    assert summary["codec_fingerprint"].startswith("builtin:codec.pt=")
+    # a second split into the same folder adds its registry entry beside the first
+    assert tokenize(sgres, other, out, "--split", "val") == 0
+    import yaml
+
+    reg = yaml.safe_load((out / "datasets.yaml").read_text())["datasets"]
+    assert sorted(reg) == ["gres_train", "gres_val"]
+    assert reg["gres_val"]["annotation_path"] == "gres_val.jsonl"
+
+
+def test_two_writers_cannot_share_an_output_folder(sgres, trained_codec, tmp_path, capsys):
+    """While one run holds the folder, a second stops at once, naming the holder; a holder
+    killed with SIGKILL leaves nothing locked (the OS drops the lock)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from svp.common.io import output_lock
+
+    out = tmp_path / "o"
+    code = ("import sys, time; from svp.common.io import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert tokenize(sgres, trained_codec[0], out, "--split", "train") == 2
+        err = capsys.readouterr().err
+        assert f"{out} is being written by another run (pid {holder.pid})" in err
+        assert not (out / "gres_train.jsonl").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    with output_lock(out):  # free again after the holder died
+        pass
+    assert tokenize(sgres, trained_codec[0], out, "--split", "train") == 0

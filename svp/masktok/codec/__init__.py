@@ -4,6 +4,6 @@
 ``data_tools/train_mask_codec.py``; ``samtok:DIR`` (the released SAMTok weights, via ``sam2``).
 """
 
-from svp.masktok.codec.base import MaskCodec, load_codec, masks_to_boxes
+from svp.masktok.codec.base import MaskCodec, codec_fingerprint, load_codec, masks_to_boxes
 
-__all__ = ["MaskCodec", "load_codec", "masks_to_boxes"]
+__all__ = ["MaskCodec", "codec_fingerprint", "load_codec", "masks_to_boxes"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -92,6 +93,29 @@ class MaskCodec(ABC):
         """Several images at once; back-ends override this to batch the network calls."""
         boxes = boxes or [None] * len(images)
         return [self.encode(im, m, b) for im, m, b in zip(images, masks, boxes, strict=True)]
+
+
+def codec_fingerprint(spec: str) -> str:
+    """What a codec spec's codes depend on: its kind and the SHA-256 of the files it loads
+    (a retrained ``codec.pt`` at the same path is another codec). Data tools key their
+    outputs with it."""
+    from svp.common.io import file_sha256
+
+    kind, _, path = spec.partition(":")
+    if kind == "builtin":
+        files = [Path(path)]
+    elif kind == "samtok":
+        from svp.masktok.codec.samtok import ARCH_NAME, find_weights
+
+        weights = find_weights(path)
+        files = [weights, *([weights.parent / ARCH_NAME]
+                            if (weights.parent / ARCH_NAME).is_file() else [])]
+    else:
+        raise ValueError(f"codec spec {spec!r}: unknown kind {kind!r} (builtin or samtok)")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"codec files not found: {missing}")
+    return f"{kind}:" + ",".join(f"{f.name}={file_sha256(f)}" for f in files)
 
 
 def load_codec(spec: str, device: str = "cpu") -> MaskCodec:
