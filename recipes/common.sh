@@ -16,8 +16,39 @@ svp_check_settings() {  # svp_check_settings CAPABILITY...: validate and print t
   fi
 }
 
-newest_checkpoint() {  # newest_checkpoint OUTPUT_DIR: highest-step checkpoint-N, or nothing
-  "$SVP_PYTHON" -m svp.common.checkpoints "$1"
+newest_checkpoint() {  # newest_checkpoint OUTPUT_DIR: highest-step complete checkpoint-N,
+  "$SVP_PYTHON" -m svp.common.checkpoints "$1"  # or nothing; incomplete ones named on stderr
+}
+
+svp_resume() {  # svp_resume OUTPUT_DIR: RESUME_ARGS from RESUME
+  # RESUME unset or 0: a fresh run (ms-swift starts a new v<N> folder), said out loud when
+  # OUTPUT_DIR already holds a checkpoint; RESUME=1: continue from the newest complete
+  # checkpoint there (half-written ones are passed over); RESUME=PATH: that checkpoint,
+  # refused when incomplete.
+  RESUME_ARGS=()
+  local ckpt
+  case "${RESUME:-0}" in
+    0|no|false)
+      ckpt=$(newest_checkpoint "$1")
+      [[ -n "$ckpt" ]] && echo "note: $1 already holds $ckpt; this run starts again from" \
+        "step 0 in a new version folder (RESUME=1 continues from that checkpoint)" >&2
+      ;;
+    1|yes|true|auto)
+      ckpt=$(newest_checkpoint "$1")
+      if [[ -n "$ckpt" ]]; then
+        RESUME_ARGS=(--resume_from_checkpoint "$ckpt")
+        echo "resuming from $ckpt"
+      else
+        echo "RESUME=${RESUME}: no complete checkpoint under $1; starting from step 0"
+      fi
+      ;;
+    *)
+      "$SVP_PYTHON" -m svp.common.checkpoints --check "$RESUME" ||
+        { echo "error: RESUME=$RESUME cannot be resumed from (see above)" >&2; exit 2; }
+      RESUME_ARGS=(--resume_from_checkpoint "$RESUME")
+      echo "resuming from $RESUME"
+      ;;
+  esac
 }
 
 svp_launch() {  # svp_launch: check the launch variables and set DEVICE_ARGS for this machine

@@ -12,6 +12,7 @@
 #   BATCH      samples packed into one row per device (upstream: 64); ROW_LENGTH caps the
 #              row (upstream's max_seq_length; overflowing samples are left out and counted)
 #   LOSS_REDUCTION  token | sample | square (upstream: square)
+#   RESUME     1: continue from the newest complete checkpoint in OUTPUT_DIR; PATH: that one
 # shellcheck source=recipes/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,7 +88,8 @@ print(c["llm_config"]["extra_num_layers"])' "$MODEL/config.json") || {
     *) echo "error: STAGE=$STAGE; expected pt, mt or sft" >&2; exit 2 ;;
   esac
   [[ -n "${DEEPSPEED:-}" ]] && cmd+=(--deepspeed "$DEEPSPEED")
-  cmd+=("${DEVICE_ARGS[@]}")
+  svp_resume "$OUTPUT_DIR"
+  cmd+=("${DEVICE_ARGS[@]}" "${RESUME_ARGS[@]}")
   # shellcheck disable=SC2206
   [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 

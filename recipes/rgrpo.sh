@@ -12,6 +12,7 @@
 # separate `swift rollout` (the command to start it is printed; run it first on its own GPUs).
 # Every knob is an environment variable; EXTRA_ARGS is appended verbatim; DRY_RUN=1 prints
 # the command only. MAX_PIXELS and SVP_CROP_* must equal the SFT run's values.
+# RESUME=1 continues from the newest complete checkpoint in OUTPUT_DIR (RESUME=PATH: that one).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # A full 7B policy with its AdamW states and rollouts does not fit plain DDP on 80 GB (see the
@@ -106,7 +107,8 @@ case "$USE_VLLM" in
   *) echo "error: USE_VLLM=$USE_VLLM (false | colocate | server)" >&2; exit 2 ;;
 esac
 [[ -n "$DEEPSPEED" ]] && cmd+=(--deepspeed "$DEEPSPEED")
-cmd+=("${DEVICE_ARGS[@]}")
+svp_resume "$OUTPUT_DIR"
+cmd+=("${DEVICE_ARGS[@]}" "${RESUME_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 

@@ -10,6 +10,7 @@
 # Every knob is an environment variable; EXTRA_ARGS is appended verbatim; DRY_RUN=1 prints
 # the command only. SVP_CROP_MAIN_SHORT / SVP_CROP_MAX_SHORT (svp/croptool/settings.py) must
 # equal the values used by convert_vlmr3.py and, later, by rollouts and inference.
+# RESUME=1 continues from the newest complete checkpoint in OUTPUT_DIR (RESUME=PATH: that one).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=recipes/crop_common.sh
@@ -53,7 +54,8 @@ if [[ "$TUNER" == lora ]]; then
         --target_modules all-linear)
 fi
 [[ -n "$DEEPSPEED" ]] && cmd+=(--deepspeed "$DEEPSPEED")
-cmd+=("${DEVICE_ARGS[@]}")
+svp_resume "$OUTPUT_DIR"
+cmd+=("${DEVICE_ARGS[@]}" "${RESUME_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 

@@ -7,6 +7,7 @@
 # Every knob is an environment variable (defaults below); EXTRA_ARGS is appended verbatim.
 # DRY_RUN=1 prints the command without running it. Multi-GPU / multi-node go through
 # ms-swift's own launcher: NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT.
+# RESUME=1 continues from the newest complete checkpoint in OUTPUT_DIR (RESUME=PATH: that one).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=recipes/common.sh
@@ -71,7 +72,8 @@ fi
 # shellcheck disable=SC2206
 [[ -n "$MODULES_TO_SAVE" ]] && cmd+=(--modules_to_save $MODULES_TO_SAVE)
 [[ -n "$DEEPSPEED" ]] && cmd+=(--deepspeed "$DEEPSPEED")
-cmd+=("${DEVICE_ARGS[@]}")
+svp_resume "$OUTPUT_DIR"
+cmd+=("${DEVICE_ARGS[@]}" "${RESUME_ARGS[@]}")
 # shellcheck disable=SC2206
 [[ -n "$EXTRA_ARGS" ]] && cmd+=($EXTRA_ARGS)
 

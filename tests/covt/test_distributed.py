@@ -7,7 +7,8 @@ Each run must be one job (both ranks wrapped, every
 trainable tensor, heads included, bitwise identical at the end; under DDP with
 ``--ddp_find_unused_parameters false``, which fails or silently diverges when a step skips a
 head); the stage follows the global step; under DDP the recipe's own resume continues from
-the checkpoint, stage schedule included, to the same weights."""
+the checkpoint, stage schedule included, to the same weights, also after a resumed run was
+killed (SIGKILL) while writing a checkpoint."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 
 from svp.common.run_log import step_rows
 from svp.testing.synthetic import write_messages_dataset
-from tests.helpers import MODES, assert_one_job, run_dir, run_recipe
+from tests.helpers import MODES, REPO, assert_one_job, run_dir, run_recipe
 
 pytestmark = pytest.mark.distributed
 SCHEDULE = "understanding@0,generation@2,reasoning@4,efficient@6"
@@ -51,8 +52,15 @@ def rows(tmp_path_factory):
                                   text_only=(3, 10))
 
 
-def covt(tiny_model, data, work, log, mode):
+KILLER = REPO / "tests" / "common" / "kill_during_save.py"
+
+
+def covt(tiny_model, data, work, log, mode, kill_at_save: int | None = None):
     strict = " --ddp_find_unused_parameters false" if mode == "ddp" else ""
+    killer = {}
+    if kill_at_save is not None:  # the recipe's plugin and the killer (the last flag wins)
+        strict += f" --external_plugins {REPO / 'plugins' / 'covt.py'} {KILLER}"
+        killer = {"SVP_TEST_KILL_AT_SAVE": str(kill_at_save)}
     cache = {}
     if mode == "zero2":  # the compact target cache (SAM's masks read, forward passes rerun)
         from data_tools import cache_expert_targets
@@ -63,7 +71,8 @@ def covt(tiny_model, data, work, log, mode):
                                           "standin"]) == 0
         cache["SVP_COVT_CACHE"] = str(cache_dir)
     return run_recipe(
-        "covt_qwen25vl_7b.sh", log, work.parent, mode, **cache,
+        "covt_qwen25vl_7b.sh", log, work.parent, mode, **cache, **killer,
+        expect_ok=kill_at_save is None,
         SVP_COVT_BACKEND="standin", SVP_COVT_EXPERTS="sam,depth",
         BASE_MODEL=str(tiny_model("qwen2_5_vl")), DATA=str(data), WORK_DIR=str(work),
         RUNS=f"{SCHEDULE}:8:6", LR="1e-3", BATCH="2", SAVE_STEPS="4", NUM_WORKERS="0",
@@ -102,15 +111,25 @@ def test_covt_four_stages_two_processes(mode, tiny_model, rows, one_process_rows
     assert (work / "run1_understanding_merged" / ".done").exists()
     if mode != "ddp":
         return
-    # the recipe's own resume: the run is not done, its newest checkpoint is step 4
+    # the recipe's own resume: the run is not done, its newest checkpoint is step 4; that
+    # resumed run is killed (SIGKILL, rank 0) while it writes checkpoint 8, and the recipe
+    # run again passes over the half-written folder and resumes from step 4 once more
+    # (before: it picked the half-written one and failed the same way on every rerun)
     (out / ".done").unlink()
     shutil.rmtree(work / "run1_understanding_merged")
     shutil.rmtree(run / "checkpoint-8")
+    log = covt(tiny_model, rows, work, tmp_path / "killed.log", mode, kill_at_save=8)
+    assert f"resuming from {run / 'checkpoint-4'}" in log and "kill_during_save: SIGKILL" in log
+    killed = run_dir(out)
+    half = killed / "checkpoint-8"
+    assert half.is_dir() and not (half / "trainer_state.json").exists()
+    assert not (out / ".done").exists()
     log = covt(tiny_model, rows, work, tmp_path / "resume.log", mode)
+    assert f"passing over {half}: incomplete, no trainer_state.json" in log
     assert f"resuming from {run / 'checkpoint-4'}" in log
     assert "covt: schedule starts at global step 4 (stage reasoning)" in log
     again = run_dir(out)
-    assert again != run
+    assert again not in (run, killed)
     resumed = step_rows(again / "logging.jsonl")
     assert [(r["step"], r["covt_stage"]) for r in resumed] == [(5, 2), (6, 2), (7, 3), (8, 3)]
     assert assert_one_job(again, mode) == digests, "the resumed run ended elsewhere"
