@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 
 import numpy as np
 import pytest
@@ -273,3 +274,49 @@ def test_data_tools_run_on_the_samtok_back_end(small_release, tmp_path, capsys):
         truth = rle_to_mask(r["target_rle"])
         assert s["intersection"] == int((union & truth).sum())
         assert s["union"] == int((union | truth).sum())
+
+
+def test_architecture_file_is_read_as_data(small_release, tmp_path):
+    """A codec folder is data (often downloaded): its samtok_arch.json may change sizes, never
+    name a callable. The attack that worked: a node replaced by ``{_target_:
+    shutil.copyfile, src, dst}``, which hydra's instantiate ran (copying a file out of the
+    folder) before failing on something unrelated."""
+    import shutil
+
+    _, release = small_release
+    trunk = "model.image_encoder.trunk"
+    secret = tmp_path / "codec" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("from the folder")
+    shutil.copy(release / WEIGHTS_NAME, secret.parent / WEIGHTS_NAME)
+    outside = tmp_path / "outside.txt"
+    attacks = {
+        f"++{trunk}.extra={{_target_: shutil.copyfile, src: '{secret}', dst: '{outside}'}}":
+            "only changes of existing keys",
+        f"{trunk}.window_spec={{_target_: shutil.copyfile, src: '{secret}', dst: '{outside}'}}":
+            "values must be numbers",
+        f"{trunk}._target_=shutil.copyfile": "keys starting with '_'",
+        f"+{trunk}.extra._target_=os.makedirs": "only changes of existing keys",
+        f"~{trunk}.embed_dim": "only changes of existing keys",
+        f"{trunk}.embed_dim=${{oc.env:HOME}}": "values must be numbers",
+        "hydra.run.dir=/tmp/x": "or under 'hydra' are not settings",
+    }
+    for override, why in attacks.items():
+        (secret.parent / ARCH_NAME).write_text(json.dumps({"hydra_overrides": [*SMALL,
+                                                                               override]}))
+        with pytest.raises(samtok.UnsafeArchitecture, match=re.escape(why)):
+            load_codec(f"samtok:{secret.parent}")
+        assert not outside.exists(), override
+    for doc in ({"hydra_overrides": "x=1"}, {"hydra_overrides": SMALL, "run": "x"}, [1]):
+        (secret.parent / ARCH_NAME).write_text(json.dumps(doc))
+        with pytest.raises(samtok.UnsafeArchitecture, match="nothing else"):
+            load_codec(f"samtok:{secret.parent}")
+    # the second line of defence: whatever reaches compose, the resolved config must name
+    # exactly sam2's own callables before anything is instantiated
+    with pytest.raises(samtok.UnsafeArchitecture, match="change which callables"):
+        SamTokTokenizer([*SMALL, f"{trunk}._target_=shutil.copyfile",
+                         f"+{trunk}.src={secret}", f"+{trunk}.dst={outside}"])
+    assert not outside.exists()
+    # plain size overrides still load (the small release itself)
+    (secret.parent / ARCH_NAME).write_text(json.dumps({"hydra_overrides": SMALL}))
+    assert isinstance(load_codec(f"samtok:{secret.parent}"), SamTokCodec)

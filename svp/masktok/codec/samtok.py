@@ -67,6 +67,76 @@ class SamTokUnavailable(RuntimeError):
     """The official back-end cannot run here: a package or a file is missing."""
 
 
+class UnsafeArchitecture(ValueError):
+    """A ``samtok_arch.json`` that asks for more than plain values: a codec folder is data
+    (often downloaded), and hydra overrides can name callables (``_target_``) that
+    ``instantiate`` would run, e.g. ``shutil.copyfile`` over a user's file."""
+
+
+def _plain(value) -> bool:
+    """A number, a bool, a string without interpolation, or a (nested) list of those."""
+    if isinstance(value, bool | int | float):
+        return True
+    if isinstance(value, str):
+        return "${" not in value
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return False
+
+
+def read_arch_overrides(path: Path) -> list[str]:
+    """The hydra overrides of ``samtok_arch.json`` (``{"hydra_overrides": ["key=value", ...]}``),
+    admitted only as data: each changes an existing key (no ``+``/``++``/``~``), no part of
+    the key starts with ``_`` (``_target_``, ``_partial_``, ``_args_`` ...) or is ``hydra``,
+    and the value is a number, bool, string without ``${...}`` or a list of those (no dicts).
+    Anything else raises :class:`UnsafeArchitecture` naming the file and the override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import HydraException
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UnsafeArchitecture(f"{path}: not a JSON file ({exc})") from exc
+    overrides = doc.get("hydra_overrides") if isinstance(doc, dict) else None
+    if (not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides)
+            or set(doc) != {"hydra_overrides"}):
+        raise UnsafeArchitecture(f'{path}: expected {{"hydra_overrides": ["key=value", ...]}} '
+                                 "and nothing else")
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise UnsafeArchitecture(f"{path}: an override does not parse ({exc})") from exc
+    for o in parsed:
+        parts = o.key_or_group.split(".")
+        why = None
+        if o.type != OverrideType.CHANGE:
+            why = "only changes of existing keys are allowed (no +, ++ or ~)"
+        elif any(p.startswith("_") or p == "hydra" for p in parts) or o.package:
+            why = ("keys starting with '_' (callables and their arguments) or under 'hydra' "
+                   "are not settings")
+        elif not _plain(o.value()):
+            why = "values must be numbers, bools, plain strings or lists of them"
+        if why:
+            raise UnsafeArchitecture(f"{path}: refused override {o.input_line!r}: {why}")
+    return list(overrides)
+
+
+def _targets(node, path: str = "") -> dict[str, str]:
+    """Every ``_target_`` of a resolved config (path -> callable name)."""
+    out = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "_target_":
+                out[path or "."] = v
+            else:
+                out.update(_targets(v, f"{path}.{k}" if path else str(k)))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out.update(_targets(v, f"{path}[{i}]"))
+    return out
+
+
 def require_sam2():
     """Import the ``sam2`` package or explain how to get it."""
     try:
@@ -175,10 +245,20 @@ class SamTokTokenizer(nn.Module):
     def __init__(self, overrides: Sequence[str] = ()):
         super().__init__()
         compose, instantiate = require_sam2()
+        from omegaconf import OmegaConf
         from sam2.modeling.sam.transformer import TwoWayTransformer
 
         cfg = compose(config_name=SAM2_CONFIG, overrides=list(overrides))
-        sam2_model = instantiate(cfg.model, _recursive_=True)
+        # instantiate a resolved copy whose callables are exactly sam2's own: no override,
+        # interpolation or resolver can have added or replaced one
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        if overrides:
+            stock = _targets(OmegaConf.to_container(compose(config_name=SAM2_CONFIG),
+                                                    resolve=True))
+            if _targets(resolved) != stock:
+                raise UnsafeArchitecture("the architecture overrides change which callables "
+                                         "the SAM2 config instantiates; refused")
+        sam2_model = instantiate(OmegaConf.create(resolved)["model"], _recursive_=True)
         dim = sam2_model.hidden_dim
         sam2_model.sam_mask_encoder = QueryMaskEncoder(
             TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=2048, num_heads=8), dim=dim)
@@ -287,7 +367,7 @@ class SamTokCodec(MaskCodec):
         require_sam2()
         weights = find_weights(path)
         arch = weights.parent / ARCH_NAME
-        overrides = json.loads(arch.read_text())["hydra_overrides"] if arch.is_file() else []
+        overrides = read_arch_overrides(arch) if arch.is_file() else []
         model = SamTokTokenizer(overrides)
         try:
             state = _unwrap_state(torch.load(weights, map_location="cpu", weights_only=True))
