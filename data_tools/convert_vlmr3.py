@@ -31,7 +31,6 @@ the first ones shown. Output is written atomically; a summary goes to OUT.summar
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections import Counter
@@ -41,6 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from svp.common.io import atomic_path, write_atomic
+from svp.common.settings import SettingsError
 from svp.croptool import settings
 from svp.croptool.geometry import (
     CropPolicy,
@@ -158,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pixel_space = args.family == "pixel"
     # sizes crops (and, unless pixel_space, converts boxes); pixel data crops like Qwen2.5-VL
-    config = settings.load()
-    config = dataclasses.replace(config, **{k: v for k, v in (
-        ("main_short", args.main_short), ("crop_max_short", args.crop_max_short))
-        if v is not None})
-    args.main_short, args.crop_max_short = config.main_short, config.crop_max_short
-    policy = config.policy("qwen2_5_vl" if pixel_space else args.family,
-                           max_pixels=args.max_pixels)
+    try:  # the sizes and the pixel budget, from the environment or the flags, all checked
+        config = settings.load().with_sizes(args.main_short, args.crop_max_short)
+        args.main_short, args.crop_max_short = config.main_short, config.crop_max_short
+        policy = config.policy("qwen2_5_vl" if pixel_space else args.family,
+                               max_pixels=args.max_pixels)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     base = Path(args.image_base_path) if args.image_base_path else args.input.parent
     records = read_records(args.input)
     rows, counts, shown = [], Counter(), []

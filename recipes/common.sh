@@ -7,7 +7,9 @@ SVP_PYTHON=${SVP_PYTHON:-python}
 
 svp_check_settings() {  # svp_check_settings CAPABILITY...: validate and print the SVP_* values
   local rc=0
-  "$SVP_PYTHON" -m svp.common.settings "$@" || rc=$?
+  # the image budget as this shell has it (set, exported or not): checked with the settings
+  MAX_PIXELS="${MAX_PIXELS:-}" MIN_PIXELS="${MIN_PIXELS:-}" \
+    "$SVP_PYTHON" -m svp.common.settings "$@" || rc=$?
   if (( rc == 2 )); then exit 2; fi  # a bad setting: the message names it
   if (( rc != 0 )); then
     echo "error: '$SVP_PYTHON -m svp.common.settings' failed; SVP_PYTHON must be the python" \
@@ -30,8 +32,10 @@ svp_resume() {  # svp_resume OUTPUT_DIR: RESUME_ARGS from RESUME
   case "${RESUME:-0}" in
     0|no|false)
       ckpt=$(newest_checkpoint "$1")
-      [[ -n "$ckpt" ]] && echo "note: $1 already holds $ckpt; this run starts again from" \
-        "step 0 in a new version folder (RESUME=1 continues from that checkpoint)" >&2
+      if [[ -n "$ckpt" ]]; then
+        echo "note: $1 already holds $ckpt; this run starts again from step 0 in a new" \
+          "version folder (RESUME=1 continues from that checkpoint)" >&2
+      fi
       ;;
     1|yes|true|auto)
       ckpt=$(newest_checkpoint "$1")

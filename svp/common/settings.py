@@ -212,11 +212,56 @@ def path_list(value: str) -> tuple[str, ...]:
     return tuple(p for p in value.split(os.pathsep) if p)
 
 
+# ----------------------------------------------------------------------------- image budget
+# qwen_vl_utils' own bounds (0.0.14) in merged-patch tokens when neither MAX_PIXELS nor
+# IMAGE_MAX_TOKEN_NUM is set
+DEFAULT_MIN_TOKENS, DEFAULT_MAX_TOKENS = 4, 16384
+QWEN_FACTORS = (28, 32)  # pixels per merged patch: Qwen2.5-VL, Qwen3-VL
+
+
+def qwen_pixel_bounds(factor: int, environ: Mapping[str, str] | None = None
+                      ) -> tuple[int, int]:
+    """(min_pixels, max_pixels) of the Qwen processor in an ms-swift process started with this
+    environment, resolved as ms-swift resolves them when it loads the processor
+    (``compat_qwen_vl_utils`` then ``patch_qwen_vl_utils``): ``IMAGE_MAX_TOKEN_NUM`` if set,
+    else ``MAX_PIXELS // factor**2`` tokens, else qwen_vl_utils' default; the same for the
+    minimum. These are not ``SVP_*`` variables (ms-swift and qwen_vl_utils read them), but a
+    value they cannot use stops here with its name: not a whole number, below one merged
+    patch (``0`` and ``1`` used to fall back to the 12845056-pixel default without a word),
+    or a minimum above the maximum."""
+    env = os.environ if environ is None else environ
+
+    def tokens(token_var: str, pixel_var: str, default: int) -> int:
+        for var, scale in ((token_var, 1), (pixel_var, factor ** 2)):
+            raw = env.get(var)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{var}={raw!r}: expected a whole number") from None
+            if value // scale < 1:
+                unit = ("token" if scale == 1
+                        else f"merged patch ({scale} pixels at {factor}x{factor})")
+                raise SettingsError(f"{var}={raw!r}: below one {unit}")
+            return value // scale
+        return default
+
+    lo = tokens("IMAGE_MIN_TOKEN_NUM", "MIN_PIXELS", DEFAULT_MIN_TOKENS)
+    hi = tokens("IMAGE_MAX_TOKEN_NUM", "MAX_PIXELS", DEFAULT_MAX_TOKENS)
+    if lo > hi:
+        raise SettingsError(f"the image budget's minimum ({lo * factor ** 2} pixels, "
+                            f"MIN_PIXELS / IMAGE_MIN_TOKEN_NUM) is above its maximum "
+                            f"({hi * factor ** 2}, MAX_PIXELS / IMAGE_MAX_TOKEN_NUM)")
+    return lo * factor ** 2, hi * factor ** 2
+
+
 # ----------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
     """``python -m svp.common.settings CAPABILITY...``: validate each capability's variables
-    (and the files they name, where a settings class has ``check_files``) and print the
-    values in force (secrets redacted); exit 2 naming the bad variable. The
+    (and the files they name, where a settings class has ``check_files``) and the image
+    budget (``MAX_PIXELS`` ..., :func:`qwen_pixel_bounds`), and print the values in force
+    (secrets redacted); exit 2 naming the bad variable. The
     recipes call it before launching, so a typo stops them in a second, not after the model
     has loaded on every GPU."""
     import importlib
@@ -243,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(config, cap))
             if hasattr(config, "check_files"):
                 config.check_files()
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if not markdown:  # the image budget ms-swift and qwen_vl_utils read, for either family
+        try:
+            for factor in QWEN_FACTORS:
+                qwen_pixel_bounds(factor)
         except SettingsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -6,6 +6,7 @@ loaded, trained, merged and decoded with the same experts and heads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def _weights(text: str) -> dict[str, float]:
             out[name] = float(w)
         except ValueError:
             raise ValueError(f"bad weight in {item!r} (expected expert=number)") from None
+        if not math.isfinite(out[name]) or out[name] < 0:
+            raise ValueError(f"bad weight in {item!r} (a loss weight is a finite number >= 0; "
+                             "a negative one would train the expert head away from its target)")
     return out
 
 

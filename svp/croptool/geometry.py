@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from svp.common.settings import DEFAULT_MAX_TOKENS, DEFAULT_MIN_TOKENS
 from svp.croptool.format import CALL_OPEN, STOP
 
 FAMILIES = {"qwen2_5_vl": ("resized", 14), "qwen3_vl": ("norm1000", 16)}
@@ -265,8 +266,6 @@ def vlmr3_zoom(crop_area: float, image_area: float) -> float:
     return 2.0 - (r - 0.125) / 0.375
 
 
-# qwen_vl_utils' own bounds (0.0.14) when neither MAX_PIXELS nor IMAGE_MAX_TOKEN_NUM is set
-DEFAULT_MIN_TOKENS, DEFAULT_MAX_TOKENS = 4, 16384
 
 
 def model_input_size(width: int, height: int, factor: int, min_pixels: int,

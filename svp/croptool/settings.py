@@ -12,14 +12,30 @@ from dataclasses import dataclass
 
 from svp.common import settings as s
 
+MAX_SIDE = 8192  # a shorter side above this is a typo: PIL would allocate the resize first
+
+
+def _side(allow_zero: bool):
+    """A shorter side in pixels: one merged patch (28) up to MAX_SIDE, or 0 where it means
+    "left to the pixel budget"."""
+    def parse(text: str) -> int:
+        value = s.integer()(text)
+        if allow_zero and value == 0:
+            return 0
+        if not 28 <= value <= MAX_SIDE:
+            raise ValueError(f"expected {'0 or ' if allow_zero else ''}28..{MAX_SIDE} pixels "
+                             "(one merged patch up to a sane picture)")
+        return value
+    return parse
+
 
 @dataclass(frozen=True)
 class CropSettings:
     main_short: int = s.env(
-        "SVP_CROP_MAIN_SHORT", 448, s.integer(minimum=0),
+        "SVP_CROP_MAIN_SHORT", 448, _side(allow_zero=True),
         "shorter side the main image is given to the model at (`0`: left to `MAX_PIXELS`)")
     crop_max_short: int = s.env(
-        "SVP_CROP_MAX_SHORT", 448, s.integer(minimum=1),
+        "SVP_CROP_MAX_SHORT", 448, _side(allow_zero=False),
         "a crop is kept as cut when its shorter side is at most this, downscaled otherwise")
     zoom: str = s.env(
         "SVP_CROP_ZOOM", "none", s.choice("none", "vlmr3"),
@@ -43,6 +59,24 @@ class CropSettings:
         "SVP_JUDGE_TIMEOUT", 30.0, s.number(positive=True), "seconds per judge request")
     judge_workers: int = s.env(
         "SVP_JUDGE_WORKERS", 8, s.integer(minimum=1), "judge requests in flight")
+
+    def with_sizes(self, main_short: int | None = None,
+                   crop_max_short: int | None = None) -> CropSettings:
+        """These settings with sizes given on a command line (None: keep), checked as the
+        variables are (a tool's ``--main-short 1`` is as wrong as ``SVP_CROP_MAIN_SHORT=1``)."""
+        import dataclasses
+
+        changes = {}
+        for name, value, flag in (("main_short", main_short, "--main-short"),
+                                  ("crop_max_short", crop_max_short, "--crop-max-short")):
+            if value is None:
+                continue
+            field = next(f for f in dataclasses.fields(self) if f.name == name)
+            try:
+                changes[name] = field.metadata["parse"](str(value))
+            except ValueError as exc:
+                raise s.SettingsError(f"{flag} {value}: {exc}") from None
+        return dataclasses.replace(self, **changes)
 
     def policy(self, family: str, environ: Mapping[str, str] | None = None,
                max_pixels: int | None = None):
@@ -70,30 +104,13 @@ class CropSettings:
 
 
 def pixel_bounds(family: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
-    """(min_pixels, max_pixels) of the Qwen processor in an ms-swift process started with this
-    environment, resolved as ms-swift resolves them when it loads the processor
-    (``compat_qwen_vl_utils`` then ``patch_qwen_vl_utils``): ``IMAGE_MAX_TOKEN_NUM`` if set,
-    else ``MAX_PIXELS // factor**2`` tokens, else qwen_vl_utils' default; the same for the
-    minimum. A converter run in the same environment as training writes boxes in the space
-    training sees, whatever the image size."""
-    from svp.croptool.geometry import DEFAULT_MAX_TOKENS, DEFAULT_MIN_TOKENS, factor_of
+    """(min_pixels, max_pixels) of the Qwen processor of ``family`` in an ms-swift process
+    started with this environment (:func:`svp.common.settings.qwen_pixel_bounds`): a
+    converter run in the same environment as training writes boxes in the space training
+    sees, whatever the image size."""
+    from svp.croptool.geometry import factor_of
 
-    env = os.environ if environ is None else environ
-    factor = factor_of(family)
-
-    def tokens(token_var: str, pixel_var: str, default: int) -> int:
-        for var, scale in ((token_var, 1), (pixel_var, factor ** 2)):
-            raw = env.get(var)
-            if raw:
-                try:
-                    return int(raw) // scale
-                except ValueError:
-                    raise ValueError(f"{var}={raw!r} is not an integer") from None
-        return default
-
-    lo = tokens("IMAGE_MIN_TOKEN_NUM", "MIN_PIXELS", DEFAULT_MIN_TOKENS)
-    hi = tokens("IMAGE_MAX_TOKEN_NUM", "MAX_PIXELS", DEFAULT_MAX_TOKENS)
-    return lo * factor ** 2, hi * factor ** 2
+    return s.qwen_pixel_bounds(factor_of(family), environ)
 
 
 def load(environ=None) -> CropSettings:

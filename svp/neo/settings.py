@@ -30,6 +30,11 @@ class NeoSettings:
         "attention kernel: `auto` flex attention on CUDA, dense SDPA with the exact mask "
         "elsewhere; `sdpa` / `flex` force one")
 
+    def __post_init__(self):
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise s.SettingsError(f"SVP_NEO_MIN_PIXELS {self.min_pixels} > SVP_NEO_MAX_PIXELS "
+                                  f"{self.max_pixels}")
+
     def pixel_bounds(self, vision_config) -> tuple[int, int]:
         lo = self.min_pixels or vision_config.min_pixels
         hi = self.max_pixels or vision_config.max_pixels

@@ -17,7 +17,7 @@ def test_sizes_reach_the_policy():
 
 @pytest.mark.parametrize("env, message", [
     ({"SVP_CROP_MAIN_SHORT": "big"}, "SVP_CROP_MAIN_SHORT='big': expected an integer"),
-    ({"SVP_CROP_MAX_SHORT": "0"}, "SVP_CROP_MAX_SHORT='0': must be >= 1"),
+    ({"SVP_CROP_MAX_SHORT": "0"}, "SVP_CROP_MAX_SHORT='0': expected 28..8192 pixels"),
     ({"SVP_JUDGE_TIMEOUT": "-3"}, "SVP_JUDGE_TIMEOUT='-3': must be > 0"),
     ({"SVP_JUDGE_WORKERS": "many"}, "SVP_JUDGE_WORKERS='many': expected an integer"),
 ])
