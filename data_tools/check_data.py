@@ -5,7 +5,9 @@
     SVP_DATASET_REGISTRY=data/datasets.yaml python data_tools/check_data.py --max-shown 100
 
 Runs the same reader and validator that ``plugins/dataset_registry.py`` runs inside ``swift sft``
-(without importing ms-swift, so it takes seconds). Exit status 0 only when every named
+(without importing ms-swift): every image is decoded as training will read it
+(``SVP_IMAGE_CHECK=header`` for sizes and modes only), with the pixel budget of this shell
+(``MAX_PIXELS``; run it with the training environment). Exit status 0 only when every named
 dataset is clean; 1 when problems were found; 2 on a usage or registry error.
 """
 
@@ -38,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     try:
-        paths = args.registry or settings.load().registry_files()
+        config = settings.load()
+        images = config.image_checker()
+        paths = args.registry or config.registry_files()
         if not paths:
             raise RegistryError("no registry: pass --registry FILE or set SVP_DATASET_REGISTRY")
         entries = load_registry(paths)
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = []
     for name, percent in specs:
         try:
-            loaded = load_dataset_rows(entries[name], skip_bad_rows=True)
+            loaded = load_dataset_rows(entries[name], skip_bad_rows=True, images=images)
         except RegistryError as exc:
             print(f"{name:<{width}}  error: {exc}")
             total.problems.append(Problem(str(entries[name].annotation_path), "file",
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(f"\n[{name}] {report.format(max_shown=args.max_shown)}")
     for s in sections:
         print(s)
+    if total.notes:
+        print("\n" + total.format_notes())
     if total.problems:
         print(f"\nNOT CLEAN: {total.bad_rows} bad rows; training would stop "
               "(or skip them with SVP_BAD_ROWS=skip).")

@@ -29,10 +29,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
+from svp.common.image_check import check_image, row_kind
 from svp.common.io import write_atomic
+from svp.common.settings import SettingsError, qwen_budgets
 from svp.croptool.geometry import check_box
 
 SHOW_FIRST = 10
@@ -40,20 +41,36 @@ RESERVED = {"image_path", "image", "question", "answer", "solution", "gt_boxes",
             "messages", "images"}
 
 
-def read_rows(path: Path) -> list:
-    """JSON list or JSONL; an unreadable JSONL line becomes a ``None`` row (skipped later)."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        return json.loads(text)
-    rows = []
-    for line in text.splitlines():
-        if not line.strip():
+class BadRow(str):
+    """A line that did not parse: the reason, in place of the row."""
+
+
+def read_rows(path: Path) -> list[tuple[str, object]]:
+    """(where, row or :class:`BadRow`) of a JSON list or JSONL file. JSONL lines are decoded
+    one by one: a line that is not UTF-8 or not JSON is one skipped row, named by its line.
+    A JSON list that does not parse raises ValueError naming the line."""
+    data = path.read_bytes()
+    if data.lstrip().startswith(b"["):
+        try:
+            rows = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise ValueError(f"line {line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from exc
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"line {exc.lineno}: invalid JSON ({exc.msg})") from exc
+        return [(f"row {i}", r) for i, r in enumerate(rows, 1)]
+    out: list[tuple[str, object]] = []
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            rows.append(None)
-    return rows
+            out.append((f"line {lineno}", json.loads(raw.decode("utf-8"))))
+        except UnicodeDecodeError as exc:
+            out.append((f"line {lineno}", BadRow(
+                f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")))
+        except json.JSONDecodeError as exc:
+            out.append((f"line {lineno}", BadRow(f"invalid JSON ({exc.msg})")))
+    return out
 
 
 def gt_boxes_of(rec: dict, image_wh, counts: Counter, notes: list, where: str) -> list | None:
@@ -88,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rows_in = read_rows(args.input)
-    except json.JSONDecodeError as exc:
-        print(f"error: {args.input} is not JSON/JSONL: {exc}", file=sys.stderr)
+        budgets = qwen_budgets()  # pictures the processor would refuse at this MAX_PIXELS
+    except (ValueError, SettingsError) as exc:
+        print(f"error: {args.input}: {exc}", file=sys.stderr)
         return 2
     base = Path(args.image_base_path) if args.image_base_path else args.input.parent
     out, counts, notes = [], Counter(), []
@@ -99,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         if len(notes) < SHOW_FIRST:
             notes.append(f"{where}: skipped ({kind}): {detail}")
 
-    for i, rec in enumerate(tqdm(rows_in, desc="convert", unit="row"), 1):
+    for at, rec in tqdm(rows_in, desc="convert", unit="row"):
         if args.limit is not None and len(out) >= args.limit:
             break
-        where = f"{args.input}:row {i}"
+        where = f"{args.input}:{at}"
+        if isinstance(rec, BadRow):
+            skip(where, "malformed", str(rec))
+            continue
         if not isinstance(rec, dict):
             skip(where, "malformed", "not a JSON object")
             continue
@@ -119,15 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             skip(where, "empty_text", "no answer")
             continue
         path = Path(rel) if Path(rel).is_absolute() else base / rel
-        try:
-            with Image.open(path) as im:
-                wh = im.size
-        except FileNotFoundError:
-            skip(where, "missing_image", str(path))
+        check = check_image(path, budgets)  # as training reads it: decoded, limits applied
+        if check.error:
+            skip(where, row_kind(check), f"{path}: {check.error}")
             continue
-        except OSError as exc:
-            skip(where, "unreadable_image", f"{path}: {exc}")
-            continue
+        wh = check.size
         row = {"messages": [{"role": "user", "content": "<image>" + question.strip()
                              + args.prompt_suffix}],
                "images": [str(path.resolve())],

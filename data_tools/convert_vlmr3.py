@@ -39,6 +39,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from svp.common.image_check import open_rgb, row_kind
 from svp.common.io import atomic_path, write_atomic
 from svp.common.settings import SettingsError
 from svp.croptool import settings
@@ -97,22 +98,35 @@ def convert_answer(answer: str, image_wh: tuple[int, int], policy: CropPolicy | 
     return "".join(out), boxes
 
 
+class BadRecord(str):
+    """A line or file that did not parse: the reason, in place of the record."""
+
+
 def read_records(path: Path) -> list[tuple[str, object]]:
-    """(where, record or the JSON error) of a JSONL file or of a JSON list (the release)."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
+    """(where, record or :class:`BadRecord`) of a JSONL file or of a JSON list (the release).
+    JSONL lines are decoded one by one, so a line that is not UTF-8 or not JSON is one
+    skipped row, named, not the end of the conversion."""
+    data = path.read_bytes()
+    if path.suffix == ".json" and data.lstrip().startswith(b"["):
         try:
-            data = json.loads(text)
+            records = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            return [(f"line {line}", BadRecord(f"not UTF-8 (byte 0x{data[exc.start]:02x})"))]
         except json.JSONDecodeError as exc:
-            return [("file", exc)]
-        return [(f"record {i}", rec) for i, rec in enumerate(data)]
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append((f"line {lineno}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                out.append((f"line {lineno}", exc))
+            return [(f"line {exc.lineno}", BadRecord(f"invalid JSON ({exc.msg})"))]
+        return [(f"record {i}", rec) for i, rec in enumerate(records)]
+    out: list[tuple[str, object]] = []
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            out.append((f"line {lineno}", json.loads(raw.decode("utf-8"))))
+        except UnicodeDecodeError as exc:
+            out.append((f"line {lineno}", BadRecord(
+                f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")))
+        except json.JSONDecodeError as exc:
+            out.append((f"line {lineno}", BadRecord(f"invalid JSON ({exc.msg})")))
     return out
 
 
@@ -166,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    budget = [(policy.factor, policy.min_pixels, policy.max_pixels)]
     base = Path(args.image_base_path) if args.image_base_path else args.input.parent
     records = read_records(args.input)
     rows, counts, shown = [], Counter(), []
@@ -180,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             break
         release = isinstance(rec, dict) and "response_list" in rec
         try:
-            if isinstance(rec, json.JSONDecodeError):
-                raise Skip("malformed", f"invalid JSON ({rec.msg})")
+            if isinstance(rec, BadRecord):
+                raise Skip("malformed", str(rec))
             if not isinstance(rec, dict):
                 raise Skip("malformed", "row is not a JSON object")
             rel = rec.get("image_path")
@@ -191,14 +206,12 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(qnas, list) or not qnas:
                 raise Skip("malformed", "no QnA list")
             path = Path(rel) if Path(rel).is_absolute() else base / rel
-            if not path.is_file():
-                raise Skip("missing_image", str(path))
-            try:
-                with Image.open(path) as im:
-                    image_wh = im.size
-                    image = im.convert("RGB") if args.crops_dir else None
-            except OSError as exc:
-                raise Skip("unreadable_image", f"{path}: {exc}") from exc
+            # read as training will: a truncated or 16-bit file, a bomb or an aspect ratio
+            # the processor refuses is a named skip (one such row aborted the whole run)
+            image, check = open_rgb(path, budget)
+            if image is None:
+                raise Skip(row_kind(check), f"{path}: {check.error}")
+            image_wh = image.size
         except Skip as exc:
             skip(where, exc)
             continue

@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.tokenize_gres import load_image
 from svp.common.io import OutputLocked, atomic_path, file_sha256, output_lock, write_atomic
+from svp.common.settings import SettingsError, qwen_budgets
 from svp.common.sharded import (
     run_sharded,
     summary_line,
@@ -102,18 +104,6 @@ def read_regions(path: Path) -> tuple[list[dict], list[str]]:
     return regions, bad
 
 
-def _open(image_root: Path, name: str):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(image_root / name) as im:
-            return im.convert("RGB"), None
-    except FileNotFoundError:
-        return None, "image file missing"
-    except (UnidentifiedImageError, OSError):
-        return None, "image unreadable"
-
-
 def _region_mask(reg: dict, width: int, height: int):
     """(mask, None) or (None, skip reason). The mask is checked before it is rasterised
     (svp/masktok/coco.py): a NaN, infinite or far-away coordinate or an RLE that does not
@@ -131,7 +121,7 @@ def _region_mask(reg: dict, width: int, height: int):
 
 
 def process_shard(regions: list[dict], k: int, codec, image_root: Path, out: Path, name: str,
-                  seed: int) -> tuple[list[dict], Counter]:
+                  seed: int, budgets=()) -> tuple[list[dict], Counter]:
     """Rows for one shard. Consecutive regions of one picture (a ``regions`` row) share one
     image decode and one codec call for the full-image codes; each zoomed region's crop is
     encoded on its own (it is another image)."""
@@ -143,7 +133,8 @@ def process_shard(regions: list[dict], k: int, codec, image_root: Path, out: Pat
     indexed = list(enumerate(regions))
     for image_name, group in itertools.groupby(indexed, key=lambda x: x[1]["image"]):
         group = list(group)
-        img, reason = _open(image_root, image_name) if image_name else (None, "no image")
+        img, reason = (load_image(image_root, image_name, budgets) if image_name
+                       else (None, "no image"))
         if img is None:
             counts[f"skipped: {reason}"] += len(group)
             continue
@@ -223,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with output_lock(out):
             return _write(args, path, regions, bad_lines, out)
-    except OutputLocked as exc:
+    except (OutputLocked, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -232,15 +223,18 @@ def _write(args, path: Path, regions: list[dict], bad_lines: list[str], out: Pat
     """Tokenize into ``out`` (locked by the caller); shards and crops are keyed by the input
     file, the arguments and the codec's weights, so a changed rerun starts afresh."""
     fingerprint = codec_fingerprint(args.codec)
+    budgets = qwen_budgets()  # images training would refuse at this MAX_PIXELS are skipped
     key = {"tool": "tokenize_dam", "format": 2, "annotations": file_sha256(path),
            "image_root": os.path.abspath(args.image_root), "limit": args.limit,
-           "seed": args.seed, "codec": fingerprint, "device": args.device}
+           "seed": args.seed, "codec": fingerprint, "device": args.device,
+           "budgets": budgets}
     codec = load_codec(args.codec, device=args.device)
     joined, totals = run_sharded(
         regions, args.shard_size, out, args.name,
         lambda shard, k: process_shard(shard, k, codec, Path(args.image_root), out, args.name,
-                                       args.seed),
+                                       args.seed, budgets),
         desc=f"tokenize {args.name}", key=key)
+    totals["written"] += 0  # in the summary even when nothing was written
     if bad_lines:
         totals["skipped: unreadable row"] += len(bad_lines)
     write_registry_entry(out, args.name, joined, os.path.abspath(args.image_root))

@@ -29,7 +29,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from svp.common.image_check import open_rgb
 from svp.common.io import OutputLocked, file_sha256, output_lock, write_atomic
+from svp.common.settings import SettingsError, qwen_budgets
 from svp.common.sharded import run_sharded, summary_line, write_registry_entry
 from svp.masktok.codec import codec_fingerprint, load_codec, masks_to_boxes
 from svp.masktok.gres_data import (
@@ -43,21 +45,30 @@ from svp.masktok.gres_data import (
     union_rle,
 )
 
+# skip reasons per kind of image problem (svp/common/image_check.py)
+IMAGE_REASONS = {"missing": "image file missing", "unreadable": "image unreadable",
+                 "too large": "image too large", "wide samples": "image has 16/32-bit samples",
+                 "aspect ratio": "image aspect ratio beyond the processor's"}
 
-def _load_image(root: Path, sample: GresSample):
-    from PIL import Image, UnidentifiedImageError
 
-    path = root / sample.file_name
-    if not path.is_file():
-        return None, "image file missing"
-    try:
-        with Image.open(path) as im:
-            img = im.convert("RGB")
-    except (UnidentifiedImageError, OSError):
-        return None, "image unreadable"
-    if img.size != (sample.width, sample.height):
-        return None, "image size differs from instances.json"
+def load_image(root: Path, name: str, budgets=()):
+    """(RGB picture, None) or (None, skip reason), refusing what training would refuse (a
+    truncated or 16-bit file, a bomb, an aspect ratio the processor rejects at the run's
+    pixel budget); the picture is named on stderr."""
+    path = root / name
+    img, check = open_rgb(path, budgets)
+    if img is None:
+        if check.kind != "missing":
+            print(f"skipped: {path}: {check.error}", file=sys.stderr)
+        return None, IMAGE_REASONS[check.kind]
     return img, None
+
+
+def _load_image(root: Path, sample: GresSample, budgets=()):
+    img, reason = load_image(root, sample.file_name, budgets)
+    if img is not None and img.size != (sample.width, sample.height):
+        return None, "image size differs from instances.json"
+    return img, reason
 
 
 def report_problems(problems: list[str], shown: int = 20) -> None:
@@ -69,7 +80,7 @@ def report_problems(problems: list[str], shown: int = 20) -> None:
 
 
 def encode_refs(groups: list[list[GresSample]], codec, image_root: Path, batch_size: int,
-                counts: Counter) -> dict[int, tuple]:
+                counts: Counter, budgets=()) -> dict[int, tuple]:
     """ref_id -> (codes or None, boxes or None, union RLE) for the refs that can be written.
 
     Refs go to the codec ``batch_size`` at a time; within a batch each picture is decoded
@@ -83,7 +94,7 @@ def encode_refs(groups: list[list[GresSample]], codec, image_root: Path, batch_s
         for group in batch:
             first = group[0]
             if first.file_name not in images:
-                images[first.file_name] = _load_image(image_root, first)
+                images[first.file_name] = _load_image(image_root, first, budgets)
             img, reason = images[first.file_name]
             if img is None:
                 counts[f"skipped: {reason}"] += len(group)
@@ -106,14 +117,15 @@ def encode_refs(groups: list[list[GresSample]], codec, image_root: Path, batch_s
 
 def tokenize_shard(samples: list[GresSample], codec, image_root: Path, split: str,
                    batch_size: int, seed: int, style: str = "release",
-                   fixed_prompt: bool = False) -> tuple[list[dict], Counter]:
+                   fixed_prompt: bool = False, budgets=()) -> tuple[list[dict], Counter]:
     """Rows for one shard; sentences of one ref share one encoding of its masks."""
     counts: Counter = Counter()
     rng = random.Random(seed)
     by_ref: dict[int, list[GresSample]] = {}
     for s in samples:
         by_ref.setdefault(s.ref_id, []).append(s)
-    encoded = encode_refs(list(by_ref.values()), codec, image_root, batch_size, counts)
+    encoded = encode_refs(list(by_ref.values()), codec, image_root, batch_size, counts,
+                          budgets)
     rows = []
     for s in samples:
         if s.ref_id not in encoded:
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with output_lock(out):
             return _write(args, samples, load_skipped, out, name, fixed)
-    except OutputLocked as exc:
+    except (OutputLocked, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -185,19 +197,21 @@ def _write(args, samples, load_skipped, out: Path, name: str, fixed: bool) -> in
     """Tokenize into ``out`` (locked by the caller); shards are keyed by every input and
     argument the rows depend on, so a rerun with any of them changed starts afresh."""
     fingerprint = codec_fingerprint(args.codec)
+    budgets = qwen_budgets()  # images training would refuse at this MAX_PIXELS are skipped
     key = {"tool": "tokenize_gres", "format": 2, "grefs": file_sha256(args.grefs),
            "instances": file_sha256(args.instances),
            "image_root": os.path.abspath(args.image_root), "split": args.split,
            "limit": args.limit, "seed": args.seed, "answer_style": args.answer_style,
            "prompts": "samtok" if fixed else "random", "codec": fingerprint,
-           "device": args.device, "batch_size": args.batch_size}
+           "device": args.device, "batch_size": args.batch_size, "budgets": budgets}
     codec = load_codec(args.codec, device=args.device)
     joined, totals = run_sharded(
         samples, args.shard_size, out, name,
         lambda shard, k: tokenize_shard(shard, codec, Path(args.image_root), args.split,
                                         args.batch_size, args.seed + k, args.answer_style,
-                                        fixed),
+                                        fixed, budgets),
         desc=f"tokenize {name}", key=key)
+    totals["written"] += 0  # in the summary even when nothing was written
     for reason, n in load_skipped.items():
         totals[f"skipped: {reason}"] += n
     write_registry_entry(out, name, joined, os.path.abspath(args.image_root))

@@ -256,6 +256,12 @@ def qwen_pixel_bounds(factor: int, environ: Mapping[str, str] | None = None
     return lo * factor ** 2, hi * factor ** 2
 
 
+def qwen_budgets(environ: Mapping[str, str] | None = None) -> list[tuple[int, int, int]]:
+    """(factor, min_pixels, max_pixels) for Qwen2.5-VL and Qwen3-VL under this environment:
+    what the image checks resize with when the model family is not known."""
+    return [(f, *qwen_pixel_bounds(f, environ)) for f in QWEN_FACTORS]
+
+
 # ----------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
     """``python -m svp.common.settings CAPABILITY...``: validate each capability's variables

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from svp.common.image_check import model_input_size
 from svp.common.settings import DEFAULT_MAX_TOKENS, DEFAULT_MIN_TOKENS
 from svp.croptool.format import CALL_OPEN, STOP
 
@@ -266,20 +267,6 @@ def vlmr3_zoom(crop_area: float, image_area: float) -> float:
     return 2.0 - (r - 0.125) / 0.375
 
 
-
-
-def model_input_size(width: int, height: int, factor: int, min_pixels: int,
-                     max_pixels: int) -> tuple[int, int]:
-    """(w, h) the Qwen processor feeds for an image of this size: qwen_vl_utils'
-    ``smart_resize`` within ``[min_pixels, max_pixels]``. The one function that decides the
-    model input size; the converter, the template, the rollouts and the inference loop all
-    reach it through :class:`CropPolicy` with the bounds of
-    :func:`svp.croptool.settings.pixel_bounds`."""
-    from qwen_vl_utils import vision_process as vp
-
-    h, w = vp.smart_resize(height, width, factor=factor, min_pixels=min_pixels,
-                           max_pixels=max_pixels)
-    return w, h
 
 
 @dataclass(frozen=True)

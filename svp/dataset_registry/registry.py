@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from svp.common.image_check import ImageCheck, check_image, row_kind
+
 IMAGE_TAG = "<image>"
 VIDEO_TAG = "<video>"
 ROLE_ALIASES = {
@@ -55,9 +57,19 @@ KINDS = (
     "image_tag_mismatch",
     "missing_image",
     "unreadable_image",
+    "unusable_image",
     "video_tag_mismatch",
     "missing_video",
 )
+
+
+# Notes: rows that are used as they are, but that a user should know about.
+NOTES = {
+    "exif_orientation": "images carry an EXIF orientation tag: training (like every tool "
+                        "here) uses the stored pixels, not the picture a viewer rotates, so "
+                        "boxes or masks drawn on the rotated picture would be wrong",
+    "outside_data_path": "rows name an absolute image path outside the entry's data_path",
+}
 
 
 class RegistryError(ValueError):
@@ -99,10 +111,17 @@ class Problem:
 
 @dataclass
 class ValidationReport:
-    """Problems found in one or more annotation files, plus how many rows were looked at."""
+    """Problems found in one or more annotation files, plus how many rows were looked at, and
+    ``notes``: things that are not errors but change what training sees (per kind, the
+    count and the first example)."""
 
     rows_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    notes: dict[str, list] = field(default_factory=dict)
+
+    def note(self, kind: str, example: str) -> None:
+        entry = self.notes.setdefault(kind, [0, example])
+        entry[0] += 1
 
     @property
     def bad_rows(self) -> int:
@@ -114,6 +133,14 @@ class ValidationReport:
     def extend(self, other: ValidationReport) -> None:
         self.rows_checked += other.rows_checked
         self.problems.extend(other.problems)
+        for kind, (n, example) in other.notes.items():
+            entry = self.notes.setdefault(kind, [0, example])
+            entry[0] += n
+
+    def format_notes(self) -> str:
+        """One line per note kind: what it means, how many, the first example."""
+        return "\n".join(f"note: {n} {NOTES[kind]} (first: {example})"
+                         for kind, (n, example) in sorted(self.notes.items()))
 
     def format(self, max_shown: int = 20) -> str:
         """A human report: the first ``max_shown`` problems, then a count per kind."""
@@ -238,19 +265,30 @@ def iter_annotation_rows(path: Path) -> Iterator[tuple[str, Any]]:
     if not path.is_file():
         raise RegistryError(f"annotation file not found: {path}")
     if path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
+        with path.open("rb") as f:  # decoded line by line: one bad line is one bad row
+            for lineno, raw in enumerate(f, start=1):
+                if not raw.strip():
                     continue
                 try:
-                    item = json.loads(line)
+                    item = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    yield f"line {lineno}", _Malformed(
+                        f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+                    continue
                 except json.JSONDecodeError as exc:
                     yield f"line {lineno}", _Malformed(f"invalid JSON: {exc.msg}")
                     continue
                 yield from _expand(f"line {lineno}", item)
         return
+    data = path.read_bytes()
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise RegistryError(f"{path}: line {line}: not UTF-8 (byte 0x{data[exc.start]:02x}); "
+                            "a JSON list file is read whole, so this stops the dataset") from exc
+    try:
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RegistryError(
             f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
@@ -300,45 +338,46 @@ def resolve_media(value: str, data_path: Path | None, annotation_path: Path) -> 
 
 
 class ImageChecker:
-    """Checks that images exist and that PIL can identify them; each path is opened once.
+    """Checks each image the way training will read it (svp/common/image_check.py: full
+    decode, the decompression-bomb limit, sample width, the Qwen processors' aspect-ratio
+    limits at the run's pixel budget); each path is read once. ``full=False`` reads only the
+    header (fast; a truncated file passes). Paths are checked in a thread pool: PIL decodes
+    outside the GIL."""
 
-    Only the header is read (``Image.open`` + size), which catches missing, empty, truncated
-    headers and non-image files at a cost of about one small read per image. Paths are checked
-    in a thread pool because the work is I/O bound.
-    """
-
-    def __init__(self, workers: int = 8):
+    def __init__(self, workers: int = 8, budgets=(), full: bool = True):
         self.workers = workers
-        self._cache: dict[Path, str | None] = {}
+        self.budgets = tuple(budgets)
+        self.full = full
+        self._cache: dict[Path, ImageCheck] = {}
 
     def check_many(self, paths: Iterable[Path]) -> None:
         todo = [p for p in dict.fromkeys(paths) if p not in self._cache]
         if not todo:
             return
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for path, err in zip(todo, pool.map(_image_error, todo), strict=True):
-                self._cache[path] = err
+            for path, result in zip(todo, pool.map(self._check, todo), strict=True):
+                self._cache[path] = result
 
-    def error(self, path: Path) -> str | None:
+    def check(self, path: Path) -> ImageCheck:
         if path not in self._cache:
-            self._cache[path] = _image_error(path)
+            self._cache[path] = self._check(path)
         return self._cache[path]
 
+    def error(self, path: Path) -> str | None:
+        """None when usable; ``"missing"``; or the reason."""
+        result = self.check(path)
+        return "missing" if result.kind == "missing" else result.error
 
-def _image_error(path: Path) -> str | None:
-    """None when the image can be identified; otherwise ``"missing"`` or the reason."""
-    from PIL import Image, UnidentifiedImageError
+    def _check(self, path: Path) -> ImageCheck:
+        return check_image(path, self.budgets, self.full)
 
-    if not path.is_file():
-        return "missing"
+
+def _inside(path: Path, root: Path) -> bool:
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-        if w <= 0 or h <= 0:
-            return f"zero-sized image ({w}x{h})"
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        return f"cannot be read as an image ({type(exc).__name__}: {exc})"
-    return None
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+    except ValueError:
+        return False
+    return True
 
 
 def validate_row(
@@ -348,8 +387,10 @@ def validate_row(
     entry_data_path: Path | None,
     annotation_path: Path,
     images: ImageChecker,
+    notes: list[tuple[str, str]] | None = None,
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """Check one row and convert it to ms-swift form; returns (row or None, problems)."""
+    """Check one row and convert it to ms-swift form; returns (row or None, problems).
+    ``notes`` receives (kind, example) for usable rows worth a word (:data:`NOTES`)."""
 
     def problem(kind: str, detail: str) -> Problem:
         return Problem(file=file, where=where, kind=kind, detail=detail)
@@ -417,13 +458,22 @@ def validate_row(
             problems.append(problem(
                 kind_tag, f"{n_tags} {tag} tag(s) but {len(media)} {key}(s)"))
         resolved = [resolve_media(m, entry_data_path, annotation_path) for m in media]
-        for p in resolved:
+        for raw_path, p in zip(media, resolved, strict=True):
             if out_key == "images":
-                err = images.error(p)
-                if err == "missing":
-                    problems.append(problem("missing_image", f"image file not found: {p}"))
-                elif err:
-                    problems.append(problem("unreadable_image", f"{p}: {err}"))
+                result = images.check(p)
+                kind = row_kind(result)
+                if kind == "missing_image":
+                    problems.append(problem(kind, f"image file not found: {p}"))
+                elif kind:
+                    problems.append(problem(kind, f"{p}: {result.error}"))
+                elif notes is not None:
+                    if result.orientation != 1:
+                        notes.append(("exif_orientation",
+                                      f"{file}: {where}: {p} (orientation {result.orientation})"))
+                    if (entry_data_path is not None and Path(raw_path).is_absolute()
+                            and not _inside(p, entry_data_path)):
+                        notes.append(("outside_data_path",
+                                      f"{file}: {where}: {p} (data_path {entry_data_path})"))
             elif not p.is_file():
                 problems.append(problem(kind_missing, f"video file not found: {p}"))
         if resolved:
@@ -442,16 +492,19 @@ def load_dataset_rows(
     skip_bad_rows: bool = False,
     max_shown: int = 20,
     progress: bool = True,
+    images: ImageChecker | None = None,
 ) -> LoadedDataset:
     """Read, validate and convert every row of one registry dataset.
 
     Strict (default): any problem raises :class:`DataValidationError` carrying the whole
     report. ``skip_bad_rows``: bad rows are dropped and counted in ``LoadedDataset.skipped``.
+    ``images``: how pictures are checked (default: full decode, no pixel budget; callers pass
+    the run's: ``svp.dataset_registry.settings.RegistrySettings.image_checker``).
     """
     file = str(entry.annotation_path)
     raw_rows = list(iter_annotation_rows(entry.annotation_path))
-    # Prefetch image headers in parallel; rows are then validated in order.
-    checker = ImageChecker()
+    # Check the images in parallel; rows are then validated in order.
+    checker = images or ImageChecker()
     checker.check_many(_all_image_paths(raw_rows, entry))
     report = ValidationReport()
     rows: list[dict[str, Any]] = []
@@ -461,10 +514,13 @@ def load_dataset_rows(
 
         iterator = tqdm(raw_rows, desc=f"validate {entry.name}", unit="row")
     for where, raw in iterator:
+        notes: list[tuple[str, str]] = []
         row, problems = validate_row(raw, where, file, entry.data_path,
-                                     entry.annotation_path, checker)
+                                     entry.annotation_path, checker, notes)
         report.rows_checked += 1
         report.problems.extend(problems)
+        for kind, example in notes:
+            report.note(kind, example)
         if row is not None:
             rows.append(row)
     if report.problems and not skip_bad_rows:

@@ -20,6 +20,20 @@ class RegistrySettings:
         "`error`: any bad row stops the run with the full report; `skip`: bad rows are "
         "dropped and counted")
 
+    image_check: str = s.env(
+        "SVP_IMAGE_CHECK", "full", s.choice("full", "header"),
+        "how images are checked before training: `full` decodes each as training will (a "
+        "truncated file is found), `header` reads only sizes and modes (faster, for a "
+        "dataset already checked); both apply the bomb, sample-width and aspect-ratio limits")
+
+    def image_checker(self, environ=None):
+        """The :class:`~svp.dataset_registry.registry.ImageChecker` of this run: its check
+        depth, and the Qwen processors' pixel budget of this environment (``MAX_PIXELS`` ...)
+        for the aspect-ratio check."""
+        from svp.dataset_registry.registry import ImageChecker
+
+        return ImageChecker(budgets=s.qwen_budgets(environ), full=self.image_check == "full")
+
     @property
     def skip_bad_rows(self) -> bool:
         return self.bad_rows == "skip"

@@ -111,10 +111,14 @@ class RegistryDatasetLoader(DatasetLoader):
         if self.streaming:
             raise RegistryError(f"dataset {self.entry.name!r}: registry datasets are loaded "
                                 "in memory; --streaming true is not supported for them")
-        loaded = load_dataset_rows(self.entry, skip_bad_rows=settings.load().skip_bad_rows)
+        config = settings.load()
+        loaded = load_dataset_rows(self.entry, skip_bad_rows=config.skip_bad_rows,
+                                   images=config.image_checker())
         if loaded.skipped:
             logger.warning(f"dataset {self.entry.name!r}: skipped {loaded.skipped} bad rows "
                            f"(SVP_BAD_ROWS=skip)\n{loaded.report.format()}")
+        if loaded.report.notes:
+            logger.warning(f"dataset {self.entry.name!r}:\n{loaded.report.format_notes()}")
         if not loaded.rows:
             raise RegistryError(f"dataset {self.entry.name!r} ({self.entry.annotation_path}): "
                                 "no usable rows")

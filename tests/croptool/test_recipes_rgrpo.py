@@ -105,5 +105,6 @@ def test_convert_rl(tmp_path, capsys):
     assert summary["skipped_missing_image"] == 1 and summary["skipped_empty_text"] == 1
     assert summary["skipped_malformed"] == 1
     err = capsys.readouterr().err
-    assert "row 2: gt box [50, 10, 20, 5] dropped: swapped corners" in err
+    assert "src.jsonl:line 2: gt box [50, 10, 20, 5] dropped: swapped corners" in err
+    assert "src.jsonl:line 6: skipped (malformed): invalid JSON" in err
     assert convert_rl.main(["--input", str(tmp_path / "nope"), "--output", str(out)]) == 2

@@ -59,17 +59,34 @@ def test_sft_then_infer(tiny_model, shapes_registry, tmp_path, arch, tuner):
 
 @pytest.mark.slow
 def test_bad_rows_stop_swift_sft_before_training(tiny_model, tmp_path):
+    """A missing picture and the hostile ones of tests/common/test_hostile_images.py: the
+    run stops before training with each row named. Before, the truncated, 20000x100,
+    20000x90 and 16-bit pictures passed and ms-swift trained on random other rows in their
+    place (rc 0), and the bomb crashed the plugin without naming a file."""
+    from tests.common.test_hostile_images import make_pictures
+
+    pictures = make_pictures(tmp_path / "pictures")
+    names = ["nowhere.png", *(p.name for k, p in pictures.items()
+                              if k not in ("good", "rotated"))]
     ann = tmp_path / "bad.jsonl"
-    ann.write_text(json.dumps({"image": "nowhere.png", "conversations": [
-        {"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]}) + "\n")
+    ann.write_text("".join(json.dumps({"image": name, "conversations": [
+        {"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]}) + "\n"
+        for name in names))
     reg = tmp_path / "reg.yaml"
-    reg.write_text("bad: {annotation_path: bad.jsonl}\n")
-    env = offline_env(SVP_DATASET_REGISTRY=str(reg))
+    reg.write_text(f"bad: {{annotation_path: bad.jsonl, data_path: {tmp_path / 'pictures'}}}\n")
+    env = offline_env(SVP_DATASET_REGISTRY=str(reg), MAX_PIXELS="1003520")
     log = run_swift("sft", [
         "--model", str(tiny_model("qwen2_5_vl")), *TEMPLATE_ARGS["qwen2_5_vl"],
         "--external_plugins", PLUGIN, "--dataset", "bad%50", "--tuner_type", "lora",
         "--max_steps", "1", "--output_dir", str(tmp_path / "out"), *TRAIN_ARGS,
     ], tmp_path / "sft.log", env, cwd=tmp_path, expect_ok=False)
     assert f"{ann}: line 1: missing_image: image file not found" in log
-    assert "Problems per kind: missing_image=1" in log
+    for line, kind, name in ((2, "unreadable_image", "truncated.jpg"),
+                             (3, "unusable_image", "ratio200.png"),
+                             (4, "unusable_image", "ratio222.png"),
+                             (5, "unusable_image", "sixteen.png"),
+                             (6, "unreadable_image", "bomb.png")):
+        assert f"{ann}: line {line}: {kind}: {tmp_path / 'pictures' / name}" in log, name
+    assert ("Problems per kind: missing_image=1, unreadable_image=2, unusable_image=3"
+            in log)
     assert "Train:" not in log and not _losses(log)
