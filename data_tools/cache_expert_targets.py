@@ -24,7 +24,6 @@ for any picture the cache lacks.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from svp.common.io import BadLine, iter_jsonl, read_json_document
 from svp.covt import settings
 from svp.covt.cache import CONTENTS, TargetCache, image_key, split_batch, stored_keys
 from svp.covt.experts import build_experts
@@ -39,16 +39,18 @@ from svp.covt.tokens import ThoughtConfig
 
 
 def read_rows(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+    """The rows of a JSON list or JSONL dataset; a line that is not UTF-8 or not JSON stops
+    the tool with its line (a cache must cover every row training reads)."""
     if path.suffix == ".json":
-        return json.loads(text)
+        try:
+            return read_json_document(path)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
     rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from exc
+    for lineno, row in iter_jsonl(path):
+        if isinstance(row, BadLine):
+            raise ValueError(f"{path}:{lineno}: {row}")
+        rows.append(row)
     return rows
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from svp.common.image_check import check_image, row_kind
-from svp.common.io import write_atomic
+from svp.common.io import BadLine, iter_jsonl, read_json_document, write_atomic
 from svp.common.settings import SettingsError, qwen_budgets
 from svp.croptool.geometry import check_box
 
@@ -41,36 +41,13 @@ RESERVED = {"image_path", "image", "question", "answer", "solution", "gt_boxes",
             "messages", "images"}
 
 
-class BadRow(str):
-    """A line that did not parse: the reason, in place of the row."""
-
-
 def read_rows(path: Path) -> list[tuple[str, object]]:
-    """(where, row or :class:`BadRow`) of a JSON list or JSONL file. JSONL lines are decoded
-    one by one: a line that is not UTF-8 or not JSON is one skipped row, named by its line.
-    A JSON list that does not parse raises ValueError naming the line."""
-    data = path.read_bytes()
-    if data.lstrip().startswith(b"["):
-        try:
-            rows = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            line = data[:exc.start].count(b"\n") + 1
-            raise ValueError(f"line {line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from exc
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"line {exc.lineno}: invalid JSON ({exc.msg})") from exc
-        return [(f"row {i}", r) for i, r in enumerate(rows, 1)]
-    out: list[tuple[str, object]] = []
-    for lineno, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            out.append((f"line {lineno}", json.loads(raw.decode("utf-8"))))
-        except UnicodeDecodeError as exc:
-            out.append((f"line {lineno}", BadRow(
-                f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")))
-        except json.JSONDecodeError as exc:
-            out.append((f"line {lineno}", BadRow(f"invalid JSON ({exc.msg})")))
-    return out
+    """(where, row or :class:`~svp.common.io.BadLine`) of a JSON list or JSONL file: a JSONL
+    line that is not UTF-8 or not JSON is one skipped row, named by its line; a JSON list
+    that does not parse raises ValueError naming the line."""
+    if path.read_bytes().lstrip().startswith(b"["):
+        return [(f"row {i}", r) for i, r in enumerate(read_json_document(path), 1)]
+    return [(f"line {n}", r) for n, r in iter_jsonl(path)]
 
 
 def gt_boxes_of(rec: dict, image_wh, counts: Counter, notes: list, where: str) -> list | None:
@@ -121,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit is not None and len(out) >= args.limit:
             break
         where = f"{args.input}:{at}"
-        if isinstance(rec, BadRow):
+        if isinstance(rec, BadLine):
             skip(where, "malformed", str(rec))
             continue
         if not isinstance(rec, dict):

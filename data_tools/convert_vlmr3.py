@@ -40,7 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from svp.common.image_check import open_rgb, row_kind
-from svp.common.io import atomic_path, write_atomic
+from svp.common.io import BadLine, atomic_path, iter_jsonl, read_json_document, write_atomic
 from svp.common.settings import SettingsError
 from svp.croptool import settings
 from svp.croptool.geometry import (
@@ -98,36 +98,16 @@ def convert_answer(answer: str, image_wh: tuple[int, int], policy: CropPolicy | 
     return "".join(out), boxes
 
 
-class BadRecord(str):
-    """A line or file that did not parse: the reason, in place of the record."""
-
-
 def read_records(path: Path) -> list[tuple[str, object]]:
-    """(where, record or :class:`BadRecord`) of a JSONL file or of a JSON list (the release).
-    JSONL lines are decoded one by one, so a line that is not UTF-8 or not JSON is one
-    skipped row, named, not the end of the conversion."""
-    data = path.read_bytes()
-    if path.suffix == ".json" and data.lstrip().startswith(b"["):
+    """(where, record or :class:`~svp.common.io.BadLine`) of a JSONL file or of a JSON list
+    (the release): a JSONL line that is not UTF-8 or not JSON is one skipped row, named."""
+    if path.suffix == ".json" and path.read_bytes().lstrip().startswith(b"["):
         try:
-            records = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            line = data[:exc.start].count(b"\n") + 1
-            return [(f"line {line}", BadRecord(f"not UTF-8 (byte 0x{data[exc.start]:02x})"))]
-        except json.JSONDecodeError as exc:
-            return [(f"line {exc.lineno}", BadRecord(f"invalid JSON ({exc.msg})"))]
+            records = read_json_document(path)
+        except ValueError as exc:
+            return [("file", BadLine(str(exc)))]
         return [(f"record {i}", rec) for i, rec in enumerate(records)]
-    out: list[tuple[str, object]] = []
-    for lineno, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            out.append((f"line {lineno}", json.loads(raw.decode("utf-8"))))
-        except UnicodeDecodeError as exc:
-            out.append((f"line {lineno}", BadRecord(
-                f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")))
-        except json.JSONDecodeError as exc:
-            out.append((f"line {lineno}", BadRecord(f"invalid JSON ({exc.msg})")))
-    return out
+    return [(f"line {n}", rec) for n, rec in iter_jsonl(path)]
 
 
 def release_qna(rec: dict) -> dict:
@@ -195,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         release = isinstance(rec, dict) and "response_list" in rec
         try:
-            if isinstance(rec, BadRecord):
+            if isinstance(rec, BadLine):
                 raise Skip("malformed", str(rec))
             if not isinstance(rec, dict):
                 raise Skip("malformed", "row is not a JSON object")

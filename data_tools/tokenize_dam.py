@@ -34,7 +34,16 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.tokenize_gres import load_image
-from svp.common.io import OutputLocked, atomic_path, file_sha256, output_lock, write_atomic
+from svp.common.io import (
+    BadLine,
+    OutputLocked,
+    atomic_path,
+    file_sha256,
+    iter_jsonl,
+    output_lock,
+    read_json_document,
+    write_atomic,
+)
 from svp.common.settings import SettingsError, qwen_budgets
 from svp.common.sharded import (
     run_sharded,
@@ -56,32 +65,19 @@ def read_regions(path: Path) -> tuple[list[dict], list[str]]:
     regions and the JSONL lines that could not be used (``line N: reason``: not UTF-8, not
     JSON, not an object), which are skipped and counted; a JSON list file that does not
     parse raises :class:`InputError` naming the line."""
-    data = path.read_bytes()
     bad: list[str] = []
     if path.suffix == ".jsonl":
         rows = []
-        for i, raw in enumerate(data.split(b"\n"), 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                bad.append(f"line {i}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
-                           f"{exc.start + 1})")
-                continue
-            except json.JSONDecodeError as exc:
-                bad.append(f"line {i}: invalid JSON at column {exc.colno}: {exc.msg}")
-                continue
-            rows.append((f"line {i}", row))
+        for lineno, row in iter_jsonl(path):
+            if isinstance(row, BadLine):
+                bad.append(f"line {lineno}: {row}")
+            else:
+                rows.append((f"line {lineno}", row))
     else:
         try:
-            doc = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            line = data[:exc.start].count(b"\n") + 1
-            raise InputError(f"line {line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from exc
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON at line {exc.lineno} column {exc.colno}: "
-                             f"{exc.msg}") from exc
+            doc = read_json_document(path)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
         if not isinstance(doc, list):
             raise InputError(f"expected a JSON list of rows, got {type(doc).__name__}")
         rows = [(f"row {i}", r) for i, r in enumerate(doc, 1)]

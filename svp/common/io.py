@@ -97,3 +97,44 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+class BadLine(str):
+    """A JSONL line that could not be used, in place of its value: the reason."""
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
+    """``(line number, value)`` for every non-blank line of a JSONL file, decoded line by line
+    so that one line that is not UTF-8 or not JSON is one :class:`BadLine` (with the byte or
+    column) instead of the end of the whole file. The one JSONL reader of the data tools."""
+    import json
+
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield lineno, BadLine(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                      f"{exc.start + 1})")
+            except json.JSONDecodeError as exc:
+                yield lineno, BadLine(f"invalid JSON at column {exc.colno}: {exc.msg}")
+
+
+def read_json_document(path: str | os.PathLike):
+    """A whole JSON file; ValueError naming the line when it is not UTF-8 or not JSON (a
+    document cannot be skipped in part)."""
+    import json
+
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"line {line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON at line {exc.lineno} column {exc.colno}: "
+                         f"{exc.msg}") from exc

@@ -11,7 +11,6 @@ and the reason: that is the whole point of this module. ms-swift glue lives in
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Any
 import yaml
 
 from svp.common.image_check import ImageCheck, check_image, row_kind
+from svp.common.io import BadLine, iter_jsonl, read_json_document
 
 IMAGE_TAG = "<image>"
 VIDEO_TAG = "<video>"
@@ -265,33 +265,16 @@ def iter_annotation_rows(path: Path) -> Iterator[tuple[str, Any]]:
     if not path.is_file():
         raise RegistryError(f"annotation file not found: {path}")
     if path.suffix.lower() == ".jsonl":
-        with path.open("rb") as f:  # decoded line by line: one bad line is one bad row
-            for lineno, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    item = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    yield f"line {lineno}", _Malformed(
-                        f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
-                    continue
-                except json.JSONDecodeError as exc:
-                    yield f"line {lineno}", _Malformed(f"invalid JSON: {exc.msg}")
-                    continue
+        for lineno, item in iter_jsonl(path):
+            if isinstance(item, BadLine):
+                yield f"line {lineno}", _Malformed(str(item))
+            else:
                 yield from _expand(f"line {lineno}", item)
         return
-    data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise RegistryError(f"{path}: line {line}: not UTF-8 (byte 0x{data[exc.start]:02x}); "
-                            "a JSON list file is read whole, so this stops the dataset") from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RegistryError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        doc = read_json_document(path)
+    except ValueError as exc:
+        raise RegistryError(f"{path}: {exc}") from exc
     if isinstance(doc, dict):
         doc = [doc]
     if not isinstance(doc, list):
