@@ -1,7 +1,7 @@
 """What every ms-swift training run of ours gets: multi-process runs that are really one
 job, a way to prove it, and resumes that really resume.
 
-Six pieces, installed by every entry's ``register()``:
+Seven pieces, installed by every entry's ``register()``:
 
 - **The one-job guard.** A run started with several processes (``NPROC_PER_NODE``/``NNODES``
   through torchrun) whose trainer is not distributed trains every rank alone: on a machine
@@ -37,6 +37,12 @@ Six pieces, installed by every entry's ``register()``:
   while the interpreter is still whole, after a barrier: a rank that tore down while the
   other still ran rank-0-only work after training aborted the same way (seen once under
   ZeRO-3 in 15 two-process runs).
+- **Replaced rows are counted.** A row ms-swift cannot encode (a picture the processor
+  refuses, ...) is silently swapped for a random other one (``--strict false``, its
+  default), with a traceback for the first ten only. Every such row is logged with the
+  reason and its pictures and counted per process (:class:`CountedEncode`); rows dropped
+  for ``--max_length`` are counted apart. (The registry's validation finds most of them
+  before training; this is what is left for plain data files.)
 - **Logits only where a weighted loss reads them.** With a non-binary loss scale and more than
   one sample per device, ms-swift keeps the logits of a suffix of every row (from the earliest
   supervised token of any row), most of them prompt positions weighted zero. We keep the union
@@ -308,10 +314,84 @@ def install_supervised_logits() -> None:
     setattr(SwiftMixin, _LOGITS_MARK, True)
 
 
+class CountedEncode:
+    """ms-swift's encode function, counting the rows it fails on. ms-swift then trains on a
+    random other row in their place (``--strict false``, its default) and logs only the first
+    ten tracebacks; here every such row is logged with the reason and its pictures, and the
+    count of this process so far. A class at module level so that dataloader workers started
+    with ``spawn`` can unpickle it. Rows over ``--max_length`` (ms-swift's
+    ``MaxLengthError``, dropped by ``--truncation_strategy delete``) are counted apart."""
+
+    failed = 0
+    too_long = 0
+
+    def __init__(self, encode):
+        self.encode = encode
+
+    def __call__(self, row, *args, **kwargs):
+        try:
+            return self.encode(row, *args, **kwargs)
+        except Exception as exc:
+            from swift.template.base import MaxLengthError
+
+            images = row.get("images") if isinstance(row, dict) else None
+            if isinstance(exc, MaxLengthError):
+                type(self).too_long += 1
+                if type(self).too_long in (1, 10, 100, 1000) or type(self).too_long % 10000 == 0:
+                    logger.warning(f"svp: {type(self).too_long} rows over --max_length in this "
+                                   "process so far; ms-swift trains on other rows in their place")
+            else:
+                type(self).failed += 1
+                logger.warning(
+                    f"svp: a training row could not be encoded ({type(exc).__name__}: {exc}); "
+                    f"ms-swift trains on a random other row in its place. Pictures: "
+                    f"{_short_images(images)}. Rows replaced in this process so far: "
+                    f"{type(self).failed} (check the data with data_tools/check_data.py; "
+                    f"--strict true stops at the first one)")
+            raise
+
+
+def _short_images(images) -> str:
+    if not images:
+        return "none"
+    paths = [i.get("path") if isinstance(i, dict) else i for i in images]
+    return ", ".join(str(p)[:200] for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
+
+
+_ENCODE_MARK = "_svp_counted_encode"
+
+
+def install_replacement_count() -> None:
+    """Every dataset ms-swift encodes lazily goes through :class:`CountedEncode`; the count
+    of this process is also logged when it exits."""
+    from swift.dataset.utils import LazyLLMDataset
+
+    if getattr(LazyLLMDataset, _ENCODE_MARK, False):
+        return
+    original = LazyLLMDataset.__init__
+
+    def __init__(self, dataset, encode_func, *args, **kwargs):
+        if not isinstance(encode_func, CountedEncode):
+            encode_func = CountedEncode(encode_func)
+        original(self, dataset, encode_func, *args, **kwargs)
+
+    LazyLLMDataset.__init__ = __init__
+    setattr(LazyLLMDataset, _ENCODE_MARK, True)
+    atexit.register(_report_replaced)
+
+
+def _report_replaced() -> None:
+    if CountedEncode.failed or CountedEncode.too_long:
+        logger.warning(f"svp: rows ms-swift replaced in this process: {CountedEncode.failed} "
+                       f"that could not be encoded, {CountedEncode.too_long} over "
+                       "--max_length (each logged above; dataloader workers log their own)")
+
+
 def register() -> None:
     """The one-job guard, DeepSpeed on CPU processes, the full-checkpoint resume, the
-    ``svp_rank_check`` callback, supervised-only logits for weighted losses and the clean
-    exit (idempotent)."""
+    ``svp_rank_check`` callback, supervised-only logits for weighted losses, counted row
+    replacements and the clean exit (idempotent)."""
+    install_replacement_count()
     install_one_job_guard()
     install_supervised_logits()
     install_deepspeed_cpu_comm()

@@ -177,3 +177,46 @@ def test_mask_tokenizer_skips_a_16_bit_picture_instead_of_whitening_it(pictures,
     assert summary["skipped: image too large"] == 1 and summary["skipped: image unreadable"] == 1
     err = capsys.readouterr().err
     assert "sixteen.png: mode I;16" in err and "bomb.png: too large" in err
+
+
+def test_rows_ms_swift_replaces_are_logged_and_counted(pictures, caplog):
+    """What the validators cannot see ahead (a plain data file, not a registry) still fails
+    in ms-swift's lazy encoding, which swaps the row for a random other one and shows only
+    ten tracebacks. Through ms-swift's own LazyLLMDataset: every replaced row is logged with
+    its reason and picture, and counted; an over-length row is counted apart."""
+    import logging
+
+    from swift.dataset.utils import LazyLLMDataset
+    from swift.template.base import MaxLengthError
+
+    from svp.common import swift_trainer
+
+    swift_trainer.install_replacement_count()
+    swift_trainer.install_replacement_count()  # idempotent: one wrapper, one count per row
+
+    def encode(row, return_length=False):
+        if row["kind"] == "bad":
+            check = check_image(row["images"][0], BUDGET_1M)
+            raise ValueError(check.error)
+        if row["kind"] == "long":
+            raise MaxLengthError("too long")
+        return {"input_ids": [1, 2], "length": 2}
+
+    good = {"kind": "good", "images": [str(pictures["good"])]}
+    failed, long_ = swift_trainer.CountedEncode.failed, swift_trainer.CountedEncode.too_long
+    logging.getLogger("swift").addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for other in ({"kind": "bad", "images": [str(pictures["ratio222"])]},
+                          {"kind": "long", "images": []}):
+                data = LazyLLMDataset([good, other], encode, random_state=0, traceback_limit=0)
+                assert data[1] == {"input_ids": [1, 2], "length": 2}  # the good row instead
+    finally:
+        logging.getLogger("swift").removeHandler(caplog.handler)
+    counted = swift_trainer.CountedEncode.failed, swift_trainer.CountedEncode.too_long
+    # back as they were: this process's exit report is not about the test's rows
+    swift_trainer.CountedEncode.failed, swift_trainer.CountedEncode.too_long = failed, long_
+    assert counted == (failed + 1, long_ + 1)
+    text = caplog.text
+    assert "svp: a training row could not be encoded (ValueError: 20000x90: aspect ratio" in text
+    assert f"Pictures: {pictures['ratio222']}" in text
