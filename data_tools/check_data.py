@@ -80,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     if total.notes:
         print("\n" + total.format_notes())
     if total.problems:
-        print(f"\nNOT CLEAN: {total.bad_rows} bad rows; training would stop "
-              "(or skip them with SVP_BAD_ROWS=skip).")
+        if config.skip_bad_rows:
+            print(f"\nNOT CLEAN: {total.bad_rows} bad rows; training drops and counts them "
+                  "(SVP_BAD_ROWS=skip is set).")
+        else:
+            print(f"\nNOT CLEAN: {total.bad_rows} bad rows; training would stop "
+                  "(or skip them with SVP_BAD_ROWS=skip).")
         return 1
     print(f"\nclean: {total.rows_checked} rows checked.")
     return 0

@@ -18,6 +18,11 @@ svp_check_settings() {  # svp_check_settings CAPABILITY...: validate and print t
   fi
 }
 
+svp_show() {  # svp_show WORD...: one line a shell reads back as the same words (dry runs
+  # are pasted and run: JSON values and regexes are quoted, `|` stays an argument)
+  "$SVP_PYTHON" -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@"
+}
+
 newest_checkpoint() {  # newest_checkpoint OUTPUT_DIR: highest-step complete checkpoint-N,
   "$SVP_PYTHON" -m svp.common.checkpoints "$1"  # or nothing; incomplete ones named on stderr
 }
@@ -96,15 +101,18 @@ svp_launch() {  # svp_launch: check the launch variables and set DEVICE_ARGS for
 
 svp_plan_memory() {  # svp_plan_memory ARGS...: print the per-GPU memory plan of this launch
   # (data_tools/plan_memory.py on the real architecture, meta device); warns, never stops.
-  local zero=0 rc=0
+  local zero=0 rc=0 out
   case "${DEEPSPEED:-}" in *zero3*) zero=3 ;; *zero2*) zero=2 ;; esac
-  "$SVP_PYTHON" "$(dirname "${BASH_SOURCE[0]}")/../data_tools/plan_memory.py" \
-    --gpus $(( ${NPROC_PER_NODE:-1} * ${NNODES:-1} )) --zero "$zero" "$@" || rc=$?
+  out=$("$SVP_PYTHON" "$(dirname "${BASH_SOURCE[0]}")/../data_tools/plan_memory.py" \
+    --gpus $(( ${NPROC_PER_NODE:-1} * ${NNODES:-1} )) --zero "$zero" "$@" 2>&1) || rc=$?
+  if (( rc == 0 || rc == 1 )); then
+    printf '%s\n' "$out"
+  fi
   if (( rc == 1 )); then
     echo "warning: the memory plan above does not fit; more GPUs, DEEPSPEED=zero3, a smaller" \
          "BATCH or MAX_LENGTH, or GRAD_CKPT=true would" >&2
-  elif (( rc != 0 )); then
-    echo "note: no memory plan for MODEL=${MODEL:-$BASE_MODEL} (see above)" >&2
+  elif (( rc != 0 )); then  # not an error of the run: the planner lacks this architecture
+    echo "note: no memory plan for MODEL=${MODEL:-$BASE_MODEL}: ${out##*error: }" >&2
   fi
   return 0
 }

@@ -63,7 +63,7 @@ esac
 ds_args=()
 [[ -n "${DEEPSPEED:-}" ]] && ds_args=(--deepspeed "$DEEPSPEED")
 run() {
-  echo "+ $*"
+  echo "+ $(svp_show "$@")"
   [[ "$DRY" == 1 ]] || "$@"
 }
 

@@ -28,7 +28,7 @@ crop_checks() {  # crop_checks: DATA files exist, a local MODEL exists, TEMPLATE
 
 crop_run() {  # crop_run CMD...: print, and run unless DRY_RUN=1
   export MAX_PIXELS
-  echo "MAX_PIXELS=$MAX_PIXELS $*"
+  svp_show "MAX_PIXELS=$MAX_PIXELS" "$@"
   [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
   exec "$@"
 }

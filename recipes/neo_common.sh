@@ -98,8 +98,9 @@ print(c["llm_config"]["extra_num_layers"])' "$MODEL/config.json") || {
   [[ -f "$MODEL/config.json" ]] && plan_model=(--model "$MODEL")
   svp_plan_memory --recipe "$PLAN_RECIPE" "${plan_model[@]}" --tuner "$TUNER" --batch 1 \
     --seq "${ROW_LENGTH:-$MAX_LENGTH}" --grad-ckpt "$GRAD_CKPT"
-  echo "SVP_NEO_LOSS_REDUCTION=$SVP_NEO_LOSS_REDUCTION SVP_NEO_ROW_LENGTH=$SVP_NEO_ROW_LENGTH" \
-       "SVP_NEO_MIN_PIXELS=$SVP_NEO_MIN_PIXELS SVP_NEO_MAX_PIXELS=$SVP_NEO_MAX_PIXELS ${cmd[*]}"
+  svp_show "SVP_NEO_LOSS_REDUCTION=$SVP_NEO_LOSS_REDUCTION" \
+    "SVP_NEO_ROW_LENGTH=$SVP_NEO_ROW_LENGTH" "SVP_NEO_MIN_PIXELS=$SVP_NEO_MIN_PIXELS" \
+    "SVP_NEO_MAX_PIXELS=$SVP_NEO_MAX_PIXELS" "${cmd[@]}"
   [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
   exec "${cmd[@]}"
 }

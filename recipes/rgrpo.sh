@@ -100,10 +100,11 @@ case "$USE_VLLM" in
   server) cmd+=(--use_vllm true --vllm_mode server --vllm_server_host "$VLLM_HOST"
                 --vllm_server_port "$VLLM_PORT" --vllm_server_pass_dataset true)
           echo "rollout server (start first, on its own GPUs, same env incl. SVP_CROP_*):" \
-               "MAX_PIXELS=$MAX_PIXELS swift rollout --model $MODEL --model_type $MODEL_TYPE --template $TEMPLATE" \
-               "--external_plugins $ROOT/plugins/rgrpo.py --multi_turn_scheduler crop_tool" \
-               "--max_turns $MAX_TURNS --vllm_use_async_engine true" \
-               "--vllm_limit_mm_per_prompt '{\"image\": $MAX_TURNS}' --port $VLLM_PORT" ;;
+               "$(svp_show "MAX_PIXELS=$MAX_PIXELS" swift rollout --model "$MODEL" \
+                  --model_type "$MODEL_TYPE" --template "$TEMPLATE" \
+                  --external_plugins "$ROOT/plugins/rgrpo.py" --multi_turn_scheduler crop_tool \
+                  --max_turns "$MAX_TURNS" --vllm_use_async_engine true \
+                  --vllm_limit_mm_per_prompt "{\"image\": $MAX_TURNS}" --port "$VLLM_PORT")" ;;
   *) echo "error: USE_VLLM=$USE_VLLM (false | colocate | server)" >&2; exit 2 ;;
 esac
 [[ -n "$DEEPSPEED" ]] && cmd+=(--deepspeed "$DEEPSPEED")

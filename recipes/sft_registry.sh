@@ -80,6 +80,6 @@ cmd+=("${DEVICE_ARGS[@]}" "${RESUME_ARGS[@]}")
 svp_plan_memory --model "$MODEL" --tuner "${TUNER/lora_new_rows/lora}" --lora-rank "$LORA_RANK" \
   --modules-to-save "$MODULES_TO_SAVE" --batch "$BATCH" --seq "$MAX_LENGTH" --grad-ckpt true
 export MAX_PIXELS
-echo "MAX_PIXELS=$MAX_PIXELS ${cmd[*]}"
+svp_show "MAX_PIXELS=$MAX_PIXELS" "${cmd[@]}"
 [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
 exec "${cmd[@]}"

@@ -65,7 +65,7 @@ if wants merge; then
     echo "[vlmr3] stage merge"
     if [[ "$SFT_TUNER" == lora ]]; then
       merge=(swift export --adapters "$CKPT" --merge_lora true --output_dir "$MERGED")
-      echo "${merge[*]}"
+      svp_show "${merge[@]}"
       if [[ "$DRY" != 1 ]]; then
         rm -rf "$MERGED"
         "${merge[@]}"

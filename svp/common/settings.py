@@ -274,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     names = sys.argv[1:] if argv is None else argv
-    markdown = bool(names) and names[0] == "--markdown"
-    names = names[1:] if markdown else names
+    markdown = "--markdown" in names  # anywhere on the line
+    names = [n for n in names if n != "--markdown"]
     if not names:
         print("usage: python -m svp.common.settings [--markdown] CAPABILITY... "
               "(dataset_registry, masktok, croptool, covt)", file=sys.stderr)

@@ -238,6 +238,9 @@ def parse_spec(spec: str) -> tuple[str, float | None]:
     pct = float(m.group("pct"))
     if pct <= 0:
         raise RegistryError(f"{spec!r}: the sampling percentage must be > 0")
+    if re.search(r"#\d+$", m.group("name")):
+        raise RegistryError(f"{spec!r}: #N (rows) and %X (percent) cannot be combined; "
+                            "use one of them")
     return m.group("name"), pct
 
 

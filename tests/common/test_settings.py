@@ -96,6 +96,10 @@ def test_cli_prints_the_values_and_exits_2_naming_the_variable(tmp_path):
                          capture_output=True, text=True, timeout=60,
                          env=offline_env(SVP_MASK_LOSS_WEIGHT="-1"))
     assert bad.returncode == 2 and bad.stderr.startswith("error: SVP_MASK_LOSS_WEIGHT='-1'")
+    # the README-table flag may come after the capability too
+    table = subprocess.run([sys.executable, "-m", "svp.common.settings", "neo", "--markdown"],
+                           capture_output=True, text=True, timeout=60, env=offline_env())
+    assert table.returncode == 0 and table.stdout.startswith("| variable | default | meaning |")
 
 
 @pytest.mark.parametrize("cap", CAPABILITIES)

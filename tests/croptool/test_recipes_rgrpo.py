@@ -108,3 +108,39 @@ def test_convert_rl(tmp_path, capsys):
     assert "src.jsonl:line 2: gt box [50, 10, 20, 5] dropped: swapped corners" in err
     assert "src.jsonl:line 6: skipped (malformed): invalid JSON" in err
     assert convert_rl.main(["--input", str(tmp_path / "nope"), "--output", str(out)]) == 2
+
+
+def _words_bash_reads(line: str) -> list[str]:
+    """The words bash makes of a printed command line (as a user pasting it gets them)."""
+    proc = subprocess.run(["bash", "-c", f"set -- {line}\nprintf '%s\\n' \"$@\""],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_dry_runs_print_commands_a_shell_reads_back(tmp_path):
+    """JSON values and regexes survive being pasted back: they used to be printed bare, so
+    ``{"image": 4}`` became two words and the PT regex's ``|`` a pipe."""
+    data = tmp_path / "rl.jsonl"
+    data.write_text("{}\n")
+    colo = recipe("rgrpo.sh", DRY_RUN="1", MODEL="m", DATA=str(data), USE_VLLM="colocate",
+                  MAX_TURNS="4")
+    line = next(x for x in colo.stdout.splitlines() if " swift rlhf " in x)
+    words = _words_bash_reads(line)
+    assert words[words.index("--vllm_limit_mm_per_prompt") + 1] == '{"image": 4}'
+    server = recipe("rgrpo.sh", DRY_RUN="1", MODEL="m", DATA=str(data), USE_VLLM="server",
+                    MAX_TURNS="3")
+    line = next(x for x in server.stdout.splitlines() if "swift rollout" in x)
+    words = _words_bash_reads(line.split("SVP_CROP_*): ", 1)[1])
+    assert words[words.index("--vllm_limit_mm_per_prompt") + 1] == '{"image": 3}'
+    model = tmp_path / "neo"
+    model.mkdir()
+    pt = subprocess.run(["bash", str(REPO / "recipes" / "neo_2b_pt.sh")], capture_output=True,
+                        text=True, timeout=120,
+                        env=offline_env(DRY_RUN="1", MODEL=str(model), DATASETS=str(data),
+                                        SVP_DATASET_REGISTRY=""))
+    assert pt.returncode == 0, pt.stderr
+    line = next(x for x in pt.stdout.splitlines() if " swift sft " in x)
+    words = _words_bash_reads(line)
+    regex = words[words.index("--trainable_parameters_regex") + 1]
+    assert "|" in regex and regex.startswith("^")

@@ -28,6 +28,14 @@ def test_dry_run_prints_the_swift_command_with_knobs(shapes_registry):
     assert "--deepspeed zero2" in out and out.rstrip().endswith("--seed 7")
 
 
+def test_a_model_the_planner_lacks_is_a_note_not_an_error(shapes_registry):
+    proc = run(DRY_RUN="1", DATASETS="shapes", SVP_DATASET_REGISTRY=str(shapes_registry),
+               MODEL="someone/UnknownVL-7B")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: no memory plan for MODEL=someone/UnknownVL-7B: no config for" in proc.stderr
+    assert "error" not in proc.stderr.lower()
+
+
 def test_full_tuning_has_no_lora_flags(shapes_registry):
     proc = run(DRY_RUN="1", DATASETS="shapes", SVP_DATASET_REGISTRY=str(shapes_registry),
                TUNER="full")

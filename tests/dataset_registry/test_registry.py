@@ -71,6 +71,11 @@ def test_parse_spec_rejects_zero():
         parse_spec("gres%0")
 
 
+def test_rows_and_percent_together_are_named_not_an_unknown_dataset():
+    with pytest.raises(RegistryError, match="#N .rows. and %X .percent. cannot be combined"):
+        parse_spec("good#3%50")
+
+
 @pytest.mark.parametrize("n,pct,expected", [
     (20, 50, 10), (6, 200, 12), (10, 33, 3), (10, 0.1, 1), (7, None, 7), (0, 50, 0),
     (3, 150, 5),  # 4.5 rounds half up
@@ -296,7 +301,16 @@ def test_check_data_reports_problems_and_fails(folder: Path, capsys):
     out = capsys.readouterr().out
     assert rc == 1
     assert "line 2: missing_image" in out
-    assert "NOT CLEAN: 1 bad rows" in out
+    assert "NOT CLEAN: 1 bad rows; training would stop" in out
+
+
+def test_check_data_says_what_skip_mode_does(folder: Path, capsys, monkeypatch):
+    monkeypatch.setenv("SVP_BAD_ROWS", "skip")
+    reg = registry_for(folder, [good(), good("nope.png")])
+    assert check_data.main(["--registry", str(reg)]) == 1
+    out = capsys.readouterr().out
+    assert "NOT CLEAN: 1 bad rows; training drops and counts them (SVP_BAD_ROWS=skip" in out
+    assert "would stop" not in out
 
 
 def test_check_data_unknown_dataset(shapes_registry, capsys):
