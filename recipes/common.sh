@@ -18,6 +18,21 @@ svp_check_settings() {  # svp_check_settings CAPABILITY...: validate and print t
   fi
 }
 
+svp_check_model() {  # svp_check_model NAME VALUE: VALUE is a local model folder or a hub id
+  # ms-swift takes anything that is not a folder for a hub id (ModelScope, or Hugging Face
+  # with USE_HF=1): a mistyped local path fails there after network retries, far from here.
+  local name=$1 value=$2
+  [[ -d "$value" || "${DRY_RUN:-0}" == 1 ]] && return 0  # a chain's stages write theirs later
+  if [[ "$value" == /* || "$value" == ./* || "$value" == ../* || "$value" == "~"* ]]; then
+    echo "error: $name=$value: model directory not found" >&2; exit 2
+  fi
+  if [[ "$value" == */*/* || ( "$value" == */* && -d "${value%%/*}" ) ]]; then
+    echo "error: $name=$value: no such local folder (${value%%/*}/ is local, so this is not" \
+         "a hub id org/name); check the path the previous stage wrote" >&2
+    exit 2
+  fi
+}
+
 svp_show() {  # svp_show WORD...: one line a shell reads back as the same words (dry runs
   # are pasted and run: JSON values and regexes are quoted, `|` stays an argument)
   "$SVP_PYTHON" -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@"

@@ -49,6 +49,7 @@ DRY=${DRY_RUN:-0}
 PLUGIN="$REPO/plugins/covt.py"
 
 [[ "$DRY" == 1 || -e "$DATA" ]] || { echo "covt: DATA=$DATA not found" >&2; exit 2; }
+svp_check_model BASE_MODEL "$BASE_MODEL"
 # experts, backend, weights parse; the real experts' checkpoints exist (svp/covt/settings.py)
 svp_check_settings covt
 svp_launch

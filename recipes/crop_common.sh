@@ -16,9 +16,7 @@ crop_checks() {  # crop_checks: DATA files exist, a local MODEL exists, TEMPLATE
   for f in $DATA; do
     [[ -f "$f" ]] || { echo "error: data file not found: $f (set DATA)" >&2; exit 2; }
   done
-  if [[ "${DRY_RUN:-0}" != 1 && ( "$MODEL" == /* || "$MODEL" == ./* ) && ! -d "$MODEL" ]]; then
-    echo "error: model directory not found: $MODEL" >&2; exit 2
-  fi
+  svp_check_model MODEL "$MODEL"
   case "$TEMPLATE" in qwen2_5_vl_crop|qwen3_vl_crop) ;; *)
     echo "error: TEMPLATE=$TEMPLATE; the crop tool needs qwen2_5_vl_crop or qwen3_vl_crop" >&2
     exit 2;; esac

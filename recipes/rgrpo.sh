@@ -5,7 +5,7 @@
 # MODEL is the crop-SFT model (LoRA merged: recipes/vlmr3_qwen25vl_7b.sh does the whole
 # chain); DATA is the JSONL written by data_tools/convert_rl.py.
 #
-#   MODEL=output/vlmr3/sft_merged DATA=data/rgrpo.jsonl NPROC_PER_NODE=4 bash recipes/rgrpo.sh
+#   MODEL=output/crop_sft_merged DATA=data/rgrpo.jsonl NPROC_PER_NODE=4 bash recipes/rgrpo.sh
 #
 # Rollout engine (USE_VLLM): false = the trainer's own model through ms-swift's transformers
 # engine (works anywhere, slow); colocate = vLLM inside the trainer processes; server = a

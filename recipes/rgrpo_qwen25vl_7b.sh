@@ -3,7 +3,7 @@
 # batch 1 x grad-acc 8 per GPU, temperature 1.0, no KL, LLM only; 8 generations instead of
 # VLM-R3's 5, which only divide the generation batch on 5 GPUs); knobs: recipes/rgrpo.sh.
 #
-#   MODEL=output/vlmr3/sft_merged DATA=data/rgrpo.jsonl NPROC_PER_NODE=4 USE_VLLM=colocate \
+#   MODEL=output/crop_sft_merged DATA=data/rgrpo.jsonl NPROC_PER_NODE=4 USE_VLLM=colocate \
 #   bash recipes/rgrpo_qwen25vl_7b.sh
 set -euo pipefail
 export MODEL_TYPE=${MODEL_TYPE:-qwen2_5_vl} NUM_GENERATIONS=${NUM_GENERATIONS:-8}

@@ -39,9 +39,7 @@ MODULES_TO_SAVE=${MODULES_TO_SAVE:-} # e.g. "embed_tokens lm_head" when new toke
 LOSS_SCALE=${LOSS_SCALE:-default}    # e.g. default+mask_span
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
-if [[ "$MODEL" == /* || "$MODEL" == ./* ]] && [[ ! -d "$MODEL" ]]; then
-  echo "error: model directory not found: $MODEL" >&2; exit 2
-fi
+svp_check_model MODEL "$MODEL"
 
 plugin_files=("$ROOT/plugins/dataset_registry.py")
 capabilities=(dataset_registry)

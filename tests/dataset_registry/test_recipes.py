@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.helpers import REPO, offline_env
 
 RECIPE = str(REPO / "recipes" / "sft_registry.sh")
@@ -46,7 +48,8 @@ def test_full_tuning_has_no_lora_flags(shapes_registry):
 def test_missing_inputs_fail_fast(tmp_path, shapes_registry):
     proc = run(DRY_RUN="1", DATASETS="x", SVP_DATASET_REGISTRY=str(tmp_path / "none.yaml"))
     assert proc.returncode == 2 and "registry file not found" in proc.stderr
-    proc = run(DRY_RUN="1", DATASETS="x", SVP_DATASET_REGISTRY=str(shapes_registry),
+    # (a real run: a dry run accepts stage outputs that a chain writes later)
+    proc = run(DATASETS="x", SVP_DATASET_REGISTRY=str(shapes_registry),
                MODEL=str(tmp_path / "no_model"))
     assert proc.returncode == 2 and "model directory not found" in proc.stderr
     proc = run(DRY_RUN="1", SVP_DATASET_REGISTRY=str(shapes_registry))
@@ -113,3 +116,23 @@ def test_unknown_plugin_name_fails_fast(shapes_registry):
     proc = run(DRY_RUN="1", DATASETS="x", SVP_DATASET_REGISTRY=str(shapes_registry),
                PLUGINS="nothere")
     assert proc.returncode == 2 and "no plugin entry" in proc.stderr
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("Qwen/Qwen2.5-VL-7B-Instruct", True),   # a hub id
+    ("here", True),                          # a local folder (made below)
+    ("here/model", False),                   # here/ is local: a path, and it is missing
+    ("output/vlmr3/sft_merged", False),      # the README's old R-GRPO input: no such folder
+    ("./gone", False),
+])
+def test_recipes_refuse_a_relative_model_path_that_is_not_there(tmp_path, value, ok):
+    """ms-swift took a missing relative folder for a hub id and failed on the network
+    (``listing failed``); the recipes stop first, unless it is a plausible org/name."""
+    (tmp_path / "here").mkdir()
+    proc = subprocess.run(["bash", "-c", f'source {REPO / "recipes" / "common.sh"}; '
+                           f'svp_check_model MODEL "{value}" && echo accepted'],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                          env=offline_env())
+    assert (proc.stdout.strip() == "accepted") is ok, proc.stderr
+    if not ok:
+        assert proc.returncode == 2 and f"error: MODEL={value}" in proc.stderr
