@@ -83,7 +83,7 @@ def test_percent_on_a_plain_annotation_path(shapes_registry):
 
 def test_hash_and_percent_together_is_an_error(shapes_registry):
     register([str(shapes_registry)])
-    with pytest.raises(RegistryError, match="either #N or %X"):
+    with pytest.raises(RegistryError, match="#N .rows. and %X .percent. cannot be combined"):
         load(["shapes#3%50"])
 
 
