@@ -41,8 +41,10 @@ Seven pieces, installed by every entry's ``register()``:
   refuses, ...) is silently swapped for a random other one (``--strict false``, its
   default), with a traceback for the first ten only. Every such row is logged with the
   reason and its pictures and counted per process (:class:`CountedEncode`); rows dropped
-  for ``--max_length`` are counted apart. (The registry's validation finds most of them
-  before training; this is what is left for plain data files.)
+  for ``--max_length`` are counted apart. A picture with samples wider than 8 bits, which
+  ms-swift's RGB conversion would clip to near white, is refused where ms-swift loads it and
+  so counted the same way. (The registry's validation finds these before training; this is
+  what is left for plain data files.)
 - **Logits only where a weighted loss reads them.** With a non-binary loss scale and more than
   one sample per device, ms-swift keeps the logits of a suffix of every row (from the earliest
   supervised token of any row), most of them prompt positions weighted zero. We keep the union
@@ -387,11 +389,50 @@ def _report_replaced() -> None:
                        "--max_length (each logged above; dataloader workers log their own)")
 
 
+_WIDE_MARK = "_svp_wide_images_refused"
+
+
+def install_wide_image_refusal() -> None:
+    """ms-swift's ``load_image`` converts every picture to RGB, which clips samples wider than
+    8 bits: a 16-bit PNG trains as an almost white picture without a word. Such a picture is
+    refused there instead (a ValueError naming it), so the row is counted and logged by
+    :class:`CountedEncode` like any other that cannot be encoded. Pictures in registry
+    datasets and in our converters' output are refused before training already."""
+    import swift.template.base as template_base
+
+    if getattr(template_base, _WIDE_MARK, False):
+        return
+    original = template_base.load_image
+
+    def load_image(image):
+        from io import BytesIO
+
+        from PIL import Image
+        from swift.template.vision_utils import load_file
+
+        from svp.common.image_check import WIDE_MODES
+
+        name = image[:200] if isinstance(image, str) else "an in-memory picture"
+        opened = load_file(image)
+        if isinstance(opened, BytesIO):
+            opened = Image.open(opened)
+        if isinstance(opened, Image.Image) and opened.mode in WIDE_MODES:
+            raise ValueError(f"{name}: mode {opened.mode}: samples wider than 8 bits, which "
+                             "the RGB conversion clips (the picture would train almost white)"
+                             "; convert it to 8 bits first")
+        return original(opened)
+
+    template_base.load_image = load_image
+    setattr(template_base, _WIDE_MARK, True)
+
+
 def register() -> None:
     """The one-job guard, DeepSpeed on CPU processes, the full-checkpoint resume, the
     ``svp_rank_check`` callback, supervised-only logits for weighted losses, counted row
-    replacements and the clean exit (idempotent)."""
+    replacements (and 16-bit pictures refused where ms-swift reads them) and the clean exit
+    (idempotent)."""
     install_replacement_count()
+    install_wide_image_refusal()
     install_one_job_guard()
     install_supervised_logits()
     install_deepspeed_cpu_comm()

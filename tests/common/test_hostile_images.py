@@ -220,3 +220,18 @@ def test_rows_ms_swift_replaces_are_logged_and_counted(pictures, caplog):
     text = caplog.text
     assert "svp: a training row could not be encoded (ValueError: 20000x90: aspect ratio" in text
     assert f"Pictures: {pictures['ratio222']}" in text
+
+
+def test_ms_swift_refuses_a_16_bit_picture_instead_of_whitening_it(pictures):
+    """Where ms-swift itself reads a plain data file's pictures: the 16-bit one is refused
+    (and then counted as a replaced row), an 8-bit one loads as before, in RGB."""
+    import swift.template.base as template_base
+
+    from svp.common import swift_trainer
+
+    swift_trainer.install_wide_image_refusal()
+    swift_trainer.install_wide_image_refusal()  # idempotent
+    with pytest.raises(ValueError, match="sixteen.png: mode I;16: samples wider than 8 bits"):
+        template_base.Template._load_image(str(pictures["sixteen"]), True)
+    image = template_base.Template._load_image(str(pictures["good"]), True)
+    assert image.mode == "RGB" and image.size == (64, 48)
