@@ -6,9 +6,10 @@
 #
 # Stages run in order (STAGES="sft merge grpo" picks some); a stage whose output exists is
 # skipped, so a rerun after a failure resumes at the failed stage (FORCE=1 reruns them all).
-# Outputs under WORK_DIR: sft/ (recipes/sft_crop.sh), sft_merged/ (swift export
+# Outputs under WORK_DIR: sft/ (recipes/sft_crop_qwen25vl_7b.sh), sft_merged/ (swift export
 # --merge_lora; with SFT_TUNER=full the SFT checkpoint is used as it is), rgrpo/
-# (recipes/rgrpo.sh). Stage knobs: SFT_<KNOB> goes to sft_crop.sh and RL_<KNOB> to rgrpo.sh as
+# (recipes/rgrpo_qwen25vl_7b.sh: VLM-R3's RL settings, the same as that recipe run alone).
+# Stage knobs: SFT_<KNOB> goes to the SFT recipe and RL_<KNOB> to the R-GRPO recipe as
 # <KNOB> (e.g. SFT_LR=2e-5 SFT_EPOCHS=3 RL_LR=1e-6 RL_NUM_GENERATIONS=8 RL_USE_VLLM=colocate);
 # shared: MODEL_TYPE, MAX_PIXELS, SVP_CROP_MAIN_SHORT, SVP_CROP_MAX_SHORT, DEEPSPEED,
 # NPROC_PER_NODE. DRY_RUN=1 prints the three commands.
@@ -51,7 +52,7 @@ if wants sft; then
     mapfile -d '' senv < <(stage_env SFT)
     echo "[vlmr3] stage sft"
     env "${unset_knobs[@]}" TUNER="$SFT_TUNER" "${senv[@]}" MODEL="$BASE_MODEL" \
-        DATA="$SFT_DATA" OUTPUT_DIR="$SFT_OUT" DRY_RUN="$DRY" bash "$HERE/sft_crop.sh"
+        DATA="$SFT_DATA" OUTPUT_DIR="$SFT_OUT" DRY_RUN="$DRY" bash "$HERE/sft_crop_qwen25vl_7b.sh"
     [[ "$DRY" == 1 ]] || touch "$SFT_OUT/.done"
   fi
 fi
@@ -84,5 +85,5 @@ if wants grpo; then
   mapfile -d '' renv < <(stage_env RL)
   echo "[vlmr3] stage grpo"
   exec env "${unset_knobs[@]}" "${renv[@]}" MODEL="$(cd "$MERGED" 2>/dev/null && pwd || echo "$MERGED")" \
-      DATA="$RL_DATA" OUTPUT_DIR="$WORK_DIR/rgrpo" DRY_RUN="$DRY" bash "$HERE/rgrpo.sh"
+      DATA="$RL_DATA" OUTPUT_DIR="$WORK_DIR/rgrpo" DRY_RUN="$DRY" bash "$HERE/rgrpo_qwen25vl_7b.sh"
 fi

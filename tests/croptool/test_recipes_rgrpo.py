@@ -144,3 +144,29 @@ def test_dry_runs_print_commands_a_shell_reads_back(tmp_path):
     words = _words_bash_reads(line)
     regex = words[words.index("--trainable_parameters_regex") + 1]
     assert "|" in regex and regex.startswith("^")
+
+
+def test_vlmr3_chain_runs_the_stages_with_vlmr3s_settings(tmp_path):
+    """The chain's GRPO stage is rgrpo_qwen25vl_7b.sh's command (VLM-R3's RL settings: batch 1,
+    completion 2048, constant lr), not the generic rgrpo.sh's; its SFT stage the 7B crop SFT's."""
+    sft, rl = tmp_path / "sft.jsonl", tmp_path / "rl.jsonl"
+    sft.write_text("{}\n")
+    rl.write_text("{}\n")
+    work = tmp_path / "w"
+    chain = recipe("vlmr3_qwen25vl_7b.sh", DRY_RUN="1", SFT_DATA=str(sft), RL_DATA=str(rl),
+                   WORK_DIR=str(work))
+    assert chain.returncode == 0, chain.stderr
+    alone_rl = recipe("rgrpo_qwen25vl_7b.sh", DRY_RUN="1", MODEL=str(work / "sft_merged"),
+                      DATA=str(rl), OUTPUT_DIR=str(work / "rgrpo"))
+    alone_sft = recipe("sft_crop_qwen25vl_7b.sh", DRY_RUN="1", DATA=str(sft),
+                       OUTPUT_DIR=str(work / "sft"))
+
+    def line(out: str, word: str) -> str:
+        return next(x for x in out.splitlines() if word in x)
+
+    assert line(chain.stdout, "swift rlhf") == line(alone_rl.stdout, "swift rlhf")
+    assert line(chain.stdout, "swift sft") == line(alone_sft.stdout, "swift sft")
+    rl_cmd = line(chain.stdout, "swift rlhf")
+    for flag in ("--max_completion_length 2048", "--lr_scheduler_type constant",
+                 "--per_device_train_batch_size 1"):
+        assert flag in rl_cmd, flag
