@@ -13,7 +13,9 @@ the answer, each crop after its part, boxes ``{"bbox_2d": [...]}`` in the pixels
 as VLM-R3's processor resized it, min/max pixels 3136/12845056; ``--release-crops recut``
 cuts our crops from those boxes, ``keep`` trains on the release's own zoomed crops). Each QnA
 becomes one row
-``{"messages": [user "<image>Q", assistant A], "images": [image, crops...]}`` where every crop
+``{"messages": [user "<image>Q", assistant A], "images": [image, crops...], "crop_space": ...}``
+(``crop_space``: the coordinate space and main-image sizing of the boxes, which the crop
+template checks against its own) where every crop
 request (``{Crop ...}``, ``{"bbox_2d": ...}`` or a ``<tool_call>``) is rewritten as
 ``<tool_call>[x1, y1, x2, y2]</tool_call>`` **in the model's coordinate space** (--family:
 Qwen2.5-VL pixels of the resized main image, Qwen3-VL 0..1000; ``pixel`` keeps the originals).
@@ -161,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     budget = [(policy.factor, policy.min_pixels, policy.max_pixels)]
+    # recorded in every row: the crop template refuses rows of another space (Qwen2.5-VL
+    # pixels offered to the Qwen3-VL template would be read as 0..1000 and cut elsewhere)
+    crop_space = "pixel" if pixel_space else policy.data_space
     base = Path(args.image_base_path) if args.image_base_path else args.input.parent
     records = read_records(args.input)
     rows, counts, shown = [], Counter(), []
@@ -222,10 +227,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append({"messages": [
                 {"role": "user", "content": "<image>" + q.strip() + args.prompt_suffix},
-                {"role": "assistant", "content": text}], "images": images})
+                {"role": "assistant", "content": text}], "images": images,
+                "crop_space": crop_space})
     write_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     counts["written"] = len(rows)
     summary = {"input": str(args.input), "output": str(args.output), "family": args.family,
+               "crop_space": crop_space,
                "main_short": args.main_short, "crop_max_short": args.crop_max_short,
                "min_pixels": policy.min_pixels, "max_pixels": policy.max_pixels,
                "crops_dir": str(args.crops_dir) if args.crops_dir else None, **counts}

@@ -316,6 +316,29 @@ def install_supervised_logits() -> None:
     setattr(SwiftMixin, _LOGITS_MARK, True)
 
 
+def keep_row_column(name: str) -> None:
+    """Keep a dataset column through ms-swift's loading (idempotent). ms-swift keeps only its
+    standard columns (``--remove_unused_columns true``, the SFT default) before the template
+    sees a row; a column a plugin's template reads from ``inputs.extra_kwargs`` must be one of
+    them. The template still leaves it out of the encoded batch."""
+    from swift.dataset.preprocessor.core import RowPreprocessor
+
+    if name not in RowPreprocessor.standard_keys:
+        RowPreprocessor.standard_keys.append(name)
+
+
+class FatalRowError(ValueError):
+    """A row error that is the data's or the run's, not the row's: every row would fail the
+    same way (data converted for another model, say). ms-swift would replace each failing row
+    with another failing one and then stop deep in the dataloader; :class:`CountedEncode`
+    turns it into :class:`StopTraining` at the first row instead."""
+
+
+class StopTraining(BaseException):
+    """Raised through ms-swift's row-replacement loop (which catches ``Exception``): the run
+    stops with the message of the :class:`FatalRowError` that caused it."""
+
+
 class CountedEncode:
     """ms-swift's encode function, counting the rows it fails on. ms-swift then trains on a
     random other row in their place (``--strict false``, its default) and logs only the first
@@ -333,6 +356,9 @@ class CountedEncode:
     def __call__(self, row, *args, **kwargs):
         try:
             return self.encode(row, *args, **kwargs)
+        except FatalRowError as exc:
+            logger.error(f"svp: {exc}")
+            raise StopTraining(str(exc)) from exc
         except Exception as exc:
             from swift.template.base import MaxLengthError
 

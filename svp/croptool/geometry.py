@@ -312,6 +312,18 @@ class CropPolicy:
     def space(self) -> str:
         return space_of(self.family)
 
+    @property
+    def data_space(self) -> str:
+        """What the numbers of a tool call in training text mean under this policy, as the
+        converter records it in each row (``crop_space``) and the crop template checks it:
+        Qwen3-VL's 0..1000 is the same at any size; Qwen2.5-VL's pixels are those of the
+        main image resized by ``main_short`` and the pixel bounds, so those are part of it.
+        Data converted for one and trained with another would put every crop elsewhere."""
+        if self.space != "resized":
+            return self.family
+        return (f"{self.family} main_short={self.main_short} "
+                f"pixels={self.min_pixels}..{self.max_pixels}")
+
     def main_size(self, width: int, height: int) -> tuple[int, int]:
         """Size the main image is given to the model at."""
         if self.main_short:

@@ -70,9 +70,26 @@ class CropToolMixin:
                              "sized them, so the boxes in the text would miss; set the "
                              f"MAX_PIXELS environment variable instead (got --max_pixels "
                              f"{self.max_pixels})")
+        self._check_space(inputs)
         if inputs.images:
             self._insert_crops(inputs)
         super()._preprocess_inputs(inputs)
+
+    def _check_space(self, inputs) -> None:
+        """Rows written by data_tools/convert_vlmr3.py record the space of their boxes
+        (``crop_space``); a row of another space (Qwen2.5-VL pixels under the Qwen3-VL
+        template, other main-image sizes) stops the run at its first row."""
+        recorded = (inputs.extra_kwargs or {}).get("crop_space")
+        if recorded is None:
+            return
+        expected = self.crop_policy.data_space
+        if recorded != expected:
+            raise swift_trainer.FatalRowError(
+                f"crop tool: this row's boxes were converted for '{recorded}', but template "
+                f"{self.template_meta.template_type} reads them as '{expected}' (its model "
+                "family, SVP_CROP_MAIN_SHORT and MAX_PIXELS / MIN_PIXELS): every crop would be "
+                "cut elsewhere. Convert the data again with data_tools/convert_vlmr3.py "
+                "--family matching the template, in the training environment")
 
     def prepare_generate_kwargs(self, generate_kwargs, *, model=None):
         """Generation that needs no collective when ZeRO-3's parameters are gathered.
@@ -181,6 +198,7 @@ def register() -> None:
 
     settings.load()  # validated and logged at start-up
     swift_trainer.register()
+    swift_trainer.keep_row_column("crop_space")  # converted rows' space, checked per row
     for name, base in TEMPLATES.items():
         stock = TEMPLATE_MAPPING[base]
         # generation pauses at every call so the tool (inference loop, R-GRPO scheduler) runs

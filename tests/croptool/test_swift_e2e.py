@@ -71,6 +71,9 @@ def test_convert_example_row(example_data, tmp_path, capsys):
     expected = policy.box_to_model((0.0, 141.43, 79.23, 480.0), (640, 480))
     assert calls[0].box == tuple(float(round(v)) for v in expected)
     assert rows[0]["images"] == [str(img.resolve())]
+    # every row says what its boxes mean (the crop template checks it)
+    assert {r["crop_space"] for r in rows} == {policy.data_space}
+    assert policy.data_space == "qwen2_5_vl main_short=448 pixels=3136..12845056"
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["written"] == 4 and summary["crops"] == 7
     assert summary["skipped_bad_box"] == 5 and summary["skipped_empty_text"] == 1
@@ -90,6 +93,7 @@ def test_convert_with_crops_dir_and_qwen3_space(example_data, tmp_path):
                                "--crops-dir", str(tmp_path / "crops")]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     two = rows[1]
+    assert two["crop_space"] == "qwen3_vl"
     text = two["messages"][1]["content"]
     assert text.count("</tool_call><image>") == 2 and len(two["images"]) == 3
     calls = parse_tool_calls(text)
@@ -153,6 +157,17 @@ def test_example_row_sft_then_crop_inference(example_data, tiny_model, tmp_path)
     data = tmp_path / "crop_sft.jsonl"
     assert convert_vlmr3.main(["--input", str(src), "--image_base_path", str(base),
                                "--output", str(data)]) == 0
+    # the rows' crop_space reaches the template through ms-swift: data converted at another
+    # main-image size stops the run at its first row, before any step
+    mismatch = run_swift("sft", [
+        "--model", str(tiny_model("qwen2_5_vl")), "--model_type", "qwen2_5_vl",
+        "--template", "qwen2_5_vl_crop", "--external_plugins", PLUGIN, "--dataset", str(data),
+        "--tuner_type", "full", "--max_steps", "4", "--output_dir", str(tmp_path / "no"),
+        *TRAIN_ARGS,
+    ], tmp_path / "mismatch.log", offline_env(SVP_CROP_MAIN_SHORT="512"), cwd=tmp_path,
+        expect_ok=False)
+    assert "StopTraining" in mismatch and "converted for 'qwen2_5_vl main_short=448" in mismatch
+    assert "{'loss'" not in mismatch
     out_dir = tmp_path / "out"
     log = run_swift("sft", [
         "--model", str(tiny_model("qwen2_5_vl")), "--model_type", "qwen2_5_vl",

@@ -155,3 +155,26 @@ def test_sizes_other_than_the_environments_are_refused(setup, monkeypatch):
     monkeypatch.delattr(template, "crop_policy", raising=False)  # read again
     with pytest.raises(ValueError, match="processor's pixel bounds"):
         template.encode(_row(path))
+
+
+def test_rows_converted_for_another_space_stop_the_run(setup):
+    """A row's ``crop_space`` (written by convert_vlmr3.py) must be the template's: Qwen2.5-VL
+    pixel boxes under the Qwen3-VL template (or under other main-image sizes) would be read in
+    another space and cut other crops. The error stops the run through ms-swift's
+    row-replacement loop instead of every row being swapped for another bad one."""
+    from svp.common.swift_trainer import CountedEncode, FatalRowError, StopTraining
+
+    arch, model, processor, template, path = setup
+    own = template.crop_policy.data_space
+    assert template.encode({**_row(path), "crop_space": own})["input_ids"]
+    other = {"qwen2_5_vl": "qwen3_vl",
+             "qwen3_vl": "qwen2_5_vl main_short=448 pixels=3136..12845056"}[arch]
+    bad = {**_row(path), "crop_space": other}
+    with pytest.raises(FatalRowError, match=f"converted for '{other}'"):
+        template.encode(bad)
+    if arch == "qwen2_5_vl":  # same family, another main-image size: other pixels
+        with pytest.raises(FatalRowError, match="main_short=512"):
+            template.encode({**_row(path), "crop_space": own.replace("448", "512")})
+    with pytest.raises(StopTraining):
+        CountedEncode(template.encode)(bad)
+    assert template.encode(_row(path))["input_ids"]  # rows without a record: not checked
