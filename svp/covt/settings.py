@@ -115,9 +115,30 @@ class CovtSettings:
                                           "local checkpoint (or SVP_COVT_BACKEND=standin)")
                 if not path.exists():
                     raise s.SettingsError(f"{var}={path}: no such file or folder")
+                missing = missing_packages(name)
+                if missing:
+                    raise s.SettingsError(
+                        f"the real {name!r} expert needs the Python package(s) "
+                        f"{', '.join(missing)}, not installed: pip install -c "
+                        "requirements/constraints.txt -e '.[covt]' and pip install -c "
+                        "requirements/constraints.txt --no-deps controlnet-aux==0.0.10 "
+                        "(README, Installing)")
         if self.cache and not Path(self.cache).is_dir():
             raise s.SettingsError(f"SVP_COVT_CACHE={self.cache}: no such folder (write it with "
                                   "data_tools/cache_expert_targets.py)")
+
+
+#: import names each real expert's code needs beyond the base install (setup.cfg's covt extra
+#: and controlnet-aux, which is installed --no-deps)
+PACKAGES = {"sam": ("segment_anything",), "depth": ("cv2",), "pidinet": ("controlnet_aux", "cv2")}
+
+
+def missing_packages(name: str) -> list[str]:
+    """The packages expert ``name`` would fail to import, found without importing them (a
+    bare ModuleNotFoundError deep in model loading named none of the install steps)."""
+    from importlib.util import find_spec
+
+    return [m for m in PACKAGES.get(name, ()) if find_spec(m) is None]
 
 
 def checkpoint_variable(name: str) -> str:

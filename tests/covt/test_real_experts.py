@@ -168,6 +168,27 @@ def test_missing_checkpoint_names_the_variable(tmp_path):
         real.real_expert("dino", 4, nowhere)
 
 
+def test_a_missing_expert_package_is_named_before_the_run(tmp_path, monkeypatch):
+    """segment-anything / controlnet-aux / OpenCV missing: the settings check (which the
+    recipe runs before launching) names the install commands, instead of a bare
+    ModuleNotFoundError when the model loads."""
+    import importlib.util
+
+    from svp.common.settings import SettingsError
+
+    ckpt = tmp_path / "sam.pth"
+    ckpt.write_bytes(b"x")
+    env = {"SVP_COVT_BACKEND": "real", "SVP_COVT_EXPERTS": "sam:8",
+           "SVP_COVT_SAM_CKPT": str(ckpt)}
+    load(env).check_files()  # installed here: accepted
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "segment_anything" else found(n, *a))
+    with pytest.raises(SettingsError, match=r"segment_anything, not installed: pip install "
+                                            r"-c requirements/constraints.txt -e '\.\[covt\]'"):
+        load(env).check_files()
+
+
 def test_head_shapes_without_checkpoints_are_upstreams():
     shapes = real.real_head_shapes(ThoughtConfig.parse("sam,depth,dino,pidinet,siglip,metaclip"),
                                    load({}).checkpoints)
