@@ -14,8 +14,8 @@ as VLM-R3's processor resized it, min/max pixels 3136/12845056; ``--release-crop
 cuts our crops from those boxes, ``keep`` trains on the release's own zoomed crops). Each QnA
 becomes one row
 ``{"messages": [user "<image>Q", assistant A], "images": [image, crops...], "crop_space": ...}``
-(``crop_space``: the coordinate space and main-image sizing of the boxes, which the crop
-template checks against its own) where every crop
+(``crop_space``: the coordinate space of the boxes, with the main image's model size for
+Qwen2.5-VL, which the crop template checks against its own) where every crop
 request (``{Crop ...}``, ``{"bbox_2d": ...}`` or a ``<tool_call>``) is rewritten as
 ``<tool_call>[x1, y1, x2, y2]</tool_call>`` **in the model's coordinate space** (--family:
 Qwen2.5-VL pixels of the resized main image, Qwen3-VL 0..1000; ``pixel`` keeps the originals).
@@ -163,9 +163,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     budget = [(policy.factor, policy.min_pixels, policy.max_pixels)]
-    # recorded in every row: the crop template refuses rows of another space (Qwen2.5-VL
-    # pixels offered to the Qwen3-VL template would be read as 0..1000 and cut elsewhere)
-    crop_space = "pixel" if pixel_space else policy.data_space
     base = Path(args.image_base_path) if args.image_base_path else args.input.parent
     records = read_records(args.input)
     rows, counts, shown = [], Counter(), []
@@ -201,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             skip(where, exc)
             continue
         source_wh = vlmr3_input_size(image_wh) if release else None
+        # recorded in every row: the crop template refuses rows of another space (Qwen2.5-VL
+        # pixels offered to the Qwen3-VL template would be read as 0..1000 and cut elsewhere)
+        crop_space = "pixel" if pixel_space else policy.data_space(*image_wh)
         for q_i, qna in enumerate(qnas):
             if args.limit is not None and len(rows) >= args.limit:
                 break
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     counts["written"] = len(rows)
     summary = {"input": str(args.input), "output": str(args.output), "family": args.family,
-               "crop_space": crop_space,
+               "coordinate_space": "pixel" if pixel_space else policy.space,
                "main_short": args.main_short, "crop_max_short": args.crop_max_short,
                "min_pixels": policy.min_pixels, "max_pixels": policy.max_pixels,
                "crops_dir": str(args.crops_dir) if args.crops_dir else None, **counts}

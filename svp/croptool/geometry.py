@@ -312,17 +312,17 @@ class CropPolicy:
     def space(self) -> str:
         return space_of(self.family)
 
-    @property
-    def data_space(self) -> str:
-        """What the numbers of a tool call in training text mean under this policy, as the
-        converter records it in each row (``crop_space``) and the crop template checks it:
-        Qwen3-VL's 0..1000 is the same at any size; Qwen2.5-VL's pixels are those of the
-        main image resized by ``main_short`` and the pixel bounds, so those are part of it.
-        Data converted for one and trained with another would put every crop elsewhere."""
+    def data_space(self, width: int, height: int) -> str:
+        """What the numbers of a tool call in training text mean for a ``width`` x ``height``
+        source under this policy, as the converter records it in each row (``crop_space``)
+        and the crop template checks it: Qwen3-VL's 0..1000 is the same at any size;
+        Qwen2.5-VL's pixels are those of the main image as the model is given it, so its size
+        is part of it. Data converted for one and trained with another would put every crop
+        elsewhere; a setting that does not change this image's size changes nothing."""
         if self.space != "resized":
             return self.family
-        return (f"{self.family} main_short={self.main_short} "
-                f"pixels={self.min_pixels}..{self.max_pixels}")
+        w, h = self.main_size(width, height)
+        return f"{self.family} {w}x{h}"
 
     def main_size(self, width: int, height: int) -> tuple[int, int]:
         """Size the main image is given to the model at."""

@@ -70,25 +70,25 @@ class CropToolMixin:
                              "sized them, so the boxes in the text would miss; set the "
                              f"MAX_PIXELS environment variable instead (got --max_pixels "
                              f"{self.max_pixels})")
-        self._check_space(inputs)
         if inputs.images:
             self._insert_crops(inputs)
         super()._preprocess_inputs(inputs)
 
-    def _check_space(self, inputs) -> None:
+    def _check_space(self, inputs, source_size: tuple[int, int]) -> None:
         """Rows written by data_tools/convert_vlmr3.py record the space of their boxes
         (``crop_space``); a row of another space (Qwen2.5-VL pixels under the Qwen3-VL
-        template, other main-image sizes) stops the run at its first row."""
+        template, or a main image the model is given at another size) stops the run at its
+        first row."""
         recorded = (inputs.extra_kwargs or {}).get("crop_space")
         if recorded is None:
             return
-        expected = self.crop_policy.data_space
+        expected = self.crop_policy.data_space(*source_size)
         if recorded != expected:
             raise swift_trainer.FatalRowError(
                 f"crop tool: this row's boxes were converted for '{recorded}', but template "
                 f"{self.template_meta.template_type} reads them as '{expected}' (its model "
-                "family, SVP_CROP_MAIN_SHORT and MAX_PIXELS / MIN_PIXELS): every crop would be "
-                "cut elsewhere. Convert the data again with data_tools/convert_vlmr3.py "
+                "family; for Qwen2.5-VL the main image's size under SVP_CROP_MAIN_SHORT and "
+                "MAX_PIXELS / MIN_PIXELS): every crop would be cut elsewhere. Convert the data again with data_tools/convert_vlmr3.py "
                 "--family matching the template, in the training environment")
 
     def prepare_generate_kwargs(self, generate_kwargs, *, model=None):
@@ -149,6 +149,8 @@ class CropToolMixin:
                         break  # more tags than images: the stock template reports it
                     if msg.get("role") != "assistant":  # a main image: decode once, size it
                         source = Template._load_image(images[ptr], True)
+                        if ptr == 0:
+                            self._check_space(inputs, source.size)
                         images[ptr] = policy.main_image(source)
                     ptr += 1
                     continue

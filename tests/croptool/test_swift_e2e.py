@@ -72,8 +72,7 @@ def test_convert_example_row(example_data, tmp_path, capsys):
     assert calls[0].box == tuple(float(round(v)) for v in expected)
     assert rows[0]["images"] == [str(img.resolve())]
     # every row says what its boxes mean (the crop template checks it)
-    assert {r["crop_space"] for r in rows} == {policy.data_space}
-    assert policy.data_space == "qwen2_5_vl main_short=448 pixels=3136..12845056"
+    assert {r["crop_space"] for r in rows} == {"qwen2_5_vl 588x448"}  # the main image's size
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["written"] == 4 and summary["crops"] == 7
     assert summary["skipped_bad_box"] == 5 and summary["skipped_empty_text"] == 1
@@ -166,7 +165,8 @@ def test_example_row_sft_then_crop_inference(example_data, tiny_model, tmp_path)
         *TRAIN_ARGS,
     ], tmp_path / "mismatch.log", offline_env(SVP_CROP_MAIN_SHORT="512"), cwd=tmp_path,
         expect_ok=False)
-    assert "StopTraining" in mismatch and "converted for 'qwen2_5_vl main_short=448" in mismatch
+    assert "StopTraining" in mismatch and "converted for 'qwen2_5_vl 588x448'" in mismatch
+    assert "reads them as 'qwen2_5_vl 672x504'" in mismatch
     assert "{'loss'" not in mismatch
     out_dir = tmp_path / "out"
     log = run_swift("sft", [

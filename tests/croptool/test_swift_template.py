@@ -157,24 +157,35 @@ def test_sizes_other_than_the_environments_are_refused(setup, monkeypatch):
         template.encode(_row(path))
 
 
-def test_rows_converted_for_another_space_stop_the_run(setup):
+def test_rows_converted_for_another_space_stop_the_run(setup, monkeypatch):
     """A row's ``crop_space`` (written by convert_vlmr3.py) must be the template's: Qwen2.5-VL
-    pixel boxes under the Qwen3-VL template (or under other main-image sizes) would be read in
-    another space and cut other crops. The error stops the run through ms-swift's
+    pixel boxes under the Qwen3-VL template, or a main image given at another size, would be
+    read in another space and cut other crops. The error stops the run through ms-swift's
     row-replacement loop instead of every row being swapped for another bad one."""
+    from PIL import Image
+
     from svp.common.swift_trainer import CountedEncode, FatalRowError, StopTraining
 
     arch, model, processor, template, path = setup
-    own = template.crop_policy.data_space
+    own = template.crop_policy.data_space(*Image.open(path).size)
+    assert own == {"qwen2_5_vl": "qwen2_5_vl 588x448", "qwen3_vl": "qwen3_vl"}[arch]
     assert template.encode({**_row(path), "crop_space": own})["input_ids"]
-    other = {"qwen2_5_vl": "qwen3_vl",
-             "qwen3_vl": "qwen2_5_vl main_short=448 pixels=3136..12845056"}[arch]
+    other = {"qwen2_5_vl": "qwen3_vl", "qwen3_vl": "qwen2_5_vl 588x448"}[arch]
     bad = {**_row(path), "crop_space": other}
     with pytest.raises(FatalRowError, match=f"converted for '{other}'"):
         template.encode(bad)
-    if arch == "qwen2_5_vl":  # same family, another main-image size: other pixels
-        with pytest.raises(FatalRowError, match="main_short=512"):
-            template.encode({**_row(path), "crop_space": own.replace("448", "512")})
     with pytest.raises(StopTraining):
         CountedEncode(template.encode)(bad)
     assert template.encode(_row(path))["input_ids"]  # rows without a record: not checked
+    if arch == "qwen2_5_vl":  # same family, the main image at another size: other pixels
+        monkeypatch.setenv("SVP_CROP_MAIN_SHORT", "512")
+        from svp.common import settings as common_settings
+
+        monkeypatch.setattr(common_settings, "_LOGGED", set(), raising=False)
+        monkeypatch.delattr(template, "crop_policy", raising=False)
+        try:
+            with pytest.raises(FatalRowError, match="reads them as 'qwen2_5_vl 672x504'"):
+                template.encode({**_row(path), "crop_space": own})
+        finally:
+            monkeypatch.delenv("SVP_CROP_MAIN_SHORT")
+            monkeypatch.delattr(template, "crop_policy", raising=False)
