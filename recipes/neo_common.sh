@@ -1,5 +1,5 @@
 # Sourced by the NEO stage recipes (neo_{2b,9b}_{pt,mt,sft}.sh): one `swift sft` command for
-# the three stages of upstream's kit (notes/neo.md 2.8). A stage file sets its defaults, then
+# the three stages of upstream's kit (upstream's VLMTrainKit/scripts/*.sh). A stage file sets its defaults, then
 # calls neo_stage. Every knob is an environment variable; EXTRA_ARGS is appended verbatim and
 # DRY_RUN=1 prints the command without running it.
 #

@@ -3,7 +3,8 @@ device (no weights, no GPU): what a recipe needs before anyone spends a GPU-hour
 
 The model is built from its config with ``torch.device("meta")``, so every parameter count
 is the real one (checked against the published totals: Qwen2.5-VL-3B 3.75 B, 7B 8.29 B,
-Qwen3-VL-4B 4.44 B, 8B 8.77 B; NEO-2B 2.59 B and NEO-9B 10.25 B, notes/neo.md 1.2). NEO's q and
+Qwen3-VL-4B 4.44 B, 8B 8.77 B; NEO-2B 2.59 B and NEO-9B 10.25 B, from the configuration_neo_*.py
+defaults of upstream's kit). NEO's q and
 k are twice head_dim wide (Multi-Head Native Attention), which its activation widths carry;
 its mask runs through flex attention on GPU, so no s^2 term either. On top of the counts,
 bytes per GPU (bf16 weights, AdamW):

@@ -1,2 +1,2 @@
 """NEO, the native (encoder-free) VLM: model, builder from Qwen3, ms-swift model type and
-template (notes/neo.md)."""
+template (upstream: EvolvingLMMs-Lab/NEO, VLMTrainKit/neo)."""

@@ -33,7 +33,8 @@ _DROP_LLM_KEYS = {"model_type", "architectures", "transformers_version", "layer_
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """Upstream's kit defaults (notes/neo.md 2.2), except where a field says otherwise."""
+    """Upstream's kit defaults (VLMTrainKit/neo/train/argument.py), except where a field says
+    otherwise."""
 
     extra_layers: int
     seed: int = 42

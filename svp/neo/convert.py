@@ -1,4 +1,5 @@
-"""Qwen3 LLM -> NEO-init checkpoint (notes/neo.md 1.5, 1.8), as pure state-dict functions.
+"""Qwen3 LLM -> NEO-init checkpoint (upstream: VLMTrainKit/neo/model/modeling_neo_qwen3.py,
+build.py), as pure state-dict functions.
 
 LLM layer i becomes layer i + E behind E new pre-buffer layers. In every LLM layer the new
 ``q_proj_hw`` is built from the same layer's ``q_proj`` (per head, quarters [Q1 Q2 Q3 Q4] ->

@@ -1,4 +1,4 @@
-"""The PT stage's trainable set, written out (notes/neo.md 2.3).
+"""The PT stage's trainable set, written out (upstream's train_buffer rule, VLMTrainKit/neo/train/).
 
 Upstream's README says stage 1 trains the pre-buffer; its ``set_model`` (never called) would
 have matched ``"_h"`` (catching ``lm_head``) and compared the wrong name part with the layer

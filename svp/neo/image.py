@@ -1,4 +1,5 @@
-"""NEO's image preprocessing (notes/neo.md 1.3, 1.4, 2.4): smart_resize to multiples of 32,
+"""NEO's image preprocessing (upstream: VLMTrainKit/neo/model/modeling_neo_vit.py and its data
+processor): smart_resize to multiples of 32,
 BICUBIC, ImageNet normalisation, 16x16 patches flattened channel-major in row-major order."""
 
 from __future__ import annotations

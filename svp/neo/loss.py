@@ -1,4 +1,5 @@
-"""NEO's weighted next-token loss (notes/neo.md 2.6), as pure functions.
+"""NEO's weighted next-token loss (upstream: the weighted loss of
+VLMTrainKit/neo/model/modeling_neo_qwen3.py), as pure functions.
 
 Every supervised token of sample s weighs ``w(n_s)`` with n_s its count of labels != -100
 (counted before the shift): ``token`` 1 (plain token mean), ``sample`` 1/n (each sample's mean

@@ -1,4 +1,5 @@
-"""NEO's mixed attention mask (notes/neo.md 1.7): causal text, bidirectional inside one image,
+"""NEO's mixed attention mask (upstream: the flex mask of
+VLMTrainKit/neo/model/modeling_neo_chat.py): causal text, bidirectional inside one image,
 nothing across the samples of a packed row.
 
 ``allowed(q, k) = same_doc and valid_k and (k <= q or (img_q > 0 and img_q == img_k))``, plus

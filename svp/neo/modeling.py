@@ -1,4 +1,5 @@
-"""NEO, the native (encoder-free) VLM, written for transformers 5 (notes/neo.md section 1).
+"""NEO, the native (encoder-free) VLM, written for transformers 5 (upstream:
+VLMTrainKit/neo/model/).
 
 One Qwen3-shaped decoder whose first ``extra_num_layers`` layers are the *pre-buffer*, fed by a
 two-convolution patch embedding instead of a vision encoder. Every layer uses Multi-Head Native
@@ -104,7 +105,8 @@ class NativeRope:
 
 
 class NEOAttention(nn.Module):
-    """Multi-Head Native Attention (notes/neo.md 1.5)."""
+    """Multi-Head Native Attention (upstream: Qwen3Attention in
+    VLMTrainKit/neo/model/modeling_neo_qwen3.py)."""
 
     def __init__(self, config: NEOLLMConfig, layer_idx: int):
         super().__init__()

@@ -1,4 +1,5 @@
-"""NEO's (t, h, w) position indexes, document ids and image ids (notes/neo.md 1.6, 1.7).
+"""NEO's (t, h, w) position indexes, document ids and image ids (upstream: get_thw_indexes and the
+mask in VLMTrainKit/neo/model/modeling_neo_chat.py).
 
 t is compressed: text tokens count one step each, every image counts three (``<img>``, all of
 its context tokens, ``</img>``), and t restarts at 0 for every sample of a packed row. h and w

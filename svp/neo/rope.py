@@ -1,4 +1,5 @@
-"""NEO's two RoPE conventions as pure functions (notes/neo.md 1.3, 1.6).
+"""NEO's two RoPE conventions as pure functions (upstream: modeling_neo_vit.py and
+modeling_neo_qwen3.py in VLMTrainKit/neo/model/).
 
 The LLM uses HF's rotate-half pairing (j, j + d/2) separately on three parts of q/k: T over the
 full head_dim with ``rope_theta``, and H and W over half a head_dim each with

@@ -1,4 +1,5 @@
-"""NEO in ms-swift: model type ``neo`` (loader) and template ``neo`` (notes/neo.md section 4).
+"""NEO in ms-swift: model type ``neo`` (loader) and template ``neo`` (ms-swift 4.6's model and
+template registration).
 
 The template expands every ``<image>`` into ``<img>`` + N ``<IMG_CONTEXT>`` + ``</img>`` after
 smart_resize, and in training packs the micro-batch into one row inside the collator (ms-swift's

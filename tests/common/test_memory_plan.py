@@ -25,7 +25,7 @@ from tests.helpers import REPO, offline_env
 # published totals (model cards), billions of parameters
 PUBLISHED = {"qwen2_5_vl_3b": 3.75, "qwen2_5_vl_7b": 8.29, "qwen3_vl_4b": 4.44,
              "qwen3_vl_8b": 8.77,
-             # NEO: no model card figure; notes/neo.md 1.2 derives them analytically
+             # NEO: no model card figure; derived from the configuration fields
              "neo_2b": 2.59, "neo_9b": 10.25}
 
 
@@ -36,7 +36,7 @@ def test_parameter_counts_are_the_published_ones(arch):
 
 def test_neo_pt_trains_its_explicit_set():
     """NEO-2B's PT set counted by hand from its shapes: 12 whole pre-buffer layers, the H/W
-    tensors of the 28 LLM layers and the patch embedding (notes/neo.md 1.2: 0.68 B,
+    tensors of the 28 LLM layers and the patch embedding (derived from the configuration: 0.68 B,
     0.25 B over all 40 layers, 9.2 M)."""
     e, q, kv, d, inter = 2048, 16 * 128, 8 * 128, 128, 6144
     hw = e * q + e * kv + 4 * (d // 2)

@@ -1,4 +1,5 @@
-"""notes/neo.md 6.2 items 5-11 on the tiny NEO built from the tiny Qwen3: conversion tensor by
+"""NEO's conversion, forward, loss and generation on the tiny NEO built from the tiny Qwen3:
+conversion tensor by
 tensor, equivalence with Qwen3, the weighted loss, the PT gradient set, text-only batches,
 incremental and batched decoding, save/reload."""
 

@@ -1,4 +1,4 @@
-"""notes/neo.md 6.2 items 3-4: (t, h, w) indexes and the mixed mask, with the kit's golden
+"""NEO's positions and mask: (t, h, w) indexes and the mixed mask, with the kit's golden
 values, a brute-force mask reference, and flex attention against dense SDPA."""
 
 from __future__ import annotations

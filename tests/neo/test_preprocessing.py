@@ -1,4 +1,4 @@
-"""notes/neo.md 6.2 items 1-2: smart_resize and token counts, patch flattening, the vision
+"""NEO's preprocessing: smart_resize and token counts, patch flattening, the vision
 embedding's equivalences and its 2-D RoPE against an independent reference."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""notes/neo.md 6.2 item 12, in process: the ``neo`` template against NEO's own conversation
+"""NEO in ms-swift, in process: the ``neo`` template against NEO's own conversation
 text, the packing collator, the pre-forward hook, and the entry's registration."""
 
 from __future__ import annotations
