@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Turn a Qwen3 LLM into a NEO-init checkpoint that every NEO stage loads with from_pretrained.
 
-    python data_tools/build_neo.py --llm Qwen3-1.7B-Base --extra-layers 12 --out neo-2b-init
-    bash recipes/neo_2b_pt.sh   # MODEL=neo-2b-init
+    modelscope download --model Qwen/Qwen3-1.7B-Base --local_dir models/Qwen3-1.7B-Base
+    python data_tools/build_neo.py --llm models/Qwen3-1.7B-Base --extra-layers 12 \
+        --out models/neo-2b-init
+    MODEL=models/neo-2b-init DATASETS=... bash recipes/neo_2b_pt.sh
 
 LLM layer i becomes layer i + E behind E new pre-buffer layers; q_proj_hw comes from q_proj,
 k_proj_hw is zero, so ``--extra-layers 0`` reproduces the LLM's logits exactly (see
@@ -12,6 +14,8 @@ svp/neo/convert.py). NEO's 13 tokens are added at their upstream ids (151669..15
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from svp.neo.build import BuildOptions, build_neo
 
@@ -31,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-pixels", type=int, default=d.min_pixels)
     ap.add_argument("--max-pixels", type=int, default=d.max_pixels)
     a = ap.parse_args(argv)
+    llm = Path(a.llm).expanduser()
+    if not (llm / "config.json").is_file():  # a hub id went to transformers as a path
+        print(f"error: --llm {a.llm}: no local model folder with config.json; download it "
+              f"first, e.g. modelscope download --model {a.llm} --local_dir models/"
+              f"{Path(a.llm).name} (or hf download {a.llm} --local-dir models/"
+              f"{Path(a.llm).name}), then pass --llm models/{Path(a.llm).name}",
+              file=sys.stderr)
+        return 2
     build_neo(a.llm, a.out, BuildOptions(
         extra_layers=a.extra_layers, seed=a.seed, rope_theta_hw=a.rope_theta_hw,
         rope_theta_vision=a.rope_theta_vision, vision_hidden=a.vision_hidden,

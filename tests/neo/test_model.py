@@ -295,7 +295,7 @@ def test_vocabulary_grows_through_the_language_model(tiny_neo):
 
 
 def test_a_released_style_config_parses(tmp_path):
-    """The fields notes/neo.md 3.1 expects in the released config.json (transformers 4.5x
+    """The fields the released NEO1_0 config.json files carry (transformers 4.5x
     layout): top-level ``rope_theta``, a 32-entry ``layer_types`` for 40 layers, 1-tuples
     in the vision config, remote-code keys; no ``img_end_token_id``."""
     import json
@@ -318,3 +318,15 @@ def test_a_released_style_config_parses(tmp_path):
     assert len(cfg.llm_config.layer_types) == cfg.llm_config.num_hidden_layers == 40
     assert cfg.vision_config.llm_hidden_size == 64 and cfg.vision_config.downsample_ratio == 0.5
     assert cfg.tie_word_embeddings and cfg.img_end_token_id is None
+
+
+def test_build_neo_says_to_download_a_hub_id_first(tmp_path, capsys):
+    """``--llm Qwen/Qwen3-1.7B-Base`` is not a folder: the tool names the download command
+    (transformers failed with 'Repo id must be in the form ...' on the joined path)."""
+    from data_tools import build_neo
+
+    rc = build_neo.main(["--llm", "Qwen/Qwen3-1.7B-Base", "--extra-layers", "2",
+                         "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "modelscope download --model Qwen/Qwen3-1.7B-Base" in err
+    assert not (tmp_path / "out").exists()
