@@ -177,9 +177,30 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
+README_MARKS = ("<!-- bench-results -->", "<!-- /bench-results -->")
+
+
+def results_table(results_md: str) -> str:
+    """The dated table of a results.md (its date line, the table and the not-measured list):
+    the README shows it as it is, so its figures are never typed by hand."""
+    body = results_md.split("\n", 2)[2].strip()  # without the title line
+    return body
+
+
+def readme_with_results(readme: str, results_md: str) -> str:
+    """README.md with the block between README_MARKS replaced by results.md's table."""
+    start, end = README_MARKS
+    before, sep, rest = readme.partition(start)
+    if not sep or end not in rest:
+        raise ValueError(f"README.md has no {start} ... {end} block")
+    return before + start + "\n" + results_table(results_md) + "\n" + end + rest.split(end, 1)[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "bench" / "results.md"))
+    ap.add_argument("--readme", default=str(REPO / "README.md"),
+                    help="README whose bench-results block is rewritten ('' to leave it)")
     args = ap.parse_args(argv)
     from svp.common.io import write_atomic
 
@@ -199,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + text)
     write_atomic(args.out, text)
     print(f"written: {args.out}")
+    if args.readme:
+        readme = Path(args.readme)
+        write_atomic(readme, readme_with_results(readme.read_text(), text))
+        print(f"updated: {args.readme} (its benchmark table)")
     return 0
 
 
