@@ -88,8 +88,9 @@ class CropToolMixin:
                 f"crop tool: this row's boxes were converted for '{recorded}', but template "
                 f"{self.template_meta.template_type} reads them as '{expected}' (its model "
                 "family; for Qwen2.5-VL the main image's size under SVP_CROP_MAIN_SHORT and "
-                "MAX_PIXELS / MIN_PIXELS): every crop would be cut elsewhere. Convert the data again with data_tools/convert_vlmr3.py "
-                "--family matching the template, in the training environment")
+                "MAX_PIXELS / MIN_PIXELS): every crop would be cut elsewhere. Convert the data "
+                "again with data_tools/convert_vlmr3.py --family matching the template, in the "
+                "training environment")
 
     def prepare_generate_kwargs(self, generate_kwargs, *, model=None):
         """Generation that needs no collective when ZeRO-3's parameters are gathered.
