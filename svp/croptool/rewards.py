@@ -18,6 +18,7 @@ from counting tags in the text, which the model could write itself.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
@@ -70,14 +71,41 @@ VLMR3_REWARDS: dict[str, tuple[str, float, str]] = {
                            "0.5 if the text ends with an <answer>..</answer> block (VLM-R3's "
                            "re.fullmatch of .*?<answer>.*?</answer>\\s*), else 0"),
     "rgrpo_regions_vlmr3": ("{0, 0.5}", 1.0,
-                            "0.5 if the rollout wrote >= 1 crop call and every call parses, "
-                            "and the answer is right (accuracy 1); else 0 (VLM-R3's repeat "
-                            "reward, zeroed by its trainer unless the answer is right)"),
-    "rgrpo_segment_length": (REWARDS["rgrpo_segment_length"][0], 1.0,
-                             REWARDS["rgrpo_segment_length"][2]),
+                            "0.5 if the text holds >= 1 crop call and every {...} that mentions "
+                            "bbox parses as JSON with a bbox_2d key, whatever its value, and the "
+                            "answer is right (accuracy 1); else 0 (VLM-R3's repeat reward, "
+                            "zeroed by its trainer unless the answer is right; <tool_call> "
+                            "calls are read as the {\"bbox_2d\": ...} they stand for)"),
+    "rgrpo_segment_length_vlmr3": ("[0, 0.1]", 1.0,
+                                   "min(0.1, 0.01 x characters of the shortest reasoning "
+                                   "segment), split only at {\"bbox_2d\": [...]} as VLM-R3's "
+                                   "regex writes it (<tool_call> calls read as that form)"),
 }
 REWARD_SETS = {"ours": REWARDS, "vlmr3": VLMR3_REWARDS}
 _VLMR3_FORMAT = re.compile(r".*?<answer>.*?</answer>\s*", re.S)
+_VLMR3_JSON = re.compile(r"\{.*?\}", re.S)              # its repeat_reward's pattern_json
+_VLMR3_BBOX = re.compile(r'\{"bbox_2d":\s*\[[^\]]*\]\}')  # its length_reward's pattern_bbox
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+
+
+def as_vlmr3_calls(text: str) -> str:
+    """``text`` with every ``<tool_call>X</tool_call>`` written as the ``{"bbox_2d": X}`` it
+    stands for (a DeepEyes call as its ``arguments.bbox_2d``), so VLM-R3's own rules apply to
+    our call syntax unchanged; X that is not JSON stays as written, so it fails to parse as a
+    malformed call does there. VLM-R3's own syntax is left as it is."""
+    def one(m: re.Match) -> str:
+        body = m.group(1).strip()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return '{"bbox_2d": ' + body + "}"
+        if isinstance(doc, dict):
+            box = (doc.get("arguments") or {}).get("bbox_2d") if isinstance(
+                doc.get("arguments"), dict) else doc.get("bbox_2d")
+            return '{"bbox_2d": ' + json.dumps(box) + "}"
+        return '{"bbox_2d": ' + body + "}"
+
+    return _TOOL_CALL.sub(one, text)
 
 
 # ----------------------------------------------------------------------------- text
@@ -88,14 +116,39 @@ def vlmr3_format_reward(text: str) -> float:
 
 
 def vlmr3_regions_reward(text: str, accuracy: float) -> float:
-    """VLM-R3's region ("repeat") reward as its trainer applies it: 0.5 x min(1, distinct
-    parsable boxes) when every box the text holds parses, zeroed unless the answer is right
-    (accuracy 1). Our calls are ``<tool_call>`` boxes where VLM-R3 wrote ``{"bbox_2d": ..}``
-    JSON; one bad call zeroes it, as one bad JSON does there."""
-    calls = parse_tool_calls(text)
-    if accuracy != 1.0 or not calls or any(c.error is not None for c in calls):
+    """VLM-R3's region ("repeat") reward as its code computes it (``repeat_reward`` in its
+    ``open_r1/rgrpo.py``) and its trainer applies it: every non-greedy ``{...}`` of the text
+    that mentions "bbox" must load as JSON and have a ``bbox_2d`` key (its value is not
+    looked at: ``{"bbox_2d": [10, 20, 30]}`` counts); 0.5 x min(1, distinct boxes), 0 at the
+    first that fails; zeroed unless the answer is right (accuracy 1). ``<tool_call>`` calls
+    are read as the ``{"bbox_2d": ...}`` they stand for (:func:`as_vlmr3_calls`)."""
+    if accuracy != 1.0:
         return 0.0
-    return 0.5
+    seen = set()
+    for chunk in _VLMR3_JSON.findall(as_vlmr3_calls(text)):
+        if "bbox" not in chunk:
+            continue
+        try:
+            doc = json.loads(chunk)
+            doc["bbox_2d"]
+            seen.add(json.dumps(doc, sort_keys=True))
+        except (ValueError, TypeError, KeyError, IndexError):
+            return 0.0
+    return 0.5 * min(1, len(seen))
+
+
+def vlmr3_segment_length_reward(text: str, per_char: float = 0.01, cap: float = 0.1) -> float:
+    r"""VLM-R3's length reward exactly as its code splits (``length_reward``): whitespace
+    collapsed, split only at ``\{"bbox_2d":\s*\[[^\]]*\]\}`` (a call written with other
+    spacing is text there), ``<tool_call>`` calls read as that form first. Our
+    ``rgrpo_segment_length`` splits at every call syntax we accept instead."""
+    thinking = as_vlmr3_calls(text).split("<answer>")[0].strip()
+    thinking = thinking.replace("<think>", "").replace("</think>", "")
+    thinking = re.sub(r"\s+", " ", thinking).strip()
+    segments = _VLMR3_BBOX.split(thinking)
+    kept = [g.strip() for i, g in enumerate(segments)
+            if g.strip() or i == 0 or i == len(segments) - 1]
+    return float(max(0.0, min(cap, per_char * (min(len(g) for g in kept) if kept else 0))))
 
 
 def format_reward(text: str, max_answer_chars: int = 1000, cleaned: bool = False) -> float:

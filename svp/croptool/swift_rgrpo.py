@@ -371,8 +371,16 @@ class Vlmr3RegionsReward(_AccuracyMixin, _RewardBase):
         return rewards.vlmr3_regions_reward(batch.text(i), self.accuracy(i, batch, columns))
 
 
+class Vlmr3SegmentLengthReward(_RewardBase):
+    name = "rgrpo_segment_length_vlmr3"
+
+    def score(self, i, batch, columns):
+        return rewards.vlmr3_segment_length_reward(batch.text(i))
+
+
 REWARD_CLASSES = [AccuracyReward, FormatReward, CropValidReward, RegionIouReward,
-                  SegmentLengthReward, ToolReward, Vlmr3FormatReward, Vlmr3RegionsReward]
+                  SegmentLengthReward, ToolReward, Vlmr3FormatReward, Vlmr3RegionsReward,
+                  Vlmr3SegmentLengthReward]
 
 
 def _named_for_logging(cls):

@@ -86,6 +86,21 @@ def vlmr3_length_reward(content: str) -> float:
 ])
 def test_segment_length_equals_vlmr3s_code(text):
     assert R.segment_length_reward(text) == pytest.approx(vlmr3_length_reward(text))
+    assert R.vlmr3_segment_length_reward(text) == pytest.approx(vlmr3_length_reward(text))
+
+
+@pytest.mark.parametrize("text, ours, vlmr3", [
+    # VLM-R3 splits only at its exact spacing: a spaced call is text there, a split for us
+    ('<think>look here { "bbox_2d" : [1, 2, 3, 4]} ab</think><answer>x</answer>', 0.02, 0.1),
+    # our syntax is read as the {"bbox_2d": ..} it stands for
+    ('<think>look here <tool_call>[1, 2, 3, 4]</tool_call> ab</think><answer>x</answer>',
+     0.02, 0.02),
+])
+def test_segment_length_vlmr3_splits_as_its_regex(text, ours, vlmr3):
+    assert R.segment_length_reward(text) == pytest.approx(ours)
+    assert R.vlmr3_segment_length_reward(text) == pytest.approx(vlmr3)
+    assert R.vlmr3_segment_length_reward(R.as_vlmr3_calls(text)) == pytest.approx(
+        vlmr3_length_reward(R.as_vlmr3_calls(text)))
 
 
 def vlmr3_format_and_repeat(content: str, accuracy: float) -> tuple[float, float]:
@@ -120,16 +135,25 @@ def vlmr3_format_and_repeat(content: str, accuracy: float) -> tuple[float, float
     '<think>no call</think><answer>x</answer>',                # no box: no region reward
     '<think>line one\nline two {"bbox_2d": [1, 2, 3, 4]}</think>\n<answer>a\nb</answer>',
     'plain answer',
+    '<think>three numbers {"bbox_2d": [10, 20, 30]}</think><answer>x</answer>',  # value unread
+    '<think>{"bbox_2d": "left"} {"box": 1}</think><answer>x</answer>',  # "bbox" not in 2nd
+    '<think>{"bbox": [1, 2, 3, 4]}</think><answer>x</answer>',    # no bbox_2d key: zero
+    '<think>a {"bbox_2d": [1, 2, {"x": 1}]} b</think><answer>x</answer>',  # non-greedy cut
 ])
 @pytest.mark.parametrize("accuracy", [1.0, 0.0])
 def test_vlmr3_reward_set_equals_its_code(text, accuracy):
     """REWARD_SET=vlmr3's format and region rewards give VLM-R3's values on its own call
-    syntax; the region reward only for a right answer."""
+    syntax, its quirks included (a box's value is never looked at); the region reward only
+    for a right answer. Our <tool_call> form scores as the JSON it stands for."""
     fmt, repeat = vlmr3_format_and_repeat(text, accuracy)
     assert R.vlmr3_format_reward(text) == fmt
     assert R.vlmr3_regions_reward(text, accuracy) == repeat
+    ours = R.as_vlmr3_calls(text.replace('{"bbox_2d": ', "<tool_call>").replace(
+        "]}", "]</tool_call>")) if '{"bbox_2d": [' in text else text
+    assert R.vlmr3_regions_reward(ours, accuracy) == vlmr3_format_and_repeat(ours, accuracy)[1]
     assert list(R.REWARD_SETS["vlmr3"]) == ["rgrpo_accuracy", "rgrpo_format_vlmr3",
-                                            "rgrpo_regions_vlmr3", "rgrpo_segment_length"]
+                                            "rgrpo_regions_vlmr3",
+                                            "rgrpo_segment_length_vlmr3"]
     top = {name: float(rng.strip("{}[]").split(",")[-1])  # each range's upper end
            for name, (rng, _, _) in R.VLMR3_REWARDS.items()}
     assert sum(top[n] * w for n, (_, w, _) in R.VLMR3_REWARDS.items()) == pytest.approx(2.1)
