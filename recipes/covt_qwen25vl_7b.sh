@@ -10,9 +10,12 @@
 #
 # RUNS: space-separated SCHEDULE:STEPS[:AUX_UNTIL]. SCHEDULE is a stage or a step schedule
 # (stage@step,...), as SVP_COVT_SCHEDULE takes; AUX_UNTIL is the step after which that run
-# trains the LM loss only. Default: the paper's four stages, 4000/3000/3000/5000 steps.
-# Upstream's released two-run setting is
-#   RUNS="understanding:6000 generation@0,reasoning@3000,efficient@6000:10000:8000".
+# trains the LM loss only. Default: upstream's released scripts (finetune.sh + run.sh): 6000
+# steps of understanding, merge, then 10000 steps of generation -> reasoning (from 3000) ->
+# efficient (from 6000) with the expert losses off from step 8000, merge:
+#   RUNS="understanding:6000 generation@0,reasoning@3000,efficient@6000:10000:8000"
+# Four runs with a merge after each stage (what this recipe did before):
+#   RUNS="understanding:4000 generation:3000 reasoning:3000 efficient:5000"
 # A run whose .done marker exists is skipped; an interrupted run resumes from its newest
 # checkpoint and continues its stage schedule (the stage follows the global step). FORCE=1
 # reruns everything; DRY_RUN=1 prints the commands. Knobs: LR, BATCH, GRAD_ACC, LORA_RANK,
@@ -30,7 +33,7 @@ source "$HERE/common.sh"
 BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}
 DATA=${DATA:?set DATA (LLaVA conversations JSON/JSONL with images)}
 WORK_DIR=${WORK_DIR:-output/covt_$(basename "$BASE_MODEL")}
-RUNS=${RUNS:-"understanding:4000 generation:3000 reasoning:3000 efficient:5000"}
+RUNS=${RUNS:-"understanding:6000 generation@0,reasoning@3000,efficient@6000:10000:8000"}
 LR=${LR:-5e-5}
 BATCH=${BATCH:-1}
 GRAD_ACC=${GRAD_ACC:-1}
@@ -100,7 +103,7 @@ for entry in $RUNS; do
       --dataset "$DATA" --max_steps "$steps" --tuner_type "$tuner" --target_modules all-linear \
       --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --lora_dropout "$LORA_DROPOUT" \
       --modules_to_save "${save_modules[@]}" --freeze_vit true \
-      --learning_rate "$LR" --weight_decay 0.1 --warmup_ratio 0.05 \
+      --learning_rate "$LR" --optimizer covt --weight_decay 0.1 --warmup_ratio 0.05 \
       --lr_scheduler_type cosine --per_device_train_batch_size "$BATCH" \
       --gradient_accumulation_steps "$GRAD_ACC" --max_pixels "$MAX_PIXELS" \
       --max_length "$MAX_LENGTH" --truncation_strategy delete --torch_dtype "$DTYPE" \

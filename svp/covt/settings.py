@@ -76,6 +76,11 @@ class CovtSettings:
         "Depth Anything's input: `upstream` (squashed to 256 px, then its own cubic resize to "
         "518; depth back to 256 with align_corners) or `direct` (ours: the original straight "
         "to 518, more detail)")
+    head_lr: float = s.env(
+        "SVP_COVT_HEAD_LR", 1e-5, s.number(positive=True),
+        "learning rate of the heads' projections, queries and cross-attention under the "
+        "recipe's `--optimizer covt` (upstream's `--projection_layer_lr` 1e-5; LoRA and the "
+        "depth MLP take `--learning_rate`)")
     cache: str | None = s.env(
         "SVP_COVT_CACHE", None, s.text,
         "target cache written by `data_tools/cache_expert_targets.py`")

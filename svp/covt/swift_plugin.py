@@ -26,6 +26,7 @@ from swift.callbacks import TrainerCallback, callbacks_map
 from swift.model import ModelArch, ModelMeta, register_model
 from swift.model.models.qwen import Qwen2_5VLLoader
 from swift.model.register import MODEL_MAPPING
+from swift.optimizers import OptimizerCallback, optimizers_map
 from swift.template.register import TEMPLATE_MAPPING, register_template
 from swift.template.templates.qwen import Qwen2_5VLTemplate
 from swift.utils import get_logger
@@ -50,6 +51,7 @@ logger = get_logger()
 MODEL_TYPE = "covt_qwen2_5_vl"
 TEMPLATE = "qwen2_5_vl_covt"
 CALLBACK = "covt_stage"
+OPTIMIZER = "covt"
 HEADS_ATTR = "covt_heads"
 
 
@@ -533,8 +535,31 @@ def runtime_for(config: CovtSettings, model) -> CovtRuntime:
     return _RUNTIMES[key]
 
 
+class CovtOptimizer(OptimizerCallback):
+    """``--optimizer covt``: upstream's groups (svp/covt/optim.py), the heads' projections at
+    ``SVP_COVT_HEAD_LR``, everything else at ``--learning_rate``; ms-swift's way to give parts
+    of a model their own rate (as its ``multimodal`` optimizer does for the ViT)."""
+
+    def create_optimizer(self, model=None):
+        from transformers.trainer import Trainer as HfTrainer
+
+        from svp.covt.optim import param_groups
+
+        args = self.args
+        model = model if model is not None else self.trainer.model
+        decay = set(HfTrainer.get_decay_parameter_names(None, model))
+        head_lr = settings.load().head_lr
+        groups = param_groups(model.named_parameters(), decay, args.learning_rate, head_lr,
+                              args.weight_decay)
+        n_head = sum(len(g["params"]) for g in groups if g["lr"] == head_lr)
+        logger.info(f"covt optimizer: {n_head} head tensors at lr {head_lr:g} "
+                    f"(SVP_COVT_HEAD_LR), the rest at {args.learning_rate:g}")
+        optimizer_cls, kwargs = HfTrainer.get_optimizer_cls_and_kwargs(args, model)
+        return optimizer_cls(groups, **kwargs)
+
+
 def register() -> None:
-    """Idempotent registration of the model type, template and callback."""
+    """Idempotent registration of the model type, template, callback and optimizer."""
     from dataclasses import replace
 
     settings.load()  # validated and logged at start-up
@@ -550,3 +575,4 @@ def register() -> None:
                                  architectures=["Qwen2_5_VLForConditionalGeneration"],
                                  is_multimodal=True, tags=["vision"]))
     callbacks_map[CALLBACK] = CovtStageCallback
+    optimizers_map.setdefault(OPTIMIZER, CovtOptimizer)

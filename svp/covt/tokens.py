@@ -138,9 +138,10 @@ class Schedule:
     ``starts`` lists (first step, stage) in order. Built from the trainer's *global step*, so
     a resumed run continues where it stopped (upstream counted samples inside the Dataset
     and restarted at 0 on resume). ``Schedule.parse("reasoning")`` is one fixed stage;
-    ``"generation@0,reasoning@3000,efficient@6000"`` is upstream's second run; the default
-    is the paper's single run (upstream ``train/scripts/finetune.sh``) with expert losses
-    until step 15000.
+    ``"generation@0,reasoning@3000,efficient@6000"`` is upstream's second run (its
+    ``train/scripts/run.sh``, expert losses off from step 8000: ``aux_until``); the default
+    ``paper`` is the four stages in one run (4000 / 3000 / 3000 / 5000 steps) with the expert
+    losses until step 15000. The recipe's default ``RUNS`` is upstream's two runs.
     """
 
     starts: tuple[tuple[int, str], ...] = ((0, "understanding"), (4000, "generation"),

@@ -123,6 +123,10 @@ def test_recipe_runs_stages_with_merges_and_restores_heads(data, tiny_model):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     text = r.stdout + r.stderr
     assert f"covt: restored 11 head tensors from {work / 'run1_understanding_merged'}" in text
+    # upstream's optimizer groups: SAM's 7 projection / query / attention tensors at its
+    # projection lr, the depth MLP's 4 at the main one
+    assert "covt optimizer: 7 head tensors at lr 1e-05 (SVP_COVT_HEAD_LR), the rest at 0.01" \
+        in text
     # an adapter checkpoint: LoRA, heads and the new rows' deltas, no vocabulary matrix
     with safe_open(str(last_checkpoint(work / "run1_understanding") /
                        "adapter_model.safetensors"), "pt") as f:

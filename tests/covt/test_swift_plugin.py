@@ -351,3 +351,22 @@ def test_sam_empty_rule_reaches_the_experts():
     assert _experts(settings.load(env))["sam"].empty_masks == "zero"  # upstream by default
     chosen = _experts(settings.load({**env, "SVP_COVT_SAM_EMPTY": "background"}))
     assert chosen["sam"].empty_masks == "background"
+
+
+def test_recipe_default_schedule_is_upstreams_two_runs(tmp_path):
+    """With RUNS unset the recipe runs upstream's finetune.sh + run.sh: understanding for
+    6000 steps, merge, then generation / reasoning from 3000 / efficient from 6000 over 10000
+    steps with the expert losses off from step 8000, merge."""
+    env = offline_env(DATA="d.jsonl", DRY_RUN="1", WORK_DIR=str(tmp_path / "w"),
+                      SVP_COVT_BACKEND="standin")
+    r = subprocess.run(["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    cmds = [ln for ln in r.stdout.splitlines() if ln.startswith("+ ")]
+    assert len(cmds) == 4  # two runs, two merges
+    assert "SVP_COVT_SCHEDULE=understanding SVP_COVT_AUX_UNTIL= " in cmds[0]
+    assert "--max_steps 6000" in cmds[0] and "--optimizer covt" in cmds[0]
+    assert ("SVP_COVT_SCHEDULE=generation@0,reasoning@3000,efficient@6000 "
+            "SVP_COVT_AUX_UNTIL=8000 ") in cmds[2]
+    assert "--max_steps 10000" in cmds[2]
+    assert str(tmp_path / "w" / "run2_generation_merged") in cmds[3]
