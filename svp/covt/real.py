@@ -24,6 +24,7 @@ frozen decoders. Experts run on CUDA when available, in float32.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from collections.abc import Mapping
@@ -125,7 +126,7 @@ class SamExpert(Expert):
     prompt, single-mask output -> 256x256 logits."""
 
     name, token_dim, res, max_masks = "sam", 256, 256, 8
-    version = "1"
+    version = "2"  # 2: the picture resized bicubic (upstream), was bilinear
     keys, searched, binary = ("embed", "masks", "n_masks"), ("masks", "n_masks"), ("masks",)
 
     def __init__(self, n_tokens: int = 8, ckpt: Path | None = None, points_per_side: int = 32):
@@ -149,7 +150,9 @@ class SamExpert(Expert):
         return f"{super().fingerprint()}:{self.variant}:pps{self.amg.point_grids[0].shape[0]}"
 
     def _input(self, image):
-        return np.asarray(image.convert("RGB").resize((self.res, self.res), Image.BILINEAR))
+        """The 256 x 256 picture SAM sees, as upstream makes it: ``image.resize((256, 256))``,
+        PIL's default filter (bicubic); version 1 of the targets used bilinear."""
+        return np.asarray(image.convert("RGB").resize((self.res, self.res), Image.BICUBIC))
 
     @torch.no_grad()
     def complete(self, images, known):
@@ -187,9 +190,20 @@ class SamExpert(Expert):
             logits, _ = dec(image_embeddings=emb, image_pe=pe.get_dense_pe().to(z.dtype),
                             sparse_prompt_embeddings=z[b][:, None, :],
                             dense_prompt_embeddings=dense, multimask_output=False)
-            out.append(F.interpolate(logits, size=(self.res, self.res), mode="bilinear",
-                                     align_corners=False)[:, 0])
+            # upstream (decode_sam_embed_with_tokens) runs SAM's own postprocess_masks, as
+            # the automatic mask generator's targets do: 256 -> 1024 (the padded input
+            # frame, all of it for a square picture) -> the 256 picture, bilinear both ways
+            out.append(self.sam.postprocess_masks(logits, input_size=self._frame,
+                                                  original_size=(self.res, self.res))[:, 0])
         return torch.stack(out)
+
+    @functools.cached_property
+    def _frame(self) -> tuple[int, int]:
+        """The picture's size inside SAM's square input (ResizeLongestSide of res x res)."""
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        size = self.sam.image_encoder.img_size
+        return ResizeLongestSide(size).get_preprocess_shape(self.res, self.res, size)
 
     def loss(self, pred, t):
         return losses.sam_loss(pred, t["masks"].to(pred.device), t["n_masks"],
