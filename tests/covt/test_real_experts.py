@@ -261,3 +261,33 @@ def test_depth_input_setting_reaches_the_expert(ckpts):
     cfg = ThoughtConfig.parse("depth")
     built = build_experts(cfg, "real", {"depth": ckpts["depth"]}, "upstream", chosen)
     assert built["depth"].input_mode == "direct"
+
+
+def test_sam_picture_and_decoding_are_upstreams(ckpts):
+    """Upstream's SAM path: the picture resized to 256 x 256 with PIL's default (bicubic), and
+    the thought tokens' masks through SAM's postprocess_masks (256 -> 1024 -> 256, bilinear),
+    as its automatic-mask targets are. Written out here from upstream's
+    decode_sam_embed_with_tokens; the direct 256 logits (ours before) differ."""
+    import torch.nn.functional as F
+
+    expert = real.SamExpert(4, ckpts["sam"], points_per_side=2)  # the search is not tested
+    img = images(1)[0]
+    assert np.array_equal(expert._input(img), np.asarray(img.resize((256, 256), Image.BICUBIC)))
+    assert not np.array_equal(expert._input(img),
+                              np.asarray(img.resize((256, 256), Image.BILINEAR)))
+    t = expert.targets([img])
+    torch.manual_seed(1)
+    z = torch.randn(1, 4, 256)
+    got = expert.decode(z, t)
+    dec, pe = expert.sam.mask_decoder, expert.sam.prompt_encoder
+    want = []
+    for token in z[0]:
+        low, _ = dec(image_embeddings=t["embed"][:1], image_pe=pe.get_dense_pe(),
+                     sparse_prompt_embeddings=token[None, None, :],
+                     dense_prompt_embeddings=pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+                     .expand(1, -1, 64, 64), multimask_output=False)
+        up = F.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)
+        want.append(F.interpolate(up, (256, 256), mode="bilinear", align_corners=False)[0, 0])
+        direct = low[0, 0]
+    assert torch.allclose(got[0], torch.stack(want), atol=1e-5)
+    assert not torch.allclose(got[0, -1], direct, atol=1e-3)
