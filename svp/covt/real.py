@@ -294,9 +294,14 @@ class DepthExpert(Expert):
 
 # ----------------------------------------------------------------------------- feature experts
 class _HFFeatures(Expert):
-    """A transformers vision model whose features are the target (MSE, no decoder)."""
+    """A transformers vision model whose features are the target (MSE, no decoder).
 
-    version = "1"
+    Images go through the checkpoint's image processor on its PIL backend: upstream pins
+    transformers 4.50.1, whose processors for these models are the PIL ones; 5.x defaults to
+    torchvision, which resizes with other filters and centres a padded crop one pixel apart
+    (``round`` against ``//``)."""
+
+    version = "2"  # 2: the PIL processors (upstream's); 1 used transformers 5's torchvision
     keys = ("features",)
 
     def __init__(self, name: str, n_tokens: int, ckpt: Path | None, processor_kwargs=None):
@@ -305,8 +310,8 @@ class _HFFeatures(Expert):
 
         self.name = name
         self.ckpt = checkpoint(name, ckpt)
-        self.processor = AutoImageProcessor.from_pretrained(str(self.ckpt),
-                                                            **(processor_kwargs or {}))
+        self.processor = AutoImageProcessor.from_pretrained(
+            str(self.ckpt), backend="pil", **(processor_kwargs or {}))
         self.model = self._load().to(device()).eval().requires_grad_(False)
 
     def _load(self):

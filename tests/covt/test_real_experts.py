@@ -216,6 +216,20 @@ def test_dino_input_upstream_pads_a_256_image_into_448(ckpts):
         real.DinoExpert(4, ckpts["dino"], "other")
 
 
+def test_expert_pixels_are_transformers_450s(ckpts):
+    """Upstream pins transformers 4.50.1, whose BitImageProcessor is the PIL one: a 120 x 90
+    picture, resized to 341 x 256 and centred in the 448 frame, fills columns 54..394 (run
+    against 4.50.1 itself outside the project: 0.0 difference; transformers 5's default
+    torchvision processor fills 53..393, max difference 4.46)."""
+    expert = real.DinoExpert(4, ckpts["dino"], "upstream")
+    x = expert._pixels(images(1))[0]
+    black = (-torch.tensor(real.IMAGENET_MEAN) / torch.tensor(real.IMAGENET_STD))
+    picture = [c for c in range(448) if not torch.allclose(x[:, 224, c], black, atol=1e-4)]
+    assert (picture[0], picture[-1], len(picture)) == (54, 394, 341)
+    for name in ("siglip", "metaclip"):  # every processor-fed expert: the PIL backend
+        assert type(real.PooledExpert(name, 4, ckpts[name]).processor).__name__.endswith("Pil")
+
+
 def test_dino_input_setting_reaches_the_expert(ckpts):
     from svp.covt.experts import build_experts
 
