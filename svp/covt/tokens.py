@@ -111,7 +111,7 @@ def build_turn(stage: str, question: str, answer: str, cfg: ThoughtConfig,
     image = "<image>" if question.startswith("<image>") else ""
     q = question[len(image):].lstrip("\n")
     if stage == "understanding":
-        return image + cfg.thought() + "\n" + q, answer
+        return image + cfg.thought() + q, answer  # upstream: right after <|vision_end|>
     if stage == "generation":
         return f"{image}What is the {_names(cfg.experts)} of the image?", cfg.thought()
     if stage in ("reasoning", "efficient"):
@@ -124,7 +124,8 @@ def build_turn(stage: str, question: str, answer: str, cfg: ThoughtConfig,
             experts = [e for e in experts if e in keep]
         parts = [f"the {SPECS[e].task} of the image is {cfg.group(e)}" for e in experts]
         because = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
-        return image + q, f"<think> Because {because}. </think>\n<answer> {answer} </answer>"
+        # upstream: "<think> Because " + ... + ". " + " </think>\n<answer> " (two spaces)
+        return image + q, f"<think> Because {because}.  </think>\n<answer> {answer} </answer>"
     raise ValueError(f"unknown CoVT stage {stage!r} (one of {STAGES})")
 
 

@@ -46,16 +46,19 @@ def test_thought_config_parsing():
 
 
 def test_stage_texts_follow_upstream():
+    """Upstream's data.py, written out: the newlines around <image> dropped and the thought
+    tokens right after <|vision_end|> (add_anchor_pad), the question straight after them; the
+    reasoning answer '<think> Because ... . ' + ' </think>' (two spaces before </think>)."""
     cfg = ThoughtConfig.parse("sam,depth")
-    q, a = "<image>How many cars?", "3"
-    expected = ("<image>" + cfg.thought() + "\nHow many cars?", "3")
+    q, a = "<image>\nHow many cars?", "3"
+    expected = ("<image>" + cfg.thought() + "How many cars?", "3")
     assert build_turn("understanding", q, a, cfg) == expected
     assert build_turn("generation", q, a, cfg) == (
         "<image>What is the segmentation, depth map of the image?", cfg.thought())
     user, ans = build_turn("reasoning", q, a, cfg)
-    assert user == q and ans == (
+    assert user == "<image>How many cars?" and ans == (
         f"<think> Because the segmentation of the image is {cfg.group('sam')}, and the depth "
-        f"map of the image is {cfg.group('depth')}. </think>\n<answer> 3 </answer>")
+        f"map of the image is {cfg.group('depth')}.  </think>\n<answer> 3 </answer>")
     rng = random.Random(0)
     outs = [build_turn("efficient", q, a, cfg, rng)[1] for _ in range(600)]
     plain = sum(o == "3" for o in outs)
