@@ -15,7 +15,9 @@ their union is scored as the official evaluator does (svp/masktok/gres_metrics.p
 named protocol (``--protocol``):
 
 - ``samtok`` (default), SAMTok's GRES evaluation: original resolution, crowd annotations kept,
-  a prediction is "no target" when its decoded union mask is empty; its fixed prompt
+  the answer's codes read as its script reads them (an odd count repaired, an even count
+  paired in order: ``svp.masktok.tokens.parse_mask_tokens_samtok``), a prediction is "no
+  target" when its decoded union mask is empty; its fixed prompt
   (``tokenize_gres.py`` writes it for val/test) and unconstrained generation
   (``SVP_CONSTRAIN_MASKS=0 swift infer``) are the caller's side and are checked/recorded.
 - ``tokens``: ours: "no target" when the answer holds no mask tokens.
@@ -48,7 +50,7 @@ from svp.masktok.gres_data import (
     target_masks,
 )
 from svp.masktok.gres_metrics import format_metrics, gres_metrics, score_sample
-from svp.masktok.tokens import parse_gres_answer
+from svp.masktok.tokens import MaskAnswerItem, parse_gres_answer, parse_mask_tokens_samtok
 
 
 def _question(row: dict) -> str:
@@ -195,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     if overlay_dir:
         overlay_dir.mkdir(parents=True, exist_ok=True)
     answers = [pred.get(args.text_field) or "" for pred, _ in pairs]
-    items = [parse_gres_answer(text) for text in answers]
+    if args.protocol == "samtok":  # its script's reading of the codes, repairs included
+        items = [[MaskAnswerItem(c) for c in parse_mask_tokens_samtok(text)]
+                 for text in answers]
+    else:
+        items = [parse_gres_answer(text) for text in answers]
     # Each picture is read and run through the codec once, for all the samples that use it.
     by_image: dict[str, list[int]] = defaultdict(list)
     for i, (_, gt) in enumerate(pairs):

@@ -90,6 +90,41 @@ def parse_mask_tokens(text: str) -> list[tuple[int, int]]:
     return masks
 
 
+_CODE = re.compile(r"<\|mt_(\d{4})\|>")          # a code token (4 digits: not start/end)
+_WHOLE = re.compile(r"<\|mt_start\|><\|mt_(\d{4})\|><\|mt_(\d{4})\|><\|mt_end\|>")
+_ANY_CODE = r"<\|mt_\d+\|>"
+_SAMTOK_REPAIRS = (  # SAMTok's eval script, in its order: extra codes cut to two, then one
+    # code with <|mt_end|> or one code not followed by a code gets the placeholder 9999
+    (re.compile(rf"(<\|mt_start\|>{_ANY_CODE}{_ANY_CODE})(?:{_ANY_CODE})+<\|mt_end\|>"),
+     r"\1<|mt_end|>"),
+    (re.compile(rf"(<\|mt_start\|>{_ANY_CODE})<\|mt_end\|>"), r"\1<|mt_9999|><|mt_end|>"),
+    (re.compile(rf"(<\|mt_start\|>{_ANY_CODE})(?!<\|mt_)"), r"\1<|mt_9999|><|mt_end|>"),
+)
+
+
+def parse_mask_tokens_samtok(text: str) -> list[tuple[int, int]]:
+    """Masks of ``text`` exactly as SAMTok's GRES evaluation reads them (``--protocol
+    samtok``): every code token in order; when their count is odd, the text is repaired
+    (a mask with more than two codes keeps its first two, a mask with one code gets the
+    out-of-range placeholder 9999) and only complete ``<|mt_start|>a b<|mt_end|>`` masks are
+    read; an even count is paired in order whatever the start / end tokens say. A first code
+    outside the first codebook drops the mask, a second outside the second becomes -1.
+    Never raises."""
+    if not isinstance(text, str):
+        return []
+    ids = [int(x) for x in _CODE.findall(text)]
+    if len(ids) % CODEBOOK_DEPTH:
+        for pattern, repl in _SAMTOK_REPAIRS:
+            text = pattern.sub(repl, text)
+        ids = [int(x) for pair in _WHOLE.findall(text) for x in pair]
+    masks = []
+    for c0, second in zip(ids[0::2], ids[1::2], strict=True):  # an even count here
+        c1 = second - CODEBOOK_SIZE
+        if 0 <= c0 < CODEBOOK_SIZE:
+            masks.append((c0, c1 if 0 <= c1 < CODEBOOK_SIZE else -1))
+    return masks
+
+
 @dataclass(frozen=True)
 class MaskAnswerItem:
     """One target of a mask-generation answer."""

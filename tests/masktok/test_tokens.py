@@ -22,6 +22,7 @@ from svp.masktok.tokens import (
     mask_token_list,
     parse_gres_answer,
     parse_mask_tokens,
+    parse_mask_tokens_samtok,
     sort_left_to_right,
 )
 
@@ -125,7 +126,7 @@ _codes = st.integers(-5, 100000).map(lambda i: f"<|mt_{i:04d}|>")
 @given(st.lists(st.one_of(_pieces, _codes, st.text(max_size=8)), max_size=40))
 def test_parsers_never_raise_and_return_valid_codes(parts):
     text = "".join(parts)
-    for c0, c1 in parse_mask_tokens(text):
+    for c0, c1 in parse_mask_tokens(text) + parse_mask_tokens_samtok(text):
         assert 0 <= c0 < 256 and (c1 == -1 or 0 <= c1 < 256)
     for item in parse_gres_answer(text):
         assert 0 <= item.codes[0] < 256
@@ -134,6 +135,36 @@ def test_parsers_never_raise_and_return_valid_codes(parts):
 @given(st.one_of(st.none(), st.integers(), st.binary()))
 def test_parsers_accept_non_strings(value):
     assert parse_mask_tokens(value) == [] and parse_gres_answer(value) == []
+    assert parse_mask_tokens_samtok(value) == []
+
+
+def _m(*codes: int, start: bool = True, end: bool = True) -> str:
+    return ((MT_START if start else "") + "".join(f"<|mt_{c:04d}|>" for c in codes)
+            + (MT_END if end else ""))
+
+
+@pytest.mark.parametrize("text, samtok, ours", [
+    # an odd count: repaired, then only <start> a b <end> masks read; a 3-code mask keeps 2
+    (_m(5, 300, 7), [(5, 44)], [(5, 44), (7, -1)]),
+    (_m(5, 300, 7) + _m(9, 260), [(5, 44), (9, 4)], [(5, 44), (7, -1), (9, 4)]),
+    # odd: a bare pair outside start / end is not a complete mask there; ours reads it
+    (_m(5, 300) + _m(9, 260, start=False, end=False) + _m(3), [(5, 44), (3, -1)],
+     [(5, 44), (9, 4), (3, -1)]),
+    # odd: one code with <|mt_end|> or at the end of the text gets the 9999 placeholder (-1)
+    (_m(5) + _m(6, 262), [(5, -1), (6, 6)], [(5, -1), (6, 6)]),
+    (_m(6, 262) + _m(5, end=False), [(6, 6), (5, -1)], [(6, 6), (5, -1)]),
+    # an even count is paired in order whatever the start / end tokens say
+    (_m(5) + _m(6), [(5, -1)], [(5, -1), (6, -1)]),
+    (_m(5, 300, 7, 270), [(5, 44), (7, 14)], [(5, 44), (7, 14)]),
+    (_m(300, 5), [], []),                   # a second-level first code drops the mask
+    ("No target.", [], []),
+])
+def test_samtok_protocol_reads_codes_as_its_script(text, samtok, ours):
+    """``--protocol samtok`` parses as SAMTok's GRES script (its fix_mt_format_comprehensive
+    and the two extractors; checked against the script itself outside the project: 0 of 400
+    random answer sets differ, 199 did with our parser); our own parser reads more."""
+    assert parse_mask_tokens_samtok(text) == samtok
+    assert parse_mask_tokens(text) == ours
 
 
 # --- constrained decoding --------------------------------------------------------------------
