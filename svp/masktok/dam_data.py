@@ -93,7 +93,9 @@ def zoom_size(crop_w: int, crop_h: int) -> tuple[int, int] | None:
 
 def crop_mask(mask: np.ndarray, window, size: tuple[int, int] | None) -> np.ndarray:
     """The region's mask in the crop: cut by ``window``, resized bilinearly to ``size``
-    (w, h) and thresholded at 0.5 when the crop was resized."""
+    (w, h) and thresholded at 0.5 when the crop was resized. As SAMTok's DAM tokenizer, the
+    0/1 mask is interpolated as uint8: torch rounds each value to an integer before the
+    threshold, so a pixel at exactly 0.5 is in the mask (a float interpolation drops it)."""
     import torch
     import torch.nn.functional as F
 
@@ -101,5 +103,5 @@ def crop_mask(mask: np.ndarray, window, size: tuple[int, int] | None) -> np.ndar
     cut = np.ascontiguousarray(mask[y1:y2, x1:x2])
     if size is None:
         return cut.astype(bool)
-    t = torch.from_numpy(cut.astype(np.float32))[None, None]
+    t = torch.from_numpy(cut.astype(np.uint8))[None, None]
     return (F.interpolate(t, size=(size[1], size[0]), mode="bilinear")[0, 0] > 0.5).numpy()

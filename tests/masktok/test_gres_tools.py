@@ -345,6 +345,26 @@ def test_tokenize_dam_on_the_coco_fixture(trained_codec, tmp_path, capsys):
     assert all(z for _, _, z, *_ in report)  # the three regions are small: all zoomed
 
 
+def test_dam_crop_mask_is_interpolated_as_uint8_as_samtok():
+    """SAMTok's DAM tokenizer resizes the cut 0/1 mask as a uint8 tensor (bilinear, then
+    > 0.5): torch rounds each value first, so boundary pixels at exactly 0.5 are kept. A
+    float32 interpolation (ours before) drops them and the crop's tokens change."""
+    import torch
+    import torch.nn.functional as F
+
+    from svp.masktok import dam_data
+
+    mask = np.zeros((60, 90), bool)
+    mask[10:40, 20:61] = True
+    window, size = (5, 5, 85, 55), (448, 280)
+    got = dam_data.crop_mask(mask, window, size)
+    cut = torch.from_numpy(mask[5:55, 5:85].astype(np.uint8))[None, None]
+    want = (F.interpolate(cut, size=(280, 448), mode="bilinear")[0, 0] > 0.5).numpy()
+    as_float = (F.interpolate(cut.float(), size=(280, 448), mode="bilinear")[0, 0] > 0.5)
+    assert got.shape == (280, 448) and np.array_equal(got, want)
+    assert (got != as_float.numpy()).sum() > 0
+
+
 def test_rela_target_drops_crowd_and_rasterises_at_480():
     """ReLA's evaluator: crowd annotations dropped, the polygons scaled to the 480x480 image
     and rasterised there; a target of crowd annotations only has no defined target."""
