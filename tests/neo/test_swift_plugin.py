@@ -185,3 +185,18 @@ def test_loader_takes_missing_image_ids_from_the_tokenizer_and_refuses_wrong_one
     (ckpt / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="image token ids"):
         get_processor(str(ckpt), model_type="neo")
+
+
+def test_a_single_image_tagged_later_stays_where_tagged(loaded):
+    """A departure, named in docs/fidelity.md: NEO's kit prepends ``<image>\\n`` to the first
+    turn of a single-image sample whenever that turn lacks the tag, leaving a later
+    ``<image>`` as literal text; ours puts the image where the row tags it."""
+    _, processor, template = loaded
+    row = {"messages": [{"role": "user", "content": "Describe."},
+                        {"role": "assistant", "content": "Nothing yet."},
+                        {"role": "user", "content": "<image>And now?"},
+                        {"role": "assistant", "content": "A picture."}],
+           "images": [picture()]}
+    text = processor.decode(template.encode(row)["input_ids"])
+    first, second = text.split("<|im_start|>user\n")[1:3]
+    assert "<img>" not in first and second.startswith("<img>") and "<image>" not in text
