@@ -76,6 +76,10 @@ class CovtSettings:
         "Depth Anything's input: `upstream` (squashed to 256 px, then its own cubic resize to "
         "518; depth back to 256 with align_corners) or `direct` (ours: the original straight "
         "to 518, more detail)")
+    turns: str = s.env(
+        "SVP_COVT_TURNS", "first", s.choice("first", "all"),
+        "turns of a training row: `first` (upstream: the first question/answer pair only, "
+        "later turns and their pictures dropped) or `all` (ours: every turn, the first staged)")
     head_lr: float = s.env(
         "SVP_COVT_HEAD_LR", 1e-5, s.number(positive=True),
         "learning rate of the heads' projections, queries and cross-attention under the "

@@ -299,6 +299,8 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
                              "read one image and one group of thought tokens per row, and a "
                              "packed row holds several samples (only the first would be "
                              "supervised). Remove --packing / --padding_free.")
+        if self.is_training and self.covt.turns == "first":
+            first_pair_only(inputs)
         stage = self._stage_messages(inputs) if self.is_training and self.stage_rows else None
         image = inputs.images[0] if inputs.images else None
         encoded = super()._encode(inputs)
@@ -533,6 +535,22 @@ def runtime_for(config: CovtSettings, model) -> CovtRuntime:
                         if any(m is r.heads for m in model.modules())), None)
         _RUNTIMES[key] = runtime or CovtRuntime(config, model)
     return _RUNTIMES[key]
+
+
+def first_pair_only(inputs) -> None:
+    """Upstream's training rows: the first question/answer pair only (its data.py stops at the
+    second pair); the pictures tagged in the dropped turns go with them. Rows whose pictures
+    are not tagged (ms-swift puts them in front of the first turn) keep them all."""
+    msgs = inputs.messages
+    users = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
+    if not users or users[0] + 2 >= len(msgs):
+        return
+    kept = msgs[:users[0] + 2]
+    tagged = sum(str(m.get("content", "")).count("<image>") for m in msgs)
+    if tagged == len(inputs.images or []):
+        inputs.images = list(inputs.images)[:sum(str(m.get("content", "")).count("<image>")
+                                                for m in kept)]
+    inputs.messages = kept
 
 
 class CovtOptimizer(OptimizerCallback):

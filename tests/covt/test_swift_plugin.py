@@ -4,6 +4,7 @@ the target cache and the recipe's commands."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -116,6 +117,27 @@ def test_rows_are_staged_by_the_schedule(loaded, monkeypatch, tmp_path):
     assert "anchor" not in decode(template.encode(
         {"messages": [{"role": "user", "content": "<image>hi"}], "images": [scene()]}
     )["input_ids"])
+
+
+def test_training_rows_keep_the_first_pair_as_upstream(loaded, monkeypatch):
+    """Upstream's data.py stops at the second question/answer pair: a multi-turn row trains
+    its first pair only, and the picture tagged in a dropped turn goes too
+    (SVP_COVT_TURNS=first, the default); `all` keeps every turn."""
+    _, processor, template = loaded
+    decode = processor.tokenizer.decode
+    two = {"messages": [{"role": "user", "content": "<image>What shape is this?"},
+                        {"role": "assistant", "content": "A red circle."},
+                        {"role": "user", "content": "<image>And this one?"},
+                        {"role": "assistant", "content": "A square."}],
+           "images": [scene(0), scene(1)]}
+    enc = template.encode(copy.deepcopy(two))
+    text = decode(enc["input_ids"])
+    assert "A red circle." in text and "And this one?" not in text and "A square." not in text
+    assert len(enc["image_grid_thw"]) == 1
+    monkeypatch.setenv("SVP_COVT_TURNS", "all")
+    every = make_template(processor, template.model)  # settings are read per template
+    enc = every.encode(copy.deepcopy(two))
+    assert "A square." in decode(enc["input_ids"]) and len(enc["image_grid_thw"]) == 2
 
 
 @pytest.mark.parametrize("tuner", ["lora", "full"])
