@@ -47,6 +47,10 @@ NUM_WORKERS=${NUM_WORKERS:-4}
 GRAD_CKPT=${GRAD_CKPT:-true}
 DTYPE=${DTYPE:-bfloat16}
 TRAIN_NEW_ROWS=${TRAIN_NEW_ROWS:-1}
+# FRAME: qwen (Qwen2.5-VL's own chat template, the one a served model answers in) or upstream
+# (CoVT's data.py frame: a newline before every <|im_end|>, trained that way upstream and then
+# served with the standard template)
+FRAME=${FRAME:-qwen}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 DRY=${DRY_RUN:-0}
 PLUGIN="$REPO/plugins/covt.py"
@@ -56,6 +60,11 @@ svp_check_model BASE_MODEL "$BASE_MODEL"
 # experts, backend, weights parse; the real experts' checkpoints exist (svp/covt/settings.py)
 svp_check_settings covt
 svp_launch
+case "$FRAME" in
+  qwen) template=qwen2_5_vl_covt ;;
+  upstream) template=qwen2_5_vl_covt_upstream ;;
+  *) echo "covt: FRAME=$FRAME is not qwen or upstream" >&2; exit 2 ;;
+esac
 save_modules=(covt_heads)
 tuner=lora
 case "$TRAIN_NEW_ROWS" in
@@ -99,7 +108,7 @@ for entry in $RUNS; do
     echo "[covt] $name: schedule $schedule, $steps steps${aux:+, expert losses until step $aux}"
     run env SVP_COVT_SCHEDULE="$schedule" SVP_COVT_AUX_UNTIL="${aux:-}" \
       swift sft --external_plugins "$PLUGIN" --model "$model" \
-      --model_type covt_qwen2_5_vl --template qwen2_5_vl_covt --callbacks covt_stage \
+      --model_type covt_qwen2_5_vl --template "$template" --callbacks covt_stage \
       --dataset "$DATA" --max_steps "$steps" --tuner_type "$tuner" --target_modules all-linear \
       --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --lora_dropout "$LORA_DROPOUT" \
       --modules_to_save "${save_modules[@]}" --freeze_vit true \

@@ -50,6 +50,9 @@ from svp.covt.tokens import (
 logger = get_logger()
 MODEL_TYPE = "covt_qwen2_5_vl"
 TEMPLATE = "qwen2_5_vl_covt"
+#: upstream's chat frame: a newline before every <|im_end|> (its data.py writes
+#: "<|im_start|>{role}\n{content}\n<|im_end|>\n", the answer's final newline trained)
+TEMPLATE_UPSTREAM_FRAME = "qwen2_5_vl_covt_upstream"
 CALLBACK = "covt_stage"
 OPTIMIZER = "covt"
 HEADS_ATTR = "covt_heads"
@@ -587,6 +590,12 @@ def register() -> None:
     stock = TEMPLATE_MAPPING["qwen2_5_vl"]
     register_template(replace(stock, template_type=TEMPLATE,
                               template_cls=Qwen2_5VLCovtTemplate), exist_ok=True)
+    register_template(replace(
+        stock, template_type=TEMPLATE_UPSTREAM_FRAME, template_cls=Qwen2_5VLCovtTemplate,
+        prompt=["<|im_start|>user\n{{QUERY}}\n<|im_end|>\n<|im_start|>assistant\n"],
+        chat_sep=["\n<|im_end|>\n"], suffix=["\n<|im_end|>\n"],
+        system_prefix=["<|im_start|>system\n{{SYSTEM}}\n<|im_end|>\n"],
+        default_system="You are a helpful assistant."), exist_ok=True)
     if MODEL_TYPE not in MODEL_MAPPING:
         register_model(ModelMeta(MODEL_TYPE, [], CovtQwen2_5VLLoader, template=TEMPLATE,
                                  model_arch=ModelArch.qwen2_vl,

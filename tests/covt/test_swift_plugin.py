@@ -140,6 +140,31 @@ def test_training_rows_keep_the_first_pair_as_upstream(loaded, monkeypatch):
     assert "A square." in decode(enc["input_ids"]) and len(enc["image_grid_thw"]) == 2
 
 
+def test_upstream_frame_is_data_py_text(loaded, monkeypatch, tmp_path):
+    """``--template qwen2_5_vl_covt_upstream`` (the recipe's FRAME=upstream) writes CoVT's
+    data.py frame: system, user and answer each end '\n<|im_end|>\n', the answer's part
+    (its final newline included) is what is trained."""
+    from swift.template import get_template
+
+    model, processor, _ = loaded
+    monkeypatch.setenv("SVP_COVT_SCHEDULE", "understanding")
+    template = get_template(processor, template_type="qwen2_5_vl_covt_upstream")
+    template.set_mode("train")
+    template.model = model
+    enc = template.encode(row())
+    decode = processor.tokenizer.decode
+    text = decode(enc["input_ids"])
+    n = text.count("<|image_pad|>")
+    cfg = ThoughtConfig.parse("sam,depth")
+    assert text == ("<|im_start|>system\nYou are a helpful assistant.\n<|im_end|>\n"
+                    "<|im_start|>user\n<|vision_start|>" + "<|image_pad|>" * n
+                    + "<|vision_end|>" + cfg.thought() + "What shape is this?\n<|im_end|>\n"
+                    "<|im_start|>assistant\nA red circle.\n<|im_end|>\n")
+    trained = decode([t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True)
+                      if lab != -100])
+    assert trained == "A red circle.\n<|im_end|>\n"
+
+
 @pytest.mark.parametrize("tuner", ["lora", "full"])
 def test_heads_receive_gradients_experts_none(loaded, tuner):
     model, _, template = loaded
@@ -392,3 +417,11 @@ def test_recipe_default_schedule_is_upstreams_two_runs(tmp_path):
             "SVP_COVT_AUX_UNTIL=8000 ") in cmds[2]
     assert "--max_steps 10000" in cmds[2]
     assert str(tmp_path / "w" / "run2_generation_merged") in cmds[3]
+    assert "--template qwen2_5_vl_covt " in cmds[0]  # FRAME=qwen: the frame it is served in
+    up = subprocess.run(["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")],
+                        env=dict(env, FRAME="upstream"), capture_output=True, text=True,
+                        timeout=60)
+    assert "--template qwen2_5_vl_covt_upstream " in up.stdout
+    bad = subprocess.run(["bash", str(REPO / "recipes" / "covt_qwen25vl_7b.sh")],
+                         env=dict(env, FRAME="x"), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "FRAME=x" in bad.stderr
