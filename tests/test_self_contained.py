@@ -4,7 +4,7 @@ the runtime guard (tests/read_guard.py, installed by tests/conftest.py) catches 
 The static half reads every text file of the project (Python through ``ast``, so a path built
 from constants is seen as the string it is; the rest line by line). The runtime half starts a
 watched Python process, as the tests start ``swift`` and the data tools, inside a fake clone
-with a ``shared/`` beside it."""
+with the workplace folder (``WORKPLACE``) beside it."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def string_constants(path: Path) -> list[tuple[int, str]]:
 
 def names_a_neighbour(value: str) -> bool:
     """A Python string that, used as a path part, reaches the workplace folder beside the
-    clone: the bare folder name (``REPO.parent / "shared"``) or a path through it."""
+    clone: the bare folder name (joined to the clone's parent) or a path through it."""
     parts = re.split(r"[/\\]", value.strip())
     return parts[0] == WORKPLACE or (len(parts) > 1 and ".." in parts and WORKPLACE in parts)
 
@@ -83,7 +83,7 @@ def test_every_fixture_folder_says_where_its_files_come_from():
 
 
 @pytest.mark.parametrize(("path", "outside"), [
-    ("/w/shared/fixtures/a.json", True),    # the workplace folder beside the clone
+    (f"/w/{WORKPLACE}/fixtures/a.json", True),  # the workplace folder beside the clone
     ("/w/data", True),                      # any visible neighbour
     ("/w/main-old/tests/x.py", True),       # a sibling whose name starts like the clone's
     ("/w/main/tests/fixtures/a.json", False),
