@@ -183,8 +183,7 @@ README_MARKS = ("<!-- bench-results -->", "<!-- /bench-results -->")
 def results_table(results_md: str) -> str:
     """The dated table of a results.md (its date line, the table and the not-measured list):
     the README shows it as it is, so its figures are never typed by hand."""
-    body = results_md.split("\n", 2)[2].strip()  # without the title line
-    return body
+    return results_md.split("\n", 2)[2].strip()  # without the title line
 
 
 def readme_with_results(readme: str, results_md: str) -> str:

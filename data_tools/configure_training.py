@@ -101,11 +101,13 @@ def plan(dataset_size: int, gpu_memory: float, model: str = "qwen2_5_vl",
     if dataset_size <= 0 or gpu_memory <= 0 or gpus <= 0:
         raise ValueError("dataset_size, gpu_memory and gpus must be positive")
     tuner, rank, lr, notes = guidance(dataset_size, gpu_memory)
-    if tuner == "lora":
-        modes = [0] if largest_fit(tuner, rank, 0, gpu_memory, gpus, model)[0] else [3]
+    if tuner == "lora":  # DDP, or ZeRO-3 when not even micro-batch 1 fits there
+        fitted = [(largest_fit(tuner, rank, 0, gpu_memory, gpus, model), 0)]
+        if not fitted[0][0][0]:
+            fitted = [(largest_fit(tuner, rank, 3, gpu_memory, gpus, model), 3)]
     else:
-        modes = [0, 2, 3] if gpus > 1 else [0]
-    fitted = [(largest_fit(tuner, rank, z, gpu_memory, gpus, model), z) for z in modes]
+        fitted = [(largest_fit(tuner, rank, z, gpu_memory, gpus, model), z)
+                  for z in ([0, 2, 3] if gpus > 1 else [0])]
     (batch, memory_text, total), zero = max(fitted, key=lambda f: (f[0][0], -f[1]))
     fits = batch > 0
     if not fits:

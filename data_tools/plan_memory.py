@@ -43,7 +43,7 @@ RECIPES: dict[str, RunShape] = {
     "covt_qwen25vl_7b": RunShape("qwen2_5_vl_7b", tuner="lora", lora_rank=16, batch=1,
                                  seq_len=4096, modules_to_save=("covt_heads",)),
     # NEO: one packed row per device (its length is what memory depends on); the stage
-    # settings are upstream's (upstream's VLMTrainKit/scripts/*.sh), the patch embedding trains in
+    # settings are upstream's (its VLMTrainKit/scripts/*.sh), the patch embedding trains in
     # every stage
     "neo_2b_pt": RunShape("neo_2b", tuner="full", zero=2, batch=1, seq_len=16384,
                           freeze_vit=False, partial="PT set"),

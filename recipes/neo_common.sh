@@ -1,6 +1,6 @@
 # Sourced by the NEO stage recipes (neo_{2b,9b}_{pt,mt,sft}.sh): one `swift sft` command for
-# the three stages of upstream's kit (upstream's VLMTrainKit/scripts/*.sh). A stage file sets its defaults, then
-# calls neo_stage. Every knob is an environment variable; EXTRA_ARGS is appended verbatim and
+# the three stages of upstream's kit (its VLMTrainKit/scripts/*.sh). A stage file sets its
+# defaults, then calls neo_stage. Every knob is an environment variable; EXTRA_ARGS is appended verbatim and
 # DRY_RUN=1 prints the command without running it.
 #
 #   STAGE      pt: the pre-buffer, every *_hw tensor and its norms, and the patch embedding

@@ -26,8 +26,8 @@ def is_head_projection(name: str) -> bool:
 def param_groups(named: Iterable[tuple[str, object]], decay: set[str], lr: float,
                  head_lr: float, weight_decay: float) -> list[dict]:
     """Trainable parameters in (rate) x (decay) groups, empty groups left out; ``decay`` are
-    the names the trainer decays. The projection groups carry ``lr``; the others take the
-    optimizer's default (the run's learning rate)."""
+    the names the trainer decays. The projection groups carry ``head_lr``, the others
+    ``lr``."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in named:
         if not getattr(p, "requires_grad", False):

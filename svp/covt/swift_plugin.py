@@ -549,10 +549,12 @@ def first_pair_only(inputs) -> None:
     if not users or users[0] + 2 >= len(msgs):
         return
     kept = msgs[:users[0] + 2]
-    tagged = sum(str(m.get("content", "")).count("<image>") for m in msgs)
-    if tagged == len(inputs.images or []):
-        inputs.images = list(inputs.images)[:sum(str(m.get("content", "")).count("<image>")
-                                                for m in kept)]
+
+    def tags(messages) -> int:
+        return sum(str(m.get("content", "")).count("<image>") for m in messages)
+
+    if tags(msgs) == len(inputs.images or []):
+        inputs.images = list(inputs.images)[:tags(kept)]
     inputs.messages = kept
 
 
@@ -564,7 +566,7 @@ class CovtOptimizer(OptimizerCallback):
     def create_optimizer(self, model=None):
         from transformers.trainer import Trainer as HfTrainer
 
-        from svp.covt.optim import param_groups
+        from svp.covt.optim import is_head_projection, param_groups
 
         args = self.args
         model = model if model is not None else self.trainer.model
@@ -572,7 +574,8 @@ class CovtOptimizer(OptimizerCallback):
         head_lr = settings.load().head_lr
         groups = param_groups(model.named_parameters(), decay, args.learning_rate, head_lr,
                               args.weight_decay)
-        n_head = sum(len(g["params"]) for g in groups if g["lr"] == head_lr)
+        n_head = sum(is_head_projection(n) for n, p in model.named_parameters()
+                     if p.requires_grad)
         logger.info(f"covt optimizer: {n_head} head tensors at lr {head_lr:g} "
                     f"(SVP_COVT_HEAD_LR), the rest at {args.learning_rate:g}")
         optimizer_cls, kwargs = HfTrainer.get_optimizer_cls_and_kwargs(args, model)

@@ -145,10 +145,8 @@ def vlmr3_segment_length_reward(text: str, per_char: float = 0.01, cap: float = 
     thinking = as_vlmr3_calls(text).split("<answer>")[0].strip()
     thinking = thinking.replace("<think>", "").replace("</think>", "")
     thinking = re.sub(r"\s+", " ", thinking).strip()
-    segments = _VLMR3_BBOX.split(thinking)
-    kept = [g.strip() for i, g in enumerate(segments)
-            if g.strip() or i == 0 or i == len(segments) - 1]
-    return float(max(0.0, min(cap, per_char * (min(len(g) for g in kept) if kept else 0))))
+    return _shortest_segment_reward([g.strip() for g in _VLMR3_BBOX.split(thinking)],
+                                    per_char, cap)
 
 
 def format_reward(text: str, max_answer_chars: int = 1000, cleaned: bool = False) -> float:
@@ -206,6 +204,13 @@ def segment_length_reward(text: str, per_char: float = 0.01, cap: float = 0.1,
         pieces.append(reasoning[pos:start].strip())
         pos = end
     pieces.append(reasoning[pos:].strip())
+    return _shortest_segment_reward(pieces, per_char, cap)
+
+
+def _shortest_segment_reward(pieces: list[str], per_char: float, cap: float) -> float:
+    """VLM-R3's length rule on the reasoning cut at its calls: empty segments *between*
+    calls dropped, the first and the last kept even when empty; ``min(cap, per_char x
+    characters of the shortest)``."""
     kept = [p for i, p in enumerate(pieces) if p or i in (0, len(pieces) - 1)]
     return float(min(cap, per_char * min(len(p) for p in kept)))
 

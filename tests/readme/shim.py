@@ -354,8 +354,7 @@ def download(tool: str, argv: list[str]) -> None:
 def wget(argv: list[str]) -> None:
     record("download", ["wget", *argv])
     urls = [w for w in argv if w.startswith(("http://", "https://"))]
-    pairs = dict(options(argv))
-    out = pairs.get("-O")
+    out = None
     for i, w in enumerate(argv):
         if w in ("-O", "-P"):
             out = argv[i + 1] if w == "-O" else str(Path(argv[i + 1]) / urls[0].rsplit("/", 1)[1])
