@@ -40,7 +40,9 @@ GRAD_ACC=${GRAD_ACC:-1}
 LORA_RANK=${LORA_RANK:-16}
 LORA_ALPHA=${LORA_ALPHA:-32}
 LORA_DROPOUT=${LORA_DROPOUT:-0.01}
-MAX_PIXELS=${MAX_PIXELS:-200704}  # 448x448, upstream's training resolution (256 tokens)
+# pixel budget of a training picture, aspect kept (a 640x480 picture: 234 tokens); upstream
+# squashes every picture to 448x448 (256 tokens): SVP_COVT_RESIZE=448 with this budget
+MAX_PIXELS=${MAX_PIXELS:-200704}
 MAX_LENGTH=${MAX_LENGTH:-4096}
 SAVE_STEPS=${SAVE_STEPS:-500}
 NUM_WORKERS=${NUM_WORKERS:-4}

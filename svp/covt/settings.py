@@ -80,6 +80,16 @@ class CovtSettings:
         "SVP_COVT_TURNS", "first", s.choice("first", "all"),
         "turns of a training row: `first` (upstream: the first question/answer pair only, "
         "later turns and their pictures dropped) or `all` (ours: every turn, the first staged)")
+    tags: str = s.env(
+        "SVP_COVT_TAGS", "tokens", s.choice("tokens", "text"),
+        "`<think>`, `</think>`, `<answer>`, `</answer>`: `tokens` (upstream's train.py: four "
+        "added tokens whose rows train with the thought tokens') or `text` (ours before: "
+        "the tokenizer's own pieces)")
+    resize: str = s.env(
+        "SVP_COVT_RESIZE", "keep", s.choice("keep", "448"),
+        "the training picture the model sees: `keep` (ours: aspect kept within the recipe's "
+        "MAX_PIXELS, as the model is evaluated) or `448` (upstream's run.sh: squashed to 448x448 "
+        "bicubic, 256 tokens); the experts see the original either way")
     head_lr: float = s.env(
         "SVP_COVT_HEAD_LR", 1e-5, s.number(positive=True),
         "learning rate of the heads' projections, queries and cross-attention under the "

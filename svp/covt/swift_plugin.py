@@ -44,6 +44,8 @@ from svp.covt.tokens import (
     ANCHOR_START,
     SPECS,
     STAGES,
+    TAG_TOKENS,
+    UPSTREAM_SIDE,
     build_turn,
 )
 
@@ -192,11 +194,25 @@ class CovtQwen2_5VLLoader(Qwen2_5VLLoader):
 
     def _add_new_special_tokens(self, model, processor, config):
         super()._add_new_special_tokens(model, processor, config)
-        tokens = settings.load().thought.new_tokens()  # anchors special, pads not
-        summary = grow_vocabulary(self, model, processor, config,
-                                  [(tokens[:2], True), (tokens[2:], False)], seed=1)
+        covt = settings.load()
+        tokens = covt.thought.new_tokens()  # anchors special, pads not
+        groups = [(tokens[:2], True), (tokens[2:], False)]
+        if covt.tags == "tokens":  # upstream: the reasoning tags as ordinary added tokens
+            groups.append((list(TAG_TOKENS), False))
+        summary = grow_vocabulary(self, model, processor, config, groups, seed=1)
         if message := growth_message(summary, "visual-thought tokens"):
             logger.info(f"covt: {message}")
+
+
+def squash_upstream(image):
+    """Upstream's training picture (``SVP_COVT_RESIZE=448``): qwen-vl-utils' ``fetch_image``
+    with ``resized_width/height`` 448, i.e. RGB and PIL's default (bicubic) resize to 448 x 448,
+    whatever the aspect ratio. Paths are left alone (the template loads pictures first)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        return image
+    return image.convert("RGB").resize((UPSTREAM_SIDE, UPSTREAM_SIDE), Image.BICUBIC)
 
 
 # ----------------------------------------------------------------------------- stage clock
@@ -305,7 +321,9 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
         if self.is_training and self.covt.turns == "first":
             first_pair_only(inputs)
         stage = self._stage_messages(inputs) if self.is_training and self.stage_rows else None
-        image = inputs.images[0] if inputs.images else None
+        image = inputs.images[0] if inputs.images else None  # the experts see the original
+        if self.is_training and self.covt.resize == "448" and inputs.images:
+            inputs.images = [squash_upstream(im) for im in inputs.images]
         encoded = super()._encode(inputs)
         ids = encoded.get("input_ids") or []
         if image is not None and not self.pad_id_set.isdisjoint(ids):

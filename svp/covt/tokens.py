@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 ANCHOR_START = "<|anchor_start|>"
 ANCHOR_END = "<|anchor_end|>"
+#: the reasoning tags upstream adds as tokens (``train.py``: ``processor.tokenizer.add_tokens``)
+TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+UPSTREAM_SIDE = 448  # upstream run.sh: --image_resized_width/height 448 (16 x 16 merged patches)
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def test_recipe_runs_stages_with_merges_and_restores_heads(data, tiny_model):
     from safetensors.torch import load_file
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    from svp.covt.tokens import ThoughtConfig
+    from svp.covt.tokens import TAG_TOKENS, ThoughtConfig
 
     base = tiny_model("qwen2_5_vl")
     work = data / "work"
@@ -128,10 +128,11 @@ def test_recipe_runs_stages_with_merges_and_restores_heads(data, tiny_model):
     assert "covt optimizer: 7 head tensors at lr 1e-05 (SVP_COVT_HEAD_LR), the rest at 0.01" \
         in text
     # an adapter checkpoint: LoRA, heads and the new rows' deltas, no vocabulary matrix
-    with safe_open(str(last_checkpoint(work / "run1_understanding") /
+    # (run 2: its reasoning steps also train the tags' rows, which upstream adds as tokens)
+    with safe_open(str(last_checkpoint(work / "run2_generation") /
                        "adapter_model.safetensors"), "pt") as f:
         rows = {k: f.get_tensor(k) for k in f.keys() if "trainable_tokens" in k}
-    assert sorted(tuple(v.shape) for v in rows.values()) == [(4, 64)] * 2, rows.keys()
+    assert sorted(tuple(v.shape) for v in rows.values()) == [(8, 64)] * 2, rows.keys()
     assert all(v.abs().amin(1).min() > 0 for v in rows.values())  # every new row trained
     for merged in ("run1_understanding_merged", "run2_generation_merged"):
         assert len(load_file(str(work / merged / "covt" / "heads.safetensors"))) == 11
@@ -139,7 +140,8 @@ def test_recipe_runs_stages_with_merges_and_restores_heads(data, tiny_model):
             work / merged, output_loading_info=True)
         assert not any(info.values()), info  # no unknown, missing or mismatched tensors
     tok = AutoTokenizer.from_pretrained(work / "run2_generation_merged")
-    new = tok.convert_tokens_to_ids(ThoughtConfig.parse("sam,depth").new_tokens())
+    new = tok.convert_tokens_to_ids(ThoughtConfig.parse("sam,depth").new_tokens()
+                                    + list(TAG_TOKENS))
     start = Qwen2_5_VLForConditionalGeneration.from_pretrained(base)
     for now, was in ((model.get_input_embeddings().weight, start.get_input_embeddings().weight),
                      (model.lm_head.weight, start.lm_head.weight)):

@@ -165,6 +165,36 @@ def test_upstream_frame_is_data_py_text(loaded, monkeypatch, tmp_path):
     assert trained == "A red circle.\n<|im_end|>\n"
 
 
+def test_reasoning_tags_are_added_tokens_as_upstream(loaded):
+    """Upstream's train.py adds <think> </think> <answer> </answer> as tokens (rows trained
+    with the thought tokens'); a reasoning row then holds each tag as one id."""
+    from svp.common.swift_new_rows import ATTR
+    from svp.covt.tokens import TAG_TOKENS
+
+    model, processor, template = loaded
+    tok = processor.tokenizer
+    ids = tok.convert_tokens_to_ids(list(TAG_TOKENS))
+    assert all(i != tok.unk_token_id and i is not None for i in ids)
+    assert set(ids) <= set(getattr(model, ATTR))  # what --tuner_type lora_new_rows trains
+    enc = template.encode(row())  # ENV's schedule: reasoning
+    assert all(enc["input_ids"].count(i) == 1 for i in ids)
+
+
+def test_upstream_resize_squashes_the_models_picture_only(loaded, monkeypatch):
+    """SVP_COVT_RESIZE=448: the model's training picture is upstream's 448 x 448 (256 merged
+    patches) whatever its shape; the experts still get the original; default keeps the shape."""
+    model, processor, template = loaded
+    wide = {"messages": row()["messages"],
+            "images": [Image.fromarray(np.full((210, 560, 3), 90, np.uint8))]}
+    kept = template.encode(copy.deepcopy(wide))
+    assert kept["image_grid_thw"].tolist() != [[1, 32, 32]]
+    monkeypatch.setenv("SVP_COVT_RESIZE", "448")
+    enc = make_template(processor, model).encode(copy.deepcopy(wide))
+    assert enc["image_grid_thw"].tolist() == [[1, 32, 32]]
+    assert processor.tokenizer.decode(enc["input_ids"]).count("<|image_pad|>") == 256
+    assert enc["covt"]["image"].size == (560, 210)
+
+
 @pytest.mark.parametrize("tuner", ["lora", "full"])
 def test_heads_receive_gradients_experts_none(loaded, tuner):
     model, _, template = loaded
