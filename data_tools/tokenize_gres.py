@@ -9,7 +9,9 @@ Every sentence becomes one LLaVA row: ``<image>`` + a question (a random templat
 SAMTok's fixed evaluation prompt for val/test: ``--prompts``), and the answer
 ```` ```json\\n[{"mask_2d": "<|mt_start|>...<|mt_end|>", "label": ...}]\\n``` ```` with the
 targets left to right (several: labelled ``one of the {sentence}``, joined with ``",\\n"``, as
-SAMTok's data; ``--answer-style compact`` for one line), or ``No target.``. Rows also carry
+SAMTok's released data; ``--answer-style script`` as its tokenize_gres.py writes it,
+``compact`` for one line), or ``No target.``. Training questions are SAMTok's 16 templates
+(``--templates ours`` for our 6). Rows also carry
 ``id``, ``ref_id``, ``ann_ids``, ``no_target`` and ``target_rle`` (the union of the targets),
 so ``eval_gres.py`` can score against the tokenized file alone. Shards are written
 atomically to OUT/shards/ and skipped when rerun (resume); at the end they are joined into
@@ -117,7 +119,8 @@ def encode_refs(groups: list[list[GresSample]], codec, image_root: Path, batch_s
 
 def tokenize_shard(samples: list[GresSample], codec, image_root: Path, split: str,
                    batch_size: int, seed: int, style: str = "release",
-                   fixed_prompt: bool = False, budgets=()) -> tuple[list[dict], Counter]:
+                   fixed_prompt: bool = False, budgets=(),
+                   templates: str = "samtok") -> tuple[list[dict], Counter]:
     """Rows for one shard; sentences of one ref share one encoding of its masks."""
     counts: Counter = Counter()
     rng = random.Random(seed)
@@ -135,7 +138,7 @@ def tokenize_shard(samples: list[GresSample], codec, image_root: Path, split: st
         rows.append({
             "id": f"gres:{split}:{s.ref_id}:{s.sent_id}",
             "image": s.file_name,
-            "conversations": [{"from": "human", "value": question(s, rng, fixed_prompt)},
+            "conversations": [{"from": "human", "value": question(s, rng, fixed_prompt, templates)},
                               {"from": "gpt", "value": reply}],
             "ref_id": s.ref_id, "sent_id": s.sent_id, "image_id": s.image_id,
             "ann_ids": s.ann_ids, "no_target": s.no_target,
@@ -160,9 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N sentences only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--answer-style", choices=["release", "compact"], default="release",
-                    help="release: several targets labelled 'one of the {sentence}' and "
-                         "joined with ',\\n' as SAMTok's data; compact: bare sentence, one line")
+    ap.add_argument("--answer-style", choices=["release", "script", "compact"],
+                    default="release",
+                    help="release: the released data's form (quoted mask strings joined with "
+                         "',\\n'; one target the bare sentence, several 'one of the "
+                         "{sentence}'); script: as SAMTok's tokenize_gres.py writes it (every "
+                         "target 'one of the {sentence}', mask unquoted); compact: bare "
+                         "sentence, one line")
+    ap.add_argument("--templates", choices=["samtok", "ours"], default="samtok",
+                    help="training questions: samtok (the 16 templates of SAMTok's "
+                         "tokenize_gres.py) or ours (our 6)")
     ap.add_argument("--prompts", choices=["auto", "random", "samtok"], default="auto",
                     help="questions: random templates, or SAMTok's fixed evaluation prompt "
                          "'Please segment {phrase} in this image.' (auto: samtok for val/test "
@@ -203,13 +213,14 @@ def _write(args, samples, load_skipped, out: Path, name: str, fixed: bool) -> in
            "image_root": os.path.abspath(args.image_root), "split": args.split,
            "limit": args.limit, "seed": args.seed, "answer_style": args.answer_style,
            "prompts": "samtok" if fixed else "random", "codec": fingerprint,
+           "templates": args.templates,
            "device": args.device, "batch_size": args.batch_size, "budgets": budgets}
     codec = load_codec(args.codec, device=args.device)
     joined, totals = run_sharded(
         samples, args.shard_size, out, name,
         lambda shard, k: tokenize_shard(shard, codec, Path(args.image_root), args.split,
                                         args.batch_size, args.seed + k, args.answer_style,
-                                        fixed, budgets),
+                                        fixed, budgets, args.templates),
         desc=f"tokenize {name}", key=key)
     totals["written"] += 0  # in the summary even when nothing was written
     for reason, n in load_skipped.items():
@@ -217,7 +228,7 @@ def _write(args, samples, load_skipped, out: Path, name: str, fixed: bool) -> in
     write_registry_entry(out, name, joined, os.path.abspath(args.image_root))
     summary = {"name": name, "split": args.split, "sentences": len(samples),
                "codec": args.codec, "codec_fingerprint": fingerprint,
-               "answer_style": args.answer_style,
+               "answer_style": args.answer_style, "templates": args.templates,
                "prompts": "samtok" if fixed else "random", **dict(sorted(totals.items()))}
     write_atomic(out / f"{name}.summary.json", json.dumps(summary, indent=2))
     print(summary_line(name, totals, joined))

@@ -21,15 +21,34 @@ import numpy as np
 from svp.masktok.coco import annotation_to_mask, mask_to_rle, segmentation_problem
 from svp.masktok.tokens import MaskAnswerItem, format_gres_answer, sort_left_to_right
 
-# Question templates (ours, in the spirit of the upstream list).
-SEG_QUESTIONS = (
-    "Please segment {sent} in this image.",
-    "Can you segment {sent} in this image?",
-    "Please identify and segment {sent} in this image.",
-    "Where is {sent} in this image? Please answer with segmentation masks.",
-    "Segment {sent}.",
-    "What is {sent} in this image? Please respond with its segmentation mask.",
+# Training question templates. ``samtok``: the 16 of SAMTok's tokenize_gres.py (the
+# SEG_QUESTIONS list of the LISA / Sa2VA line: four phrasings with and without a final mark,
+# then the same four again), filled as ``.format(class_name=sentence)``; the released data's
+# example "Please identify and segment the front black chair in this image" is one of them.
+# ``ours``: the six we used before.
+_SAMTOK_PHRASINGS = (
+    ("Can you segment the {class_name} in this image", "?"),
+    ("Please segment {class_name} in this image", "."),
+    ("What is {class_name} in this image? Please respond with segmentation mask", "."),
+    ("What is {class_name} in this image? Please output segmentation mask", "."),
+    ("Could you provide a segmentation mask for the {class_name} in this image", "?"),
+    ("Please identify and segment the {class_name} in this image", "."),
+    ("Where is the {class_name} in this picture? Please respond with a segmentation mask", "."),
+    ("Can you highlight the {class_name} in this image with a segmentation mask", "?"),
 )
+SEG_QUESTIONS_SAMTOK = tuple(
+    t + mark if final else t
+    for block in (_SAMTOK_PHRASINGS[:4], _SAMTOK_PHRASINGS[4:])
+    for final in (True, False) for t, mark in block)
+SEG_QUESTIONS_OURS = (
+    "Please segment {class_name} in this image.",
+    "Can you segment {class_name} in this image?",
+    "Please identify and segment {class_name} in this image.",
+    "Where is {class_name} in this image? Please answer with segmentation masks.",
+    "Segment {class_name}.",
+    "What is {class_name} in this image? Please respond with its segmentation mask.",
+)
+QUESTION_SETS = {"samtok": SEG_QUESTIONS_SAMTOK, "ours": SEG_QUESTIONS_OURS}
 
 
 @dataclass
@@ -167,20 +186,25 @@ def target_masks(sample: GresSample) -> np.ndarray:
 EVAL_PROMPT = "Please segment {phrase} in this image."
 
 
-def question(sample: GresSample, rng: random.Random, fixed: bool = False) -> str:
-    """A random training template, or with ``fixed`` the evaluation prompt of SAMTok's
-    protocol (what ``eval_gres --protocol samtok`` expects of val/test rows)."""
+def question(sample: GresSample, rng: random.Random, fixed: bool = False,
+             templates: str = "samtok") -> str:
+    """A random training template of the ``templates`` set (:data:`QUESTION_SETS`), or with
+    ``fixed`` the evaluation prompt of SAMTok's protocol (what ``eval_gres --protocol samtok``
+    expects of val/test rows)."""
     if fixed:
         return "<image>\n" + EVAL_PROMPT.format(phrase=sample.sentence.strip().lower())
-    return "<image>\n" + rng.choice(SEG_QUESTIONS).format(sent=sample.sentence)
+    return "<image>\n" + rng.choice(QUESTION_SETS[templates]).format(class_name=sample.sentence)
 
 
 def answer(codes: np.ndarray, boxes: np.ndarray, label: str, style: str = "release") -> str:
     """The assistant answer for codes [N, 2] whose boxes [N, 4] give the left-to-right order.
-    ``release``: as SAMTok's tokenize_gres, several targets are each labelled ``one of the
-    {sentence}`` and joined with ``",\n"``; ``compact``: the bare sentence, one line."""
+    ``release``: the released data's form (quoted mask strings, items joined with
+    ``",\n"``; one target keeps the bare sentence, as its example shows, several are each
+    ``one of the {sentence}``); ``script``: what SAMTok's tokenize_gres.py writes (every
+    target ``one of the {sentence}``, the mask string unquoted); ``compact``: the bare
+    sentence, one line."""
     order = sort_left_to_right(boxes.tolist())
-    if style == "release" and len(order) > 1:
+    if style == "script" or (style == "release" and len(order) > 1):
         label = f"one of the {label}"
     return format_gres_answer([MaskAnswerItem((int(codes[i, 0]), int(codes[i, 1])), label)
                                for i in order], style)

@@ -138,18 +138,23 @@ _ITEM_RE = re.compile(
     r'(?:\s*,\s*"label"\s*:\s*"(?P<label>(?:[^"\\]|\\.)*)")?')
 
 
-ANSWER_STYLES = ("release", "compact")
+ANSWER_STYLES = ("release", "script", "compact")
 
 
 def format_gres_answer(items: Sequence[MaskAnswerItem], style: str = "release") -> str:
     """The GRES answer: a fenced JSON list of ``{mask_2d, label}``, or ``No target.``.
 
-    ``release``: items joined with ``",\n"``, as SAMTok's tokenize_gres writes them (the
-    released data's form); ``compact``: one line (``json.dumps``), our earlier form."""
+    ``release``: items joined with ``",\n"`` (the released data's form: valid JSON);
+    ``script``: as SAMTok's tokenize_gres.py formats them, the mask string unquoted and the
+    label written as is (not JSON); ``compact``: one line (``json.dumps``), our earlier form."""
     if style not in ANSWER_STYLES:
         raise ValueError(f"unknown answer style {style!r}: one of {', '.join(ANSWER_STYLES)}")
     if not items:
         return NO_TARGET
+    if style == "script":
+        return ("```json\n[" + ",\n".join(
+            f'{{"mask_2d": {codes_to_text(*it.codes)}, "label": "{it.label or ""}"}}'
+            for it in items) + "]\n```")
     body = [{"mask_2d": codes_to_text(*it.codes), "label": it.label or ""} for it in items]
     if style == "compact":
         return "```json\n" + json.dumps(body, ensure_ascii=False) + "\n```"

@@ -87,10 +87,49 @@ def test_gres_data_answer_and_prompt_as_samtoks_scripts():
     one = answer(codes[:1], boxes[:1], "the chair")
     assert '"label": "the chair"}]' in one
     assert '"label": "two chairs"}, {' in answer(codes, boxes, "two chairs", "compact")
+    # the script's own form: every target 'one of the', the mask string unquoted
+    script = answer(codes, boxes, "two chairs", "script")
+    assert script == ('```json\n[{"mask_2d": <|mt_start|><|mt_0001|><|mt_0258|><|mt_end|>, '
+                      '"label": "one of the two chairs"},\n{"mask_2d": <|mt_start|><|mt_0005|>'
+                      '<|mt_0263|><|mt_end|>, "label": "one of the two chairs"}]\n```')
+    assert '"label": "one of the the chair"}]' in answer(codes[:1], boxes[:1], "the chair",
+                                                         "script")
+    assert [i.codes for i in parse_gres_answer(script)] == [(1, 2), (5, 7)]
     s = GresSample(ref_id=1, sent_id=0, image_id=1, file_name="x.jpg", height=10, width=10,
                    sentence=" The Left Chair ", ann_ids=[1])
     assert question(s, random.Random(0), fixed=True) == (
         "<image>\nPlease segment the left chair in this image.")
+
+
+def test_gres_training_questions_are_samtoks_sixteen():
+    """tokenize_gres.py's SEG_QUESTIONS: four phrasings with their mark, the same without,
+    four more with, the same without; filled with the sentence as written. The released
+    data's example question is one of them; ``ours`` keeps our six."""
+    import random
+
+    from svp.masktok.gres_data import (
+        SEG_QUESTIONS_OURS,
+        SEG_QUESTIONS_SAMTOK,
+        GresSample,
+        question,
+    )
+
+    q = SEG_QUESTIONS_SAMTOK
+    assert len(q) == 16 == len(set(q))
+    assert q[0] == "Can you segment the {class_name} in this image?"
+    assert q[3] == "What is {class_name} in this image? Please output segmentation mask."
+    assert q[4] == "Can you segment the {class_name} in this image"
+    assert q[9] == "Please identify and segment the {class_name} in this image."
+    assert q[15] == "Can you highlight the {class_name} in this image with a segmentation mask"
+    s = GresSample(ref_id=1, sent_id=0, image_id=1, file_name="x.jpg", height=10, width=10,
+                   sentence="front black chair", ann_ids=[1])
+    rng = random.Random(3)
+    asked = {question(s, rng) for _ in range(400)}
+    assert asked == {"<image>\n" + t.format(class_name="front black chair") for t in q}
+    assert "<image>\nPlease identify and segment the front black chair in this image" in asked
+    ours = {question(s, rng, templates="ours") for _ in range(200)}
+    assert ours == {"<image>\n" + t.format(class_name="front black chair")
+                    for t in SEG_QUESTIONS_OURS}
 
 
 def test_gres_answer_round_trip_and_upstream_variant():
