@@ -64,9 +64,15 @@ REWARDS: dict[str, tuple[str, float, str]] = {
 }
 
 # VLM-R3's own set (its open_r1/rgrpo.py: accuracy, format, repeat, length; at most 2.1):
-# ``REWARD_SET=vlmr3`` in recipes/rgrpo.sh. Its accuracy and segment length are ours above.
+# ``REWARD_SET=vlmr3`` in recipes/rgrpo.sh.
 VLMR3_REWARDS: dict[str, tuple[str, float, str]] = {
-    "rgrpo_accuracy": (REWARDS["rgrpo_accuracy"][0], 1.0, REWARDS["rgrpo_accuracy"][2]),
+    "rgrpo_accuracy_vlmr3": ("{0, 1}", 1.0,
+                             "VLM-R3's accuracy, by the row's `source` column: MMK12 math "
+                             "(exact, math-verify, boxed MATH equivalence), textvqa (VQA answer "
+                             "normalisation, yes/no contained), any other as written (`/` "
+                             "truths; a one-letter mismatch is 0); the last line without "
+                             "<answer>; the judge, else equality, for the rest "
+                             "(svp/croptool/vlmr3_accuracy.py)"),
     "rgrpo_format_vlmr3": ("{0, 0.5}", 1.0,
                            "0.5 if the text ends with an <answer>..</answer> block (VLM-R3's "
                            "re.fullmatch of .*?<answer>.*?</answer>\\s*), else 0"),

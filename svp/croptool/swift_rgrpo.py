@@ -37,7 +37,7 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from svp.common import swift_trainer
-from svp.croptool import rewards, settings
+from svp.croptool import rewards, settings, vlmr3_accuracy
 from svp.croptool.format import FEEDBACK, STOP, VISION_BLOCK, clean_text, ends_with_open_call
 from svp.croptool.geometry import parse_tool_calls
 from svp.croptool.judge import Judge
@@ -174,7 +174,7 @@ class CropToolScheduler(MultiTurnScheduler):
 
 # ----------------------------------------------------------------------------- rewards
 _UNSET = object()
-_SHARED_COLUMNS = ("rollout_infos", "solution", "gt_boxes", "messages")
+_SHARED_COLUMNS = ("rollout_infos", "solution", "gt_boxes", "messages", "source")
 
 
 class _Batch:
@@ -196,7 +196,7 @@ class _Batch:
         self.infos = columns.get("rollout_infos") or [None] * n
         self._clean: list = [_UNSET] * n
         self._traj: list = [_UNSET] * n
-        self._accuracy: list = [_UNSET] * n
+        self._accuracy: dict[str, list] = {}
 
     def same(self, completions, columns) -> bool:
         return (completions is self.completions and _same_items(completions, self.items)
@@ -216,10 +216,12 @@ class _Batch:
             self._traj[i] = rewards.Trajectory.from_infos(self.infos[i])
         return self._traj[i]
 
-    def accuracy(self, i: int, compute) -> float:
-        if self._accuracy[i] is _UNSET:
-            self._accuracy[i] = compute()
-        return self._accuracy[i]
+    def accuracy(self, i: int, compute, kind: str = "ours") -> float:
+        """One accuracy per completion and rule set (``ours``, ``vlmr3``)."""
+        cache = self._accuracy.setdefault(kind, [_UNSET] * len(self.items))
+        if cache[i] is _UNSET:
+            cache[i] = compute()
+        return cache[i]
 
 
 def _column_snapshot(columns, lists: bool = True) -> tuple:
@@ -315,6 +317,35 @@ class _AccuracyMixin:
             _question(columns, i), cleaned=True))
 
 
+class _Vlmr3AccuracyMixin(_AccuracyMixin):
+    """VLM-R3's accuracy (its rules by the row's ``source``), for the rewards of
+    ``REWARD_SET=vlmr3``; the same judge (where upstream asks its LLM), the same cache."""
+
+    def prepare(self, completions, columns) -> None:
+        if "solution" not in columns:
+            raise ValueError(f"{self.name} needs a 'solution' column in the dataset (the "
+                             "ground-truth answer); see README 'Regional GRPO' for the format")
+        judge = self._get_judge()
+        if judge is None:
+            return
+        judge.prefetch([t for i, text in enumerate(completions) if isinstance(text, str)
+                        for t in vlmr3_accuracy.judge_requests(
+                            clean_text(text), _column(columns, "solution", i),
+                            _column(columns, "source", i), _question(columns, i))])
+
+    def accuracy(self, i: int, batch: _Batch, columns) -> float:
+        return batch.accuracy(i, lambda: vlmr3_accuracy.vlmr3_accuracy(
+            batch.text(i), _column(columns, "solution", i), _column(columns, "source", i),
+            _question(columns, i), self._get_judge()), kind="vlmr3")
+
+
+class Vlmr3AccuracyReward(_Vlmr3AccuracyMixin, _RewardBase):
+    name = "rgrpo_accuracy_vlmr3"
+
+    def score(self, i, batch, columns):
+        return self.accuracy(i, batch, columns)
+
+
 class AccuracyReward(_AccuracyMixin, _RewardBase):
     name = "rgrpo_accuracy"
 
@@ -364,7 +395,7 @@ class Vlmr3FormatReward(_RewardBase):
         return rewards.vlmr3_format_reward(batch.text(i))
 
 
-class Vlmr3RegionsReward(_AccuracyMixin, _RewardBase):
+class Vlmr3RegionsReward(_Vlmr3AccuracyMixin, _RewardBase):
     name = "rgrpo_regions_vlmr3"
 
     def score(self, i, batch, columns):
@@ -379,8 +410,8 @@ class Vlmr3SegmentLengthReward(_RewardBase):
 
 
 REWARD_CLASSES = [AccuracyReward, FormatReward, CropValidReward, RegionIouReward,
-                  SegmentLengthReward, ToolReward, Vlmr3FormatReward, Vlmr3RegionsReward,
-                  Vlmr3SegmentLengthReward]
+                  SegmentLengthReward, ToolReward, Vlmr3AccuracyReward, Vlmr3FormatReward,
+                  Vlmr3RegionsReward, Vlmr3SegmentLengthReward]
 
 
 def _named_for_logging(cls):

@@ -151,7 +151,7 @@ def test_vlmr3_reward_set_equals_its_code(text, accuracy):
     ours = R.as_vlmr3_calls(text.replace('{"bbox_2d": ', "<tool_call>").replace(
         "]}", "]</tool_call>")) if '{"bbox_2d": [' in text else text
     assert R.vlmr3_regions_reward(ours, accuracy) == vlmr3_format_and_repeat(ours, accuracy)[1]
-    assert list(R.REWARD_SETS["vlmr3"]) == ["rgrpo_accuracy", "rgrpo_format_vlmr3",
+    assert list(R.REWARD_SETS["vlmr3"]) == ["rgrpo_accuracy_vlmr3", "rgrpo_format_vlmr3",
                                             "rgrpo_regions_vlmr3",
                                             "rgrpo_segment_length_vlmr3"]
     top = {name: float(rng.strip("{}[]").split(",")[-1])  # each range's upper end

@@ -58,9 +58,17 @@ def test_rewards_on_a_batch():
     assert got["rgrpo_region_iou"][0] > 0.8 and got["rgrpo_region_iou"][1:] == [None, 0.0]
     assert got["rgrpo_segment_length"][0] == pytest.approx(0.04)  # "look": 4 characters
     assert got["rgrpo_tool"] == [1.0, 0.0, 0.0]
-    # REWARD_SET=vlmr3's own two, through ms-swift's registry on the same batch
+    # REWARD_SET=vlmr3's own, through ms-swift's registry on the same batch
+    assert _call("rgrpo_accuracy_vlmr3", comps, **cols) == [1.0, 0.0, 0.0]
     assert _call("rgrpo_format_vlmr3", comps, **cols) == [0.5, 0.0, 0.0]
     assert _call("rgrpo_regions_vlmr3", comps, **cols) == [0.5, 0.0, 0.0]
+    # its accuracy reads the row's source: 'two' is '2' for textvqa only; a B/C truth
+    # gives 'C' 0 (a one-letter mismatch first); ours accepts both
+    src = dict(solution=["2", "2", "B/C"], source=["textvqa", "ScienceQA", "ScienceQA"],
+               messages=cols["messages"])
+    texts = ["<answer>two</answer>", "<answer>two</answer>", "<answer>C</answer>"]
+    assert _call("rgrpo_accuracy_vlmr3", texts, **src) == [1.0, 0.0, 0.0]
+    assert _call("rgrpo_accuracy", texts, **src) == [0.0, 0.0, 1.0]
 
 
 def test_six_rewards_on_one_batch_score_as_each_alone():
