@@ -55,6 +55,19 @@ from svp.croptool.geometry import (
 )
 
 SHOW_FIRST = 10
+_GEOMETRY_FAULTS = ("swapped corners", "zero-area", "box lies outside")  # check_box's reasons
+# VLM-R3's crop-tool instruction, appended to every question by its SFT loader
+# (qwenvl/data/data_qwen.py) and its GRPO trainer and agent; the format clause is the only
+# part that names a call syntax
+_VLMR3_INSTRUCTION = (
+    "\nYou need to first think about the reasoning process in your mind, and then provide the "
+    "answer. When thinking, you should call the \"crop\" tool (format: {call}) to focus on the "
+    "key areas in the image. The reasoning process and the answer are included in the "
+    "<think> </think> and <answer> </answer> tags respectively.")
+PROMPT_SUFFIXES = {
+    "vlmr3": _VLMR3_INSTRUCTION.format(call="<tool_call>[x1, y1, x2, y2]</tool_call>"),
+    "vlmr3-verbatim": _VLMR3_INSTRUCTION.format(call='{"bbox_2d": [x1, y1, x2, y2]}'),
+}
 
 
 class Skip(Exception):
@@ -76,19 +89,25 @@ def vlmr3_input_size(image_wh: tuple[int, int]) -> tuple[int, int]:
 
 
 def convert_answer(answer: str, image_wh: tuple[int, int], policy: CropPolicy | None,
-                   source_wh: tuple[int, int] | None = None
-                   ) -> tuple[str, list[tuple[float, ...]]]:
+                   source_wh: tuple[int, int] | None = None, problems: list | None = None,
+                   first: int = 1) -> tuple[str, list[tuple[float, ...]]]:
     """Rewrite every crop request as a canonical tool call in the model's space; return the
     new text and the boxes as written (integers, model space). ``source_wh``: the boxes are
     pixels of the image resized to this size (VLM-R3's release), not original pixels.
-    Raises Skip on a bad box."""
+    Raises Skip on a bad box; with ``problems`` (release rows, which VLM-R3 trains with their
+    own crops whatever the box) a box of four finite numbers that fails the checks is
+    converted as it is and its reason appended instead. ``first``: the number of the first
+    call, for messages."""
     out, boxes, pos = [], [], 0
-    for k, call in enumerate(parse_tool_calls(answer), 1):
+    for k, call in enumerate(parse_tool_calls(answer), first):
         if call.box is None:
             raise Skip("bad_box", f"crop {k}: {call.error}")
         box = call.box if source_wh is None else from_space(call.box, "resized", image_wh,
                                                               source_wh)
         checked, reason = check_box(box, *image_wh)
+        if checked is None and problems is not None and reason.startswith(_GEOMETRY_FAULTS):
+            problems.append(f"crop {k}: {reason}")
+            checked = tuple(float(v) for v in box)
         if checked is None:
             raise Skip("bad_box", f"crop {k}: {reason}")
         model_box = checked if policy is None else policy.box_to_model(checked, image_wh)
@@ -121,8 +140,22 @@ def release_qna(rec: dict) -> dict:
         raise Skip("malformed", "response_list is not a list of strings")
     if not isinstance(crops, list) or not all(isinstance(c, str) for c in crops):
         raise Skip("malformed", "img_crop_list is not a list of paths")
-    return {"Q": q, "A3": "".join(p if p.endswith("\n") else p + "\n" for p in parts),
-            "parts": parts, "crops": crops}
+    parts = [p if p.endswith("\n") else p + "\n" for p in parts]
+    return {"Q": q, "A3": "".join(parts), "parts": parts, "crops": crops}
+
+
+def convert_release(qna: dict, image_wh: tuple[int, int], policy: CropPolicy | None,
+                    source_wh: tuple[int, int], problems: list
+                    ) -> tuple[list[str], list[tuple[float, ...]]]:
+    """A release answer converted part by part (the parts, each with its calls rewritten, and
+    all the boxes), so the release's crop i can follow part i as VLM-R3's loader puts it."""
+    texts, boxes = [], []
+    for part in qna["parts"]:
+        text, part_boxes = convert_answer(part, image_wh, policy, source_wh, problems,
+                                          first=len(boxes) + 1)
+        texts.append(text)
+        boxes += part_boxes
+    return texts, boxes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="the processor's pixel budget; default MAX_PIXELS (or "
                          "IMAGE_MAX_TOKEN_NUM) of this environment, resolved as ms-swift does "
                          "at training: run the converter with the training environment")
-    ap.add_argument("--prompt-suffix", default="", help="text appended to every question")
+    ap.add_argument("--prompt-suffix", default="",
+                    help="text appended to every question; 'vlmr3': VLM-R3's crop-tool "
+                         "instruction with its call format written as ours (<tool_call>), "
+                         "'vlmr3-verbatim': its text as is (it names {\"bbox_2d\": ...} "
+                         "calls, which the rows do not use); default none")
     ap.add_argument("--release-crops", choices=["recut", "keep"], default="recut",
                     help="VLM-R3 release rows: cut our crops from the boxes (as our template "
                          "and inference loop do), or keep the release's own crop files")
@@ -152,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.input.is_file():
         print(f"error: {args.input} does not exist", file=sys.stderr)
         return 2
+    suffix = PROMPT_SUFFIXES.get(args.prompt_suffix, args.prompt_suffix)
     pixel_space = args.family == "pixel"
     # sizes crops (and, unless pixel_space, converts boxes); pixel data crops like Qwen2.5-VL
     try:  # the sizes and the pixel budget, from the environment or the flags, all checked
@@ -209,16 +247,42 @@ def main(argv: list[str] | None = None) -> int:
                 a = qna.get("A3") if isinstance(qna, dict) else None
                 if not (isinstance(q, str) and q.strip() and isinstance(a, str) and a.strip()):
                     raise Skip("empty_text", "Q or A3 missing or empty")
-                text, boxes = convert_answer(a, image_wh, None if pixel_space else policy,
-                                             source_wh)
+                problems: list[str] = []
+                if release:
+                    parts, boxes = convert_release(qna, image_wh, None if pixel_space
+                                                   else policy, source_wh, problems)
+                    text = "".join(parts)
+                else:
+                    text, boxes = convert_answer(a, image_wh, None if pixel_space else policy,
+                                                 source_wh)
                 images = [str(path.resolve())]
-                if release and args.release_crops == "keep" and qna["crops"]:
-                    text, crops = _release_crops(text, qna, base)
+                keep = bool(release and qna["crops"] and args.release_crops == "keep")
+                recut = None
+                if release and not keep and args.crops_dir and boxes and not problems:
+                    try:  # recut: a box our policy cannot cut is trained with the release's
+                        recut = _attach_crops(text, boxes, image, policy, args.crops_dir,
+                                              f"{path.stem}_{where.split()[-1]}_{q_i}",
+                                              pixel_space)
+                    except Skip as exc:
+                        if not qna["crops"]:
+                            raise
+                        problems.append(str(exc))
+                if problems:
+                    if not (release and qna["crops"]):
+                        raise Skip("bad_box", "; ".join(problems))
+                    keep = True  # VLM-R3 trains the row, with its own crops
+                    counts["release_crops_kept_for_bad_boxes"] += 1
+                    if len(shown) < SHOW_FIRST:
+                        shown.append(f"{args.input}:{where}: release crops kept: "
+                                     f"{'; '.join(problems)}")
+                if keep:
+                    text, crops, unused = _release_crops(parts, qna, base)
                     images += crops
+                    counts["release_crops_unused"] += unused
                 elif args.crops_dir and boxes:
-                    text, crops = _attach_crops(text, boxes, image, policy, args.crops_dir,
-                                                f"{path.stem}_{where.split()[-1]}_{q_i}",
-                                                pixel_space)
+                    text, crops = recut if recut is not None else _attach_crops(
+                        text, boxes, image, policy, args.crops_dir,
+                        f"{path.stem}_{where.split()[-1]}_{q_i}", pixel_space)
                     images += crops
                 counts["crops"] += len(boxes)
                 counts["with_crops" if boxes else "without_crops"] += 1
@@ -226,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                 skip(f"{where} QnA {q_i}", exc)
                 continue
             rows.append({"messages": [
-                {"role": "user", "content": "<image>" + q.strip() + args.prompt_suffix},
+                {"role": "user", "content": "<image>" + q.strip() + suffix},
                 {"role": "assistant", "content": text}], "images": images,
                 "crop_space": crop_space})
     write_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -249,25 +313,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _release_crops(text: str, qna: dict, base: Path) -> tuple[str, list[str]]:
-    """The release's own crops where its loader puts them: crop i after the newline that
-    ends part i, i.e. right after the part's crop call (the template reads a call followed
-    by ``<image>`` as one whose crop is given)."""
-    calls = parse_tool_calls(text)
+def _release_crops(parts: list[str], qna: dict, base: Path) -> tuple[str, list[str], int]:
+    """The release's own crops where VLM-R3's loader puts them: crop i right after part i
+    (each part ends in its newline), wherever the part's call is; crops beyond the last part
+    are not used (its loader never reaches them; returned as a count). The crop template
+    takes an ``<image>`` that follows a call before the next call as that call's crop."""
     crops = qna["crops"]
-    if len(crops) > len(calls):
-        raise Skip("crop_mismatch", f"{len(crops)} crops for {len(calls)} calls")
-    files, parts, pos = [], [], 0
-    for k, (call, crop) in enumerate(zip(calls, crops, strict=False)):
-        path = Path(crop) if Path(crop).is_absolute() else base / crop
-        if not path.is_file():
-            raise Skip("missing_image", f"crop {k + 1}: {path}")
-        end = call.end + 1 if text[call.end:call.end + 1] == "\n" else call.end
-        parts += [text[pos:end], "<image>"]
-        pos = end
-        files.append(str(path.resolve()))
-    parts.append(text[pos:])
-    return "".join(parts), files
+    text, files = [], []
+    for i, part in enumerate(parts):
+        text.append(part)
+        if i < len(crops):
+            path = Path(crops[i]) if Path(crops[i]).is_absolute() else base / crops[i]
+            if not path.is_file():
+                raise Skip("missing_image", f"crop {i + 1}: {path}")
+            text.append("<image>")
+            files.append(str(path.resolve()))
+    return "".join(text), files, max(0, len(crops) - len(parts))
 
 
 def _attach_crops(text: str, boxes, image: Image.Image, policy: CropPolicy, crops_dir: Path,

@@ -2,13 +2,13 @@
 
 ``qwen2_5_vl_crop`` and ``qwen3_vl_crop`` are the stock Qwen2.5-VL / Qwen3-VL templates plus
 one step before encoding: every crop request in an assistant turn that is not already
-followed by ``<image>`` gets ``<image>`` right after it, and the crop itself, cut from the
-sample's source image by :meth:`CropPolicy.execute` (the function the inference loop uses,
-so training sees exactly the crop the model will see), is inserted into ``images`` at the
-matching position. Everything after that is the stock template: image tokens get labels
--100 (``replace_tag`` contexts carry no loss), ``</tool_call>`` and the text after a crop
-are trained, and the collator computes mrope positions with the model's ``get_rope_index``
-over all images in sequence order.
+followed by ``<image>`` (before the next request) gets ``<image>`` right after it, and the
+crop itself, cut from the sample's source image by :meth:`CropPolicy.execute` (the function
+the inference loop uses, so training sees exactly the crop the model will see), is inserted
+into ``images`` at the matching position. Everything after that is the stock template:
+image tokens get labels -100 (``replace_tag`` contexts carry no loss), ``</tool_call>`` and
+the text after a crop are trained, and the collator computes mrope positions with the
+model's ``get_rope_index`` over all images in sequence order.
 
 The source image is decoded once per sample; the main image is given to the model at the
 policy size (shorter side ``SVP_CROP_MAIN_SHORT``, default 448; :mod:`svp.croptool.settings`),
@@ -36,7 +36,6 @@ from svp.croptool.geometry import CropPolicy, parse_tool_calls
 logger = get_logger()
 TEMPLATES = {"qwen2_5_vl_crop": "qwen2_5_vl", "qwen3_vl_crop": "qwen3_vl"}
 _IMAGE_TAG = "<image>"
-_FOLLOWED_BY_IMAGE = re.compile(r"\s*<image>")
 
 
 class CropToolMixin:
@@ -144,7 +143,7 @@ class CropToolMixin:
                 events += [(c.start, c.end, c) for c in parse_tool_calls(content)]
             events.sort(key=lambda e: e[0])
             parts, pos = [], 0
-            for start, end, call in events:
+            for j, (start, end, call) in enumerate(events):
                 if call is None:  # an <image> tag: the next listed image
                     if ptr >= len(images):
                         break  # more tags than images: the stock template reports it
@@ -155,8 +154,11 @@ class CropToolMixin:
                         images[ptr] = policy.main_image(source)
                     ptr += 1
                     continue
-                if _FOLLOWED_BY_IMAGE.match(content, end) or source is None:
-                    continue  # crop given already (pre-cut files, or the inference loop)
+                if source is None or (j + 1 < len(events) and events[j + 1][2] is None):
+                    # crop given already: an <image> after the call and before the next one
+                    # (pre-cut files, the inference loop, VLM-R3's release crops after their
+                    # part)
+                    continue
                 crop, _, reason = policy.execute(source, call.box) if call.box else (
                     None, None, call.error)
                 if crop is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,6 +149,44 @@ def test_convert_vlmr3_release_format(tmp_path):
             assert "<image>" not in text and len(rows[0]["images"]) == 1
     summary = json.loads((tmp_path / "keep.summary.json").read_text())
     assert summary["skipped_malformed"] == 1
+
+    # a part that goes on after its call: VLM-R3's loader puts the crop after the part; a
+    # crop beyond the parts is never reached; a box out of the picture, which we cannot
+    # re-cut, keeps the release's crops (VLM-R3 trains the row) instead of dropping it
+    Image.new("RGB", (200, 100)).save(tmp_path / "img" / "a_crop1.jpg")
+    more = {"image_path": "a.jpg", "question": "And?",
+            "response_list": [f'<think>Look. {{"bbox_2d": {box_r}}} A cat, I think.',
+                              "</think><answer>cat</answer>"],
+            "img_crop_list": ["a_crop0.jpg", "a_crop1.jpg", "a_crop1.jpg"]}
+    outside = {"image_path": "a.jpg", "question": "Far right?",
+               "response_list": ['<think>Look. {"bbox_2d": [1600, 10, 1700, 90]}',
+                                 "</think><answer>sky</answer>"],
+               "img_crop_list": ["a_crop1.jpg"]}
+    src.write_text(json.dumps([more, outside]))
+    for mode in ("keep", "recut"):
+        out = tmp_path / f"{mode}2.jsonl"
+        assert convert_vlmr3.main(["--input", str(src), "--image_base_path",
+                                   str(tmp_path / "img"), "--output", str(out),
+                                   "--release-crops", mode, "--crops-dir",
+                                   str(tmp_path / "crops"), "--prompt-suffix", "vlmr3"]) == 0
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert len(rows) == 2
+        first, second = (r["messages"][1]["content"] for r in rows)
+        if mode == "keep":
+            assert "</tool_call> A cat, I think.\n<image></think>" in first
+            assert [Path(p).name for p in rows[0]["images"][1:]] == ["a_crop0.jpg",
+                                                                     "a_crop1.jpg"]
+        else:
+            assert "</tool_call><image> A cat, I think.\n</think>" in first  # our cut
+            assert Path(rows[0]["images"][1]).parent == tmp_path / "crops"
+        assert second.endswith("</tool_call>\n<image></think><answer>sky</answer>\n")
+        assert Path(rows[1]["images"][1]).name == "a_crop1.jpg"
+        question = rows[0]["messages"][0]["content"]
+        assert question.startswith("<image>And?\nYou need to first think about the reasoning")
+        assert "(format: <tool_call>[x1, y1, x2, y2]</tool_call>)" in question
+        summary = json.loads(out.with_suffix(".summary.json").read_text())
+        assert summary["release_crops_kept_for_bad_boxes"] == 1
+        assert summary["release_crops_unused"] == (1 if mode == "keep" else 0)
 
 
 @pytest.mark.slow

@@ -116,6 +116,21 @@ def test_precut_crops_are_used_as_given(setup, tmp_path):
     assert torch.allclose(ref["pixel_values"], enc["pixel_values"])
 
 
+def test_a_crop_given_later_in_the_text_belongs_to_its_call(setup, tmp_path):
+    """VLM-R3's release puts crop i after part i, which may go on after its call: an
+    <image> after a call and before the next call is that call's crop (no second cut); the
+    next call, with no <image> before the answer, is cut."""
+    arch, model, processor, template, path = setup
+    Image.new("RGB", (120, 90), (0, 255, 0)).save(tmp_path / "c.png")
+    answer = ("<tool_call>[10, 20, 200, 180]</tool_call> a cat, I think.\n<image>"
+              "<tool_call>[300, 100, 420, 300]</tool_call> then <answer>x</answer>")
+    enc = template.encode(_row(path, answer, [str(path), str(tmp_path / "c.png")]))
+    assert len(enc["image_grid_thw"]) == 3  # main, the given crop, one cut for call 2
+    text = processor.tokenizer.decode(enc["input_ids"])
+    assert "</tool_call> a cat, I think.\n<|vision_start|>" in text
+    assert text.count("</tool_call><|vision_start|>") == 1
+
+
 def test_source_image_decoded_once(setup, monkeypatch):
     arch, model, processor, template, path = setup
     calls = []
