@@ -35,13 +35,14 @@ def one_process_rows(tiny_model):
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     from svp.common.vocab import add_tokens
-    from svp.covt.tokens import ThoughtConfig
+    from svp.covt.tokens import TAG_TOKENS, ThoughtConfig
 
     path = tiny_model("qwen2_5_vl")
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
     tokens = ThoughtConfig.parse("sam,depth").new_tokens()
     summary = add_tokens(model, AutoTokenizer.from_pretrained(path),
-                         [(tokens[:2], True), (tokens[2:], False)], seed=1)
+                         [(tokens[:2], True), (tokens[2:], False), (list(TAG_TOKENS), False)],
+                         seed=1)
     assert summary["rows_before"] == summary["rows_after"]
     return summary["rows_before"], summary["rows_after"], summary["rows_digest"]
 
