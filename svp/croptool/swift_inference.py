@@ -91,68 +91,103 @@ class CropToolInference:
         return self.batch_generate([image], [question], [assistant_prefix])[0]
 
     def batch_generate(self, images, questions, assistant_prefixes=None) -> list[CropResult]:
-        from swift.infer_engine import InferRequest, RequestConfig
-
         prefixes = assistant_prefixes or [""] * len(images)
         states = []
         for image, question, prefix in zip(images, questions, prefixes, strict=True):
             if not isinstance(image, Image.Image):
                 image = Image.open(image)
-            original = image.convert("RGB")
-            states.append({"image": original, "question": question, "text": "",
-                           "result": CropResult("", None, None), "budget": self.max_new_tokens,
-                           "done": False})
-            if prefix:
-                self._extend(states[-1], prefix)
+            image = image.convert("RGB")
+            messages = [] if self.system is None else [{"role": "system",
+                                                        "content": self.system}]
+            messages.append({"role": "user", "content": "<image>" + question})
+            states.append(self.new_state(image, messages, [image], prefix))
         while True:
             active = [s for s in states if not s["done"]]
             if not active:
                 break
-            requests, configs = [], []
-            for s in active:
-                messages = []
-                if self.system is not None:
-                    messages.append({"role": "system", "content": self.system})
-                messages.append({"role": "user", "content": "<image>" + s["question"]})
-                if s["text"]:
-                    messages.append({"role": "assistant", "content": s["text"]})
-                requests.append(InferRequest(messages=messages,
-                                             images=[s["image"], *s["result"].crops]))
-                configs.append(RequestConfig(max_tokens=s["budget"], temperature=self.temperature,
-                                             stop=[STOP], seed=self.seed))
+            rounds = [self._round(s) for s in active]
             # one engine call per distinct budget (RequestConfig is per call)
             by_budget: dict[int, list[int]] = {}
-            for i, c in enumerate(configs):
-                by_budget.setdefault(c.max_tokens, []).append(i)
+            for i, (_, config) in enumerate(rounds):
+                by_budget.setdefault(config.max_tokens, []).append(i)
             for idx in by_budget.values():
-                outs = self.engine.infer([requests[i] for i in idx], configs[idx[0]],
+                outs = self.engine.infer([rounds[i][0] for i in idx], rounds[idx[0]][1],
                                          use_tqdm=False)
                 for i, out in zip(idx, outs, strict=True):
-                    s = active[i]
-                    choice = out.choices[0]
-                    piece = choice.message.content or ""
-                    s["result"].rounds += 1
-                    s["budget"] -= out.usage.completion_tokens
-                    stopped_at_call = choice.finish_reason == "stop" and (
-                        piece.rstrip().endswith(STOP) or ends_with_open_call(s["text"] + piece))
-                    if stopped_at_call and not piece.rstrip().endswith(STOP):
-                        piece += STOP  # engines that strip the stop string
-                    self._extend(s, piece)
-                    if not stopped_at_call:  # end of answer, or out of tokens
-                        s["done"] = True
-                        s["result"].finished = choice.finish_reason == "stop"
-                    elif s["budget"] <= 0:
-                        s["done"], s["result"].finished = True, False
-                    elif not s["text"].endswith("<image>") and \
-                            len(s["result"].crops) >= self.max_crops:
-                        s["done"] = True  # a call past max_crops ends the loop
-        out = []
-        for s in states:
-            r = s["result"]
-            r.text = s["text"]
-            r.think, r.answer = extract_think(r.text), extract_answer(r.text, closed=False)
-            out.append(r)
-        return out
+                    self._absorb(active[i], out)
+        return [self._finish(s) for s in states]
+
+    async def agenerate(self, messages: list[dict], images: list, prefix: str = "",
+                        config=None, **infer_kwargs) -> CropResult:
+        """One conversation, for a server: ``messages`` in ms-swift's flat form (string
+        contents with ``<image>`` tags), ``images`` their pictures; crops are cut from the
+        first. Each round is one ``engine.infer_async`` call, so concurrent conversations
+        share the engine's batches. ``config``: the client's sampling settings (its
+        ``max_tokens`` is the budget of the whole answer, crops' rounds included)."""
+        state = self.new_state(images[0], messages, images, prefix, config)
+        while not state["done"]:
+            request, round_config = self._round(state)
+            self._absorb(state, await self.engine.infer_async(request, round_config,
+                                                              **infer_kwargs))
+        return self._finish(state)
+
+    def new_state(self, image, messages: list[dict], images: list, prefix: str = "",
+                  config=None) -> dict:
+        """A conversation about to be answered: the original picture (crops are cut from
+        it), the messages before the answer and their pictures."""
+        budget = self.max_new_tokens if config is None or config.max_tokens is None \
+            else config.max_tokens
+        state = {"image": image.convert("RGB"), "messages": messages, "images": list(images),
+                 "text": "", "result": CropResult("", None, None), "budget": budget,
+                 "done": False, "config": config}
+        if prefix:
+            self._extend(state, prefix)
+        return state
+
+    def _round(self, s: dict):
+        """The request and sampling settings of the next round of ``s``."""
+        from dataclasses import replace
+
+        from swift.infer_engine import InferRequest, RequestConfig
+
+        messages = list(s["messages"])
+        if s["text"]:  # ms-swift continues a final assistant message instead of a new turn
+            messages.append({"role": "assistant", "content": s["text"]})
+        request = InferRequest(messages=messages, images=[*s["images"], *s["result"].crops])
+        if s["config"] is None:
+            config = RequestConfig(max_tokens=s["budget"], temperature=self.temperature,
+                                   stop=[STOP], seed=self.seed)
+        else:
+            stops = [STOP, *[t for t in (s["config"].stop or []) if t != STOP]]
+            config = replace(s["config"], max_tokens=s["budget"], stop=stops, stream=False, n=1)
+        return request, config
+
+    def _absorb(self, s: dict, out) -> None:
+        """One round's output into the conversation: its text, a crop if it ends with a call,
+        and whether the answer is finished."""
+        choice = out.choices[0]
+        piece = choice.message.content or ""
+        s["result"].rounds += 1
+        s["budget"] -= out.usage.completion_tokens
+        stopped_at_call = choice.finish_reason == "stop" and (
+            piece.rstrip().endswith(STOP) or ends_with_open_call(s["text"] + piece))
+        if stopped_at_call and not piece.rstrip().endswith(STOP):
+            piece += STOP  # engines that strip the stop string
+        self._extend(s, piece)
+        if not stopped_at_call:  # end of answer, or out of tokens
+            s["done"] = True
+            s["result"].finished = choice.finish_reason == "stop"
+        elif s["budget"] <= 0:
+            s["done"], s["result"].finished = True, False
+        elif not s["text"].endswith("<image>") and len(s["result"].crops) >= self.max_crops:
+            s["done"] = True  # a call past max_crops ends the loop
+
+    @staticmethod
+    def _finish(s: dict) -> CropResult:
+        r = s["result"]
+        r.text = s["text"]
+        r.think, r.answer = extract_think(r.text), extract_answer(r.text, closed=False)
+        return r
 
     def _extend(self, state: dict, piece: str) -> None:
         """Append generated (or prefilled) text; execute a call it ends with."""
