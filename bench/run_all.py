@@ -157,6 +157,20 @@ def neo_rows() -> list[Row]:
                 f["batched_tok_s"] / f["single_tok_s"], "(no goal set)", "-")]
 
 
+def serve_rows() -> list[Row]:
+    f = run("bench_serve.py", "--requests", "20", "--clients", "1", "8", "32")
+    rows = [Row("serving: latency of the crop skill, no call (median of 20; tiny Qwen2.5-VL, "
+                "16 new tokens)", f"{f['latency_ours'] * 1e3:.0f} ms",
+                f"{f['latency_stock'] * 1e3:.0f} ms (`swift deploy`)", f["latency_ratio"],
+                "<= 1.05x", verdict(f["latency_ratio"] <= 1.05))]
+    for n in (1, 8, 32):
+        ours, stock = f[f"rps_ours_{n}"], f[f"rps_stock_{n}"]
+        rows.append(Row(f"serving: requests/s, {n} concurrent client{'s' * (n > 1)}",
+                        f"{ours:.2f}/s", f"{stock:.2f}/s (`swift deploy`)", ours / stock,
+                        "(no goal set)", "-"))
+    return rows
+
+
 NOT_BUILT = [
     ("SFT tokens/s and MFU, Qwen2.5-VL-3B architecture, bf16 (GPU)", ">= 35% MFU",
      "issue 18 item 7; needs a GPU"),
@@ -205,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     for part in (rewards_rows, crop_rows, import_rows, decoding_rows, mask_span_rows,
-                 covt_rows, registry_rows, neo_rows):
+                 covt_rows, registry_rows, neo_rows, serve_rows):
         rows += part()
     rows += [Row(figure, "", "", None, goal, "not measured") for figure, goal, _ in NOT_BUILT]
     header = ["figure", "ours", "stock", "ratio", "goal", "met?"]

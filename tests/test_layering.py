@@ -118,7 +118,7 @@ def test_entry_files_only_import_and_register(entry):
 def test_every_capability_has_one_settings_module_and_its_tests():
     capabilities = sorted(p.name for p in PACKAGE.iterdir()
                           if p.is_dir() and (p / "__init__.py").exists()
-                          and p.name not in ("common", "testing"))
+                          and p.name not in ("common", "testing", "serve"))
     assert capabilities == ["covt", "croptool", "dataset_registry", "masktok", "neo"]
     for cap in capabilities:
         assert (PACKAGE / cap / "settings.py").is_file(), cap
@@ -134,3 +134,13 @@ def test_common_helpers_depend_on_no_capability():
                  for p in python_files(PACKAGE / "common")}
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"svp/common imports a capability: {offenders}"
+
+
+def test_capabilities_do_not_reach_into_the_serving_layer():
+    """svp/serve sits on top of the capabilities (it runs their loops behind an API); none of
+    them imports it, and svp/common does not either."""
+    offenders = [str(p.relative_to(REPO)) for p in python_files(PACKAGE)
+                 if "serve" not in p.relative_to(PACKAGE).parts[:1] and any(
+                     m == "svp.serve" or m.startswith("svp.serve.")
+                     for m in imported_modules(parse(p)))]
+    assert not offenders, f"imports of the serving layer below it: {offenders}"

@@ -285,11 +285,37 @@ def python(argv: list[str]) -> None:
         record("venv", argv)
         touch(Path(argv[2]) / "bin" / "activate", "")
         return
+    if argv[:2] == ["-m", "svp.serve"]:  # a server: its arguments checked, not started
+        return serve(argv[2:])
     if not argv or argv[0] in ("-c", "-") or (argv[0] == "-m" and argv[1].startswith("svp.")):
         os.execv(REAL_PY, [REAL_PY, *argv])
     if argv[0].startswith("data_tools/") and argv[0].endswith(".py"):
         return data_tool(argv[0], argv[1:])
     fail(f"python {shlex.join(argv)}: not a command the README test knows")
+
+
+SERVE_FLAGS = {"--skill", "--codec", "--image_root", "--max_image_pixels", "--max_crops"}
+
+
+def serve(args: list[str]) -> None:
+    """``python -m svp.serve``: our flags through its own parser, the rest as the ``swift
+    deploy`` command it builds (ms-swift's parser, model and adapter paths checked)."""
+    check = subprocess.run([REAL_PY, "-c", "import sys; from svp.serve.swift_server import parse; "
+                            "parse(sys.argv[1:])", *args], capture_output=True, text=True)
+    if check.returncode:
+        fail(f"python -m svp.serve {shlex.join(args)[:200]}: {check.stderr.strip()[-300:]}")
+    rest, i = [], 0
+    while i < len(args):
+        if args[i] in SERVE_FLAGS:
+            if args[i] == "--codec":
+                need(codec_path(args[i + 1]) or args[i + 1], "python -m svp.serve --codec")
+            i += 2
+        elif args[i] == "--allow_remote_images":
+            i += 1
+        else:
+            rest.append(args[i])
+            i += 1
+    swift(["deploy", *rest], source="python -m svp.serve")
 
 
 def pip(argv: list[str]) -> None:

@@ -1,0 +1,1 @@
+"""Serving trained skill models behind the OpenAI chat API (``python -m svp.serve``)."""
