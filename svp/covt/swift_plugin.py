@@ -200,7 +200,8 @@ class CovtQwen2_5VLLoader(Qwen2_5VLLoader):
         if covt.tags == "tokens":  # upstream: the reasoning tags as ordinary added tokens
             groups.append((list(TAG_TOKENS), False))
         summary = grow_vocabulary(self, model, processor, config, groups, seed=1)
-        if message := growth_message(summary, "visual-thought tokens"):
+        what = "visual-thought tokens" + (" and reasoning tags" if covt.tags == "tokens" else "")
+        if message := growth_message(summary, what):
             logger.info(f"covt: {message}")
 
 

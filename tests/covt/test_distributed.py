@@ -87,7 +87,8 @@ def test_covt_four_stages_two_processes(mode, tiny_model, rows, one_process_rows
     work = tmp_path / "work"
     log = covt(tiny_model, rows, work, tmp_path / "covt.log", mode)
     grown = {tuple(int(x) if x.isdigit() else x for x in m) for m in re.findall(
-        r"covt: added 4 visual-thought tokens; embedding rows (\d+) -> (\d+); new rows "
+        r"covt: added 8 visual-thought tokens and reasoning tags; embedding rows (\d+) -> "
+        r"(\d+); new rows "
         r"digest (\w+)", log)}
     assert grown == {one_process_rows}, f"rows {grown} vs one process {one_process_rows}"
     out = work / "run1_understanding"
