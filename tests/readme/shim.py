@@ -287,6 +287,14 @@ def python(argv: list[str]) -> None:
         return
     if argv[:2] == ["-m", "svp.serve"]:  # a server: its arguments checked, not started
         return serve(argv[2:])
+    if argv[:2] == ["-m", "svp.serve.page"]:  # the page, likewise
+        record("page", argv)
+        check = subprocess.run([REAL_PY, "-c", "import sys; from svp.serve.page import parse; "
+                                "parse(sys.argv[1:])", *argv[2:]], capture_output=True,
+                               text=True)
+        if check.returncode:
+            fail(f"python -m svp.serve.page: {check.stderr.strip()[-300:]}")
+        return None
     if not argv or argv[0] in ("-c", "-") or (argv[0] == "-m" and argv[1].startswith("svp.")):
         os.execv(REAL_PY, [REAL_PY, *argv])
     if argv[0].startswith("data_tools/") and argv[0].endswith(".py"):

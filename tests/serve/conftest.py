@@ -63,3 +63,71 @@ def stop_server(server: Server) -> None:
         server.proc.wait(30)
     except subprocess.TimeoutExpired:
         server.proc.kill()
+
+
+# ----------------------------------------------------------------------------- the page
+CHROMIUM = "chromium"  # Debian's package; .ci/run installs it
+
+
+def start_page(base_url: str, log: Path, api_key: str = "", timeout: float = 120):
+    """``python -m svp.serve.page`` against ``base_url``, as a user starts it."""
+    port = free_port()
+    out = log.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "svp.serve.page", "--base_url", base_url,
+                             "--api_key", api_key, "--port", str(port)], cwd=REPO,
+                            env=offline_env(GRADIO_ANALYTICS_ENABLED="False"), stdout=out,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"page exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"page not up after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def browser_page(playwright):
+    """A page of Debian's chromium driven by playwright; a missing browser is a failure
+    that says what to install, never a skip."""
+    import shutil
+
+    exe = shutil.which(CHROMIUM)
+    if exe is None:
+        pytest.fail("the page tests drive a real browser: install Debian's chromium "
+                    "(apt-get install chromium; .ci/run does) and playwright "
+                    "(pip install -e '.[dev]')", pytrace=False)
+    browser = playwright.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+    return browser, browser.new_page(viewport={"width": 1400, "height": 1000})
+
+
+def ask_on_page(page, url: str, picture: Path, question: str, prefix: str,
+                max_tokens: int) -> str:
+    """Upload, ask, wait for the answer; returns the answer box's text."""
+    page.goto(url)
+    page.wait_for_selector("#picture input[type=file]", state="attached")
+    page.locator("#picture input[type=file]").set_input_files(str(picture))
+    page.locator("#question textarea").fill(question)
+    page.locator("#prefix textarea").fill(prefix)
+    page.locator("#max_tokens input[type=number]").fill(str(max_tokens))
+    page.locator("#max_tokens input[type=number]").press("Enter")
+    page.locator("#ask").click()
+    page.wait_for_function("() => { const t = document.querySelector('#answer textarea');"
+                           " return t && t.value.length > 0; }", timeout=300_000)
+    page.wait_for_timeout(1500)  # the picture and the gallery render after the text
+    return page.locator("#answer textarea").input_value()
+
+
+def keep_screenshot(shot: Path, name: str) -> None:
+    """Copy a screenshot into docs/ when SVP_DOCS_SCREENSHOTS=1 (how docs/serve_*.png are
+    made: ``SVP_DOCS_SCREENSHOTS=1 pytest tests/serve -k page``)."""
+    import os
+    import shutil
+
+    if os.environ.get("SVP_DOCS_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, REPO / "docs" / name)

@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serve.conftest import start_server, stop_server
+from tests.serve.conftest import (
+    ask_on_page,
+    browser_page,
+    keep_screenshot,
+    start_page,
+    start_server,
+    stop_server,
+)
 
 KEY = "test-key"
 QUESTION = "What is on the left?"
@@ -167,3 +174,45 @@ def test_bad_requests_are_4xx_that_say_what_to_fix(served, case, status, says, t
     assert says in r.json()["message"], r.json()
     ok = ask(server.client(KEY), data_url(scene()), max_tokens=2)  # still serving
     assert ok.choices[0].message.content
+
+
+# ----------------------------------------------------------------------------- the page
+def shapes_scene() -> Image.Image:
+    """Coloured shapes on a textured background (a picture a person can read)."""
+    import random
+
+    from svp.masktok.codec.scenes import draw_shapes_scene
+
+    return draw_shapes_scene(random.Random(4), 640, 480, 5)[0].convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def page_url(served, tmp_path_factory):
+    server, _, _ = served
+    proc, url = start_page(server.url + "/v1", tmp_path_factory.mktemp("page") / "page.log",
+                           api_key=KEY)
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_page_shows_the_crop_chain(served, page_url, tmp_path):
+    """In a real browser: upload, ask with a call to start the answer; the page shows the
+    answer the API gives for the same request, the box on the picture and the crop."""
+    from playwright.sync_api import sync_playwright
+
+    server, _, _ = served
+    picture = tmp_path / "shapes.png"
+    shapes_scene().save(picture)
+    api = ask(server.client(KEY), data_url(shapes_scene()), PREFILL)
+    with sync_playwright() as p:
+        browser, page = browser_page(p)
+        try:
+            shown = ask_on_page(page, page_url, picture, QUESTION, PREFILL, 12)
+            assert shown == PREFILL + api.choices[0].message.content
+            assert page.locator("#crops img").count() == 1
+            assert "crop 1" in page.locator("#annotated").inner_text()
+            page.screenshot(path=str(tmp_path / "crop_chain.png"), full_page=True)
+        finally:
+            browser.close()
+    keep_screenshot(tmp_path / "crop_chain.png", "serve_crop_chain.png")

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serve.conftest import start_server, stop_server
+from tests.serve.conftest import (
+    ask_on_page,
+    browser_page,
+    keep_screenshot,
+    start_page,
+    start_server,
+    stop_server,
+)
 from tests.serve.test_crop_server import data_url
 
 
@@ -86,3 +93,44 @@ def _scene(scenes):
     if not isinstance(image, Image.Image):
         image = Image.fromarray(np.asarray(image))
     return image.convert("RGB"), masks
+
+
+@pytest.fixture(scope="module")
+def page_url(served, tmp_path_factory):
+    server, _, _ = served
+    proc, url = start_page(server.url + "/v1", tmp_path_factory.mktemp("page") / "page.log")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_page_overlays_the_masks_with_their_labels(served, page_url, tmp_path):
+    """In a real browser: the masks of the answer drawn on the picture, with the labels the
+    model gave them."""
+    from playwright.sync_api import sync_playwright
+
+    from svp.masktok.tokens import codes_to_text
+
+    server, codec, scenes = served
+    image, masks = _scene(scenes)
+    image = image.resize((image.width * 3, image.height * 3), Image.NEAREST)  # to see it
+    masks = np.stack([np.asarray(Image.fromarray(m).resize(image.size, Image.NEAREST))
+                      for m in masks[:2]])
+    codes = codec.encode(image, masks)
+    prefill = ("```json\n[" + ",\n".join(
+        f'{{"mask_2d": "{codes_to_text(*map(int, c))}", "label": "shape {k}"}}'
+        for k, c in enumerate(codes)) + "]\n```")
+    picture = tmp_path / "scene.png"
+    image.save(picture)
+    with sync_playwright() as p:
+        browser, page = browser_page(p)
+        try:
+            shown = ask_on_page(page, page_url, picture, "Please segment the shapes.",
+                                prefill, 6)
+            assert shown.startswith(prefill)
+            legend = page.locator("#annotated").inner_text()
+            assert "shape 0" in legend and "shape 1" in legend
+            page.screenshot(path=str(tmp_path / "mask_overlay.png"), full_page=True)
+        finally:
+            browser.close()
+    keep_screenshot(tmp_path / "mask_overlay.png", "serve_mask_overlay.png")
