@@ -204,12 +204,13 @@ def test_page_shows_the_crop_chain(served, page_url, tmp_path):
     server, _, _ = served
     picture = tmp_path / "shapes.png"
     shapes_scene().save(picture)
-    api = ask(server.client(KEY), data_url(shapes_scene()), PREFILL)
+    prefill = "<think>the round thing <tool_call>[50, 210, 200, 360]</tool_call>"
+    api = ask(server.client(KEY), data_url(shapes_scene()), prefill)
     with sync_playwright() as p:
         browser, page = browser_page(p)
         try:
-            shown = ask_on_page(page, page_url, picture, QUESTION, PREFILL, 12)
-            assert shown == PREFILL + api.choices[0].message.content
+            shown = ask_on_page(page, page_url, picture, QUESTION, prefill, 12)
+            assert shown == prefill + api.choices[0].message.content
             assert page.locator("#crops img").count() == 1
             assert "crop 1" in page.locator("#annotated").inner_text()
             page.screenshot(path=str(tmp_path / "crop_chain.png"), full_page=True)
