@@ -327,7 +327,9 @@ class Qwen2_5VLCovtTemplate(Qwen2_5VLTemplate):
             inputs.images = [squash_upstream(im) for im in inputs.images]
         encoded = super()._encode(inputs)
         ids = encoded.get("input_ids") or []
-        if image is not None and not self.pad_id_set.isdisjoint(ids):
+        # the losses' inputs, in training only: at inference a prompt may hold thought tokens
+        # too (an answer being continued), and generate() refuses unknown keyword arguments
+        if self.is_training and image is not None and not self.pad_id_set.isdisjoint(ids):
             extra = {"image": image, "targets": None, "stage": stage}
             if self.target_cache is not None:
                 extra["targets"] = self.target_cache.load(image_key(image),
