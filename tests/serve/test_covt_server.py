@@ -1,13 +1,18 @@
 """CoVT served unmerged: ``python -m svp.serve --skill covt --model_type covt_qwen2_5_vl``
 loads the model type with its heads and thought tokens (stand-in experts here) and answers
-as ms-swift's own engine does in this process on the same request."""
+as ms-swift's own engine does in a fresh process on the same request."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import REPO, offline_env
 from tests.serve.conftest import start_server, stop_server
 from tests.serve.test_crop_server import data_url
 
@@ -30,11 +35,7 @@ PREFILL = ("<think> Because the segmentation of the image is <|anchor_start|>"
            + "<|sam_pad|>" * 8 + "<|anchor_end|>")
 
 
-def test_answers_as_the_engine_in_process(served, monkeypatch):
-    from swift.infer_engine import InferRequest, RequestConfig, TransformersEngine
-
-    from svp.covt.swift_plugin import register
-
+def test_answers_as_the_engine_alone(served, tmp_path):
     server, model = served
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (84, 112, 3),
                                                                  dtype=np.uint8))
@@ -44,13 +45,23 @@ def test_answers_as_the_engine_in_process(served, monkeypatch):
             {"type": "text", "text": "What shape is this?"}]},
             {"role": "assistant", "content": PREFILL}])
     assert res.choices[0].model_dump()["svp"] == {"skill": "covt"}
-    for k, v in ENV.items():
-        monkeypatch.setenv(k, v)
-    register()
-    engine = TransformersEngine(str(model), model_type="covt_qwen2_5_vl")
-    local = engine.infer([InferRequest(
-        messages=[{"role": "user", "content": "<image>What shape is this?"},
-                  {"role": "assistant", "content": PREFILL}], images=[picture])],
-        RequestConfig(max_tokens=8, temperature=0))[0]
-    assert res.usage.prompt_tokens == local.usage.prompt_tokens  # the tokens read as one each
-    assert res.choices[0].message.content == local.choices[0].message.content
+    # the reference in a fresh process (this one may hold other plugins' patches)
+    picture_path = tmp_path / "picture.png"
+    picture.save(picture_path)
+    code = (
+        "import json, sys; from PIL import Image; "
+        "from swift.infer_engine import InferRequest, RequestConfig, TransformersEngine; "
+        "from svp.covt.swift_plugin import register; register(); "
+        "engine = TransformersEngine(sys.argv[1], model_type='covt_qwen2_5_vl'); "
+        "out = engine.infer([InferRequest(messages=[{'role': 'user', 'content': "
+        "'<image>What shape is this?'}, {'role': 'assistant', 'content': sys.argv[3]}], "
+        "images=[Image.open(sys.argv[2]).convert('RGB')])], "
+        "RequestConfig(max_tokens=8, temperature=0))[0]; "
+        "print(json.dumps([out.usage.prompt_tokens, out.choices[0].message.content]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(model), str(picture_path), PREFILL],
+                          cwd=REPO, env=offline_env(**ENV), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    prompt_tokens, content = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res.usage.prompt_tokens == prompt_tokens  # the thought tokens read as one each
+    assert res.choices[0].message.content == content
