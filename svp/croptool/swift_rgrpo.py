@@ -304,12 +304,14 @@ class _AccuracyMixin:
             raise ValueError(f"{self.name} needs a 'solution' column in the dataset (the "
                              "ground-truth answer); see README 'Regional GRPO' for the format")
         judge = self._get_judge()
-        if judge is None:
-            return
-        triples = [(_question(columns, i), gold, pred)
-                   for i, text in enumerate(completions) if isinstance(text, str)
-                   for gold, pred in rewards.judge_requests(text, _column(columns, "solution", i))]
-        judge.prefetch(triples)
+        if judge is not None:
+            judge.prefetch([t for i, text in enumerate(completions) if isinstance(text, str)
+                            for t in self._judge_requests(text, columns, i)])
+
+    def _judge_requests(self, text: str, columns, i: int) -> list[tuple[str, str, str]]:
+        """(question, gold, prediction) triples this accuracy would ask the judge."""
+        return [(_question(columns, i), gold, pred)
+                for gold, pred in rewards.judge_requests(text, _column(columns, "solution", i))]
 
     def accuracy(self, i: int, batch: _Batch, columns) -> float:
         return batch.accuracy(i, lambda: rewards.accuracy_reward(
@@ -321,17 +323,10 @@ class _Vlmr3AccuracyMixin(_AccuracyMixin):
     """VLM-R3's accuracy (its rules by the row's ``source``), for the rewards of
     ``REWARD_SET=vlmr3``; the same judge (where upstream asks its LLM), the same cache."""
 
-    def prepare(self, completions, columns) -> None:
-        if "solution" not in columns:
-            raise ValueError(f"{self.name} needs a 'solution' column in the dataset (the "
-                             "ground-truth answer); see README 'Regional GRPO' for the format")
-        judge = self._get_judge()
-        if judge is None:
-            return
-        judge.prefetch([t for i, text in enumerate(completions) if isinstance(text, str)
-                        for t in vlmr3_accuracy.judge_requests(
-                            clean_text(text), _column(columns, "solution", i),
-                            _column(columns, "source", i), _question(columns, i))])
+    def _judge_requests(self, text: str, columns, i: int) -> list[tuple[str, str, str]]:
+        return vlmr3_accuracy.judge_requests(clean_text(text), _column(columns, "solution", i),
+                                             _column(columns, "source", i),
+                                             _question(columns, i))
 
     def accuracy(self, i: int, batch: _Batch, columns) -> float:
         return batch.accuracy(i, lambda: vlmr3_accuracy.vlmr3_accuracy(

@@ -43,18 +43,26 @@ def start_server(args: list[str], log: Path, model: str = "tiny", timeout: float
     proc = subprocess.Popen(cmd, cwd=REPO, env=offline_env(**env), stdout=out,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    wait_until_up(proc, url + "/v1/models", log, timeout, "server")
+    return Server(url, proc, log, model)
+
+
+def wait_until_up(proc: subprocess.Popen, url: str, log: Path, timeout: float,
+                  what: str) -> None:
+    """Poll ``url`` until it answers 200; fail with the process's log if it exits or
+    does not come up in ``timeout`` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            pytest.fail(f"{what} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url + "/v1/models", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
-                    return Server(url, proc, log, model)
+                    return
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    pytest.fail(f"server not up after {timeout} s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"{what} not up after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def stop_server(server: Server) -> None:
@@ -78,18 +86,8 @@ def start_page(base_url: str, log: Path, api_key: str = "", timeout: float = 120
                             env=offline_env(GRADIO_ANALYTICS_ENABLED="False"), stdout=out,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"page exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"page not up after {timeout} s:\n{log.read_text()[-3000:]}")
+    wait_until_up(proc, url, log, timeout, "page")
+    return proc, url
 
 
 def browser_page(playwright):
