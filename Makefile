@@ -10,9 +10,24 @@ DEMO_OUT ?= demo_out
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv test test-fast demo bench lint clean
+.PHONY: venv eval-venv test test-fast demo bench lint clean
 
 venv: $(STAMP)
+
+# EvalScope in its own venv: a client of the served model whose pins do not fit ours
+# (requirements/eval-constraints.txt says why); python -m svp.evaluation finds it there
+EVAL_VENV ?= .venv-eval
+EVAL_STAMP := $(EVAL_VENV)/.svp-installed
+eval-venv: $(EVAL_STAMP)
+
+$(EVAL_STAMP): requirements/eval.txt requirements/eval-constraints.txt
+	@test -x $(EVAL_VENV)/bin/python || { echo "creating $(EVAL_VENV) ..."; $(PYTHON) -m venv $(EVAL_VENV); }
+	@echo "installing EvalScope into $(EVAL_VENV) (first time: ~1 min, ~1.2 GB) ..."
+	@$(EVAL_VENV)/bin/python -m pip install -q --upgrade pip > $(EVAL_VENV)/install.log 2>&1 || { tail -30 $(EVAL_VENV)/install.log; exit 1; }
+	@$(EVAL_VENV)/bin/python -m pip install -c requirements/eval-constraints.txt -r requirements/eval.txt \
+		>> $(EVAL_VENV)/install.log 2>&1 || { tail -40 $(EVAL_VENV)/install.log; exit 1; }
+	@$(EVAL_VENV)/bin/evalscope --version > /dev/null 2>&1 || $(EVAL_VENV)/bin/python -c "import evalscope; print('evalscope', evalscope.__version__)"
+	@touch $(EVAL_STAMP)
 
 # Re-installs only when the pins or the package metadata change. torch is pinned with `===`
 # through the constraints file (see requirements/constraints.txt for why).
@@ -36,7 +51,7 @@ $(STAMP): requirements/constraints.txt setup.cfg pyproject.toml
 	@$(PY) -c "import torch, torchvision, swift, msgspec, qwen_vl_utils, deepspeed; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| ms-swift', swift.__version__, '| deepspeed', deepspeed.__version__)"
 	@touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(EVAL_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

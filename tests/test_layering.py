@@ -118,7 +118,7 @@ def test_entry_files_only_import_and_register(entry):
 def test_every_capability_has_one_settings_module_and_its_tests():
     capabilities = sorted(p.name for p in PACKAGE.iterdir()
                           if p.is_dir() and (p / "__init__.py").exists()
-                          and p.name not in ("common", "testing", "serve"))
+                          and p.name not in ("common", "testing", "serve", "evaluation"))
     assert capabilities == ["covt", "croptool", "dataset_registry", "masktok", "neo"]
     for cap in capabilities:
         assert (PACKAGE / cap / "settings.py").is_file(), cap
@@ -136,11 +136,16 @@ def test_common_helpers_depend_on_no_capability():
     assert not offenders, f"svp/common imports a capability: {offenders}"
 
 
-def test_capabilities_do_not_reach_into_the_serving_layer():
-    """svp/serve sits on top of the capabilities (it runs their loops behind an API); none of
-    them imports it, and svp/common does not either."""
-    offenders = [str(p.relative_to(REPO)) for p in python_files(PACKAGE)
-                 if "serve" not in p.relative_to(PACKAGE).parts[:1] and any(
-                     m == "svp.serve" or m.startswith("svp.serve.")
-                     for m in imported_modules(parse(p)))]
-    assert not offenders, f"imports of the serving layer below it: {offenders}"
+def test_capabilities_do_not_reach_into_the_serving_or_evaluation_layer():
+    """svp/serve sits on top of the capabilities (it runs their loops behind an API) and
+    svp/evaluation on top of both (it asks a served model); nothing imports a layer above
+    itself: no capability or svp/common imports either, and svp/serve not svp/evaluation."""
+    above = {"serve": ("serve", "evaluation"), "evaluation": ("evaluation",)}
+    offenders = []
+    for layer, allowed in above.items():
+        pkg = f"svp.{layer}"
+        offenders += [str(p.relative_to(REPO)) for p in python_files(PACKAGE)
+                      if p.relative_to(PACKAGE).parts[0] not in allowed and any(
+                          m == pkg or m.startswith(pkg + ".")
+                          for m in imported_modules(parse(p)))]
+    assert not offenders, f"imports of a layer above: {offenders}"

@@ -91,8 +91,16 @@ def load_gres(grefs_path: str | Path, instances_path: str | Path,
     rasterising it later cannot crash or hang; ``problems``, when given, receives one line
     per dropped ref naming the file, ref, annotation and reason.
     """
-    grefs = _read_json(grefs_path)
-    inst = _read_json(instances_path)
+    return samples_from_refs(read_json(grefs_path), str(grefs_path),
+                             read_json(instances_path), str(instances_path), split, problems)
+
+
+def samples_from_refs(grefs: list, grefs_path: str, inst: dict, instances_path: str,
+                      split: str | None = None,
+                      problems: list[str] | None = None) -> tuple[list[GresSample], dict]:
+    """:func:`load_gres` on refs already read: gRefCOCO's JSON or the ``refs(unc).p`` of
+    RefCOCO/+/g (one int ``ann_id`` per ref; read by :mod:`svp.evaluation.refer`). The
+    paths only name the files in errors."""
     if not isinstance(grefs, list):
         raise GresError(f"{grefs_path}: expected a list of referring expressions")
     if not isinstance(inst, dict) or "annotations" not in inst or "images" not in inst:
@@ -157,7 +165,8 @@ def _first_bad_segmentation(ann_ids: list[int], anns: dict, image: dict):
     return None
 
 
-def _read_json(path: str | Path):
+def read_json(path: str | Path):
+    """A JSON annotation file, or a GresError naming the file and the line that is wrong."""
     p = Path(path)
     if not p.is_file():
         raise GresError(f"file not found: {p}")

@@ -72,8 +72,10 @@ def score_sample(sample_id: str, pred: np.ndarray | None, target: np.ndarray | N
     return SampleScore(sample_id, False, bool(pred_no_target), inter, union, iou)
 
 
-def gres_metrics(scores: Iterable[SampleScore]) -> dict[str, float | int | None]:
-    """Aggregate per-sample scores into gIoU, cIoU, N-acc, T-acc and Pr@0.7/0.8/0.9."""
+def gres_metrics(scores: Iterable[SampleScore], thresholds: Iterable[float] = PR_THRESHOLDS
+                 ) -> dict[str, float | int | None]:
+    """Aggregate per-sample scores into gIoU, cIoU, N-acc, T-acc and Pr@t for each of
+    ``thresholds`` (GRES papers report 0.7/0.8/0.9, RefCOCO papers Pr@0.5)."""
     scores = list(scores)
     n = len(scores)
     targeted = [s for s in scores if not s.no_target]
@@ -94,7 +96,7 @@ def gres_metrics(scores: Iterable[SampleScore]) -> dict[str, float | int | None]
         "N-acc": pct(tp, tp + fn),
         "T-acc": pct(tn, tn + fp),
     }
-    for thr in PR_THRESHOLDS:
+    for thr in thresholds:
         out[f"Pr@{thr:.1f}"] = pct(sum(s.iou >= thr for s in targeted), len(targeted))
     out.update(samples=n, targeted=len(targeted), no_target=len(empty),
                TP=tp, FN=fn, FP=fp, TN=tn)
