@@ -91,6 +91,22 @@ def math_vista(root: Path, n: int = 4) -> Path:
     return root
 
 
+def science_qa(root: Path, n: int = 4) -> Path:
+    """derek-thomas/ScienceQA test: data/test-*.parquet (answer as the choice's index)."""
+    rows = []
+    for i in range(n):
+        im, colour = picture(50 + i)
+        opts = _options(colour)[: 2 + i % 3]
+        rows.append({"image": {"bytes": _bytes(im, "PNG"), "path": None},
+                     "question": "Which colour is the box?", "choices": opts, "answer": 0,
+                     "hint": "" if i % 2 else "The box is painted.", "task": "closed choice",
+                     "grade": "grade2", "subject": "natural science", "topic": "colour",
+                     "category": ("Colours", "Shapes")[i % 2], "skill": "Identify colours",
+                     "lecture": "", "solution": ""})
+    _parquet(rows, root / "data" / "test-00000-of-00001.parquet", ("image",))
+    return root
+
+
 def hr_bench(path: Path, n: int = 4) -> Path:
     """DreamMr/HR-Bench's TSV (VLMEvalKit MCQ columns, the picture as base64)."""
     path.parent.mkdir(parents=True, exist_ok=True)

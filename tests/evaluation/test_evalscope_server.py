@@ -16,6 +16,7 @@ from tests.serve.conftest import start_server, stop_server
 CASES = {
     "vstar_bench": (fixtures.vstar, "vstar", 4, {"direct_attributes", "relative_position"}),
     "math_vista": (fixtures.math_vista, "mathvista", 4, set()),
+    "science_qa": (fixtures.science_qa, "scienceqa", 4, {"Colours", "Shapes"}),
     "hr_bench_4k": (fixtures.hr_bench, "hr/hr_bench_4k.tsv", 4, {"single", "cross"}),
     "cv_bench": (fixtures.cv_bench, "cvb", 4, {"count", "relation"}),
     "mmvp": (fixtures.mmvp, "mmvp", 4, set()),

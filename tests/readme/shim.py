@@ -295,6 +295,8 @@ def python(argv: list[str]) -> None:
         if check.returncode:
             fail(f"python -m svp.serve.page: {check.stderr.strip()[-300:]}")
         return None
+    if argv[:3] == ["-m", "svp.evaluation", "run"]:  # asks a server: checked, not run
+        return evaluation(argv[3:])
     if not argv or argv[0] in ("-c", "-") or (argv[0] == "-m" and argv[1].startswith("svp.")):
         os.execv(REAL_PY, [REAL_PY, *argv])
     if argv[0].startswith("data_tools/") and argv[0].endswith(".py"):
@@ -324,6 +326,23 @@ def serve(args: list[str]) -> None:
             rest.append(args[i])
             i += 1
     swift(["deploy", *rest], source="python -m svp.serve")
+
+
+def evaluation(args: list[str]) -> None:
+    """``python -m svp.evaluation run``: its own parser, every benchmark name known, and the
+    local data it reads there (a server is not started here, so nothing is asked)."""
+    check = subprocess.run([REAL_PY, "-c", "import sys; from svp.evaluation.cli import _parser; "
+                            "from svp.evaluation.benchmarks import get; "
+                            "a = _parser().parse_args(['run', *sys.argv[1:]]); "
+                            "[get(n) for n in a.benchmark.split(',')]", *args],
+                           capture_output=True, text=True)
+    if check.returncode:
+        fail(f"python -m svp.evaluation run {shlex.join(args)[:200]}: "
+             f"{check.stderr.strip()[-300:]}")
+    for opt, value in options(args):
+        if opt in ("--data", "--image_root"):
+            need(value, f"python -m svp.evaluation {opt}")
+    record("evaluation", args)
 
 
 def pip(argv: list[str]) -> None:
