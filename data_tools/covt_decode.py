@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from swift.template import get_template
 
     from svp.covt import swift_plugin as covt
-    from svp.covt.decode import decode_sequence, render
+    from svp.covt.decode import render
 
     covt.register()
     model, processor = get_model_processor(args.model, model_type=covt.MODEL_TYPE,
@@ -65,20 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         answer = processor.tokenizer.decode(ids[0, batch["input_ids"].shape[1]:],
                                             skip_special_tokens=False)
         answer = answer.split("<|im_end|>")[0]
-    template.set_mode("train")  # encode the whole exchange, exactly as written
-    template.stage_rows = False
-    enc = template.encode({"messages": [{"role": "user", "content": question},
-                                        {"role": "assistant", "content": answer}],
-                           "images": [image]})
-    enc.pop("covt", None)  # the experts run below on the image itself
-    batch = template.data_collator([enc])
-    runtime = covt.runtime_for(template.covt, model)
-    with torch.no_grad():
-        model(**{k: v for k, v in batch.items() if k not in ("labels", "text_position_ids")})
-    hidden, runtime.hidden = runtime.hidden, None
-    targets = {n: e.targets([image]) for n, e in runtime.experts.items()}
-    results = decode_sequence(hidden, batch["input_ids"], template.pad_ids, runtime.heads,
-                              runtime.experts, targets)
+    results, missing = covt.decode_answer(model, template, image,
+                                          [{"role": "user", "content": question}], answer)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {"answer": answer, "experts": {}}
     for name, res in results.items():
@@ -87,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         summary["experts"][name] = {"png": str(path), "loss": res["loss"],
                                     "zero_token_loss": res["zero_loss"]}
         print(f"{name}: loss {res['loss']:.4g} (zero tokens {res['zero_loss']:.4g}) -> {path}")
-    missing = [n for n in runtime.experts if n not in results]
     if missing:
         print(f"no complete token group in the answer for: {', '.join(missing)}")
     summary["missing"] = missing

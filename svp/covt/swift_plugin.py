@@ -449,6 +449,8 @@ class CovtRuntime:
         norms[0].register_forward_hook(self._capture)
         stock_forward = self.owner.forward
 
+        # keeps the stock signature: generate() checks its keyword arguments against it
+        @functools.wraps(stock_forward)
         def forward(*args, **kwargs):
             return self._after_forward(stock_forward(*args, **kwargs))
 
@@ -559,6 +561,39 @@ def runtime_for(config: CovtSettings, model) -> CovtRuntime:
                         if any(m is r.heads for m in model.modules())), None)
         _RUNTIMES[key] = runtime or CovtRuntime(config, model)
     return _RUNTIMES[key]
+
+
+@torch.no_grad()
+def decode_answer(model, template, image, messages: list[dict], answer: str
+                  ) -> tuple[dict[str, dict], list[str]]:
+    """Replay ``messages`` and the model's ``answer`` through ``model`` as written (teacher
+    forced) and decode each expert's visual-thought tokens with the heads and the expert's
+    decoder (:func:`svp.covt.decode.decode_sequence`). Returns the results by expert and the
+    experts the answer holds no complete token group for.
+
+    Encodes with a shallow copy of ``template`` in training mode (the exchange exactly as
+    written, no staging), so a template an inference engine is using keeps its own mode."""
+    import copy
+
+    from svp.covt.decode import decode_sequence
+
+    replay = copy.copy(template)
+    replay.model = model  # its position ids come from this model (not a dummy it would load)
+    replay.set_mode("train")
+    replay.stage_rows = False
+    enc = replay.encode({"messages": [*messages, {"role": "assistant", "content": answer}],
+                         "images": [image]})
+    enc.pop("covt", None)  # the experts run below, on the picture itself
+    batch = replay.data_collator([enc])
+    runtime = runtime_for(replay.covt, model)
+    device = next(model.parameters()).device
+    model(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()
+             if k not in ("labels", "text_position_ids", "covt")})
+    hidden, runtime.hidden = runtime.hidden, None
+    targets = {n: e.targets([image]) for n, e in runtime.experts.items()}
+    results = decode_sequence(hidden, batch["input_ids"].to(device), replay.pad_ids,
+                              runtime.heads, runtime.experts, targets)
+    return results, [n for n in runtime.experts if n not in results]
 
 
 def first_pair_only(inputs) -> None:

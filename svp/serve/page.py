@@ -4,9 +4,10 @@ A gradio app (the UI library ms-swift's own ``swift app`` uses) that talks to an
 of ``python -m svp.serve`` (or any OpenAI-compatible one) over HTTP, so it works for a model
 served anywhere: upload a picture, ask, and see the answer as the model wrote it, the picture
 with the crop boxes (pixel boxes, numbered in call order) or the decoded masks overlaid with
-their labels, the crops in order, and the raw ``svp`` field. "Start of the answer" continues
-an answer (its calls are cut first), which is how to hand a model a call and look at what
-it does with the crop. Nothing here imports ms-swift or a model.
+their labels, the crops in order, the decoded visual-thought maps of a CoVT model ("thought
+maps", sent as ``{"svp": {"maps": true}}``), and the raw ``svp`` field. "Start of the
+answer" continues an answer (its calls are cut first), which is how to hand a model a call
+and look at what it does with the crop. Nothing here imports ms-swift or a model.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def annotations(field: dict, size: tuple[int, int]) -> list[tuple]:
 
 
 def ask(base_url: str, api_key: str, model: str, image, question: str, prefix: str,
-        max_tokens: int):
-    """One request; returns the page's outputs (answer, annotated picture, crops, field)."""
+        max_tokens: int, maps: bool = False):
+    """One request; returns the page's outputs (answer, annotated picture, crops and maps,
+    field)."""
     from openai import APIConnectionError, APIStatusError, OpenAI
 
     if image is None:
@@ -69,8 +71,9 @@ def ask(base_url: str, api_key: str, model: str, image, question: str, prefix: s
         messages.append({"role": "assistant", "content": prefix})
     client = OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=600)
     try:
-        res = client.chat.completions.create(model=model, messages=messages, temperature=0,
-                                             max_tokens=int(max_tokens))
+        res = client.chat.completions.create(
+            model=model, messages=messages, temperature=0, max_tokens=int(max_tokens),
+            extra_body={"svp": {"maps": True}} if maps else None)
     except APIStatusError as exc:
         body = exc.response.json() if exc.response is not None else {}
         return (f"The server refused the request ({exc.status_code}): "
@@ -83,6 +86,8 @@ def ask(base_url: str, api_key: str, model: str, image, question: str, prefix: s
     crops = [(_picture(c["image"]), f"crop {k}: {call['box_pixels']}")
              for k, (c, call) in enumerate(zip(field.get("crops") or [], field.get("calls")
                                                or [], strict=False), 1)]
+    crops += [(_picture(m["image"]), f"{m['expert']} thought map: loss {m['loss']:.4g} "
+               f"(zero tokens {m['zero_token_loss']:.4g})") for m in field.get("maps") or []]
     return answer, (image.convert("RGB"), annotations(field, image.size)), crops, field
 
 
@@ -114,15 +119,18 @@ def build(base_url: str, api_key: str = ""):
                                           "from it; its calls are cut first)", elem_id="prefix")
                 max_tokens = gr.Slider(1, 2048, value=256, step=1, label="max new tokens",
                                        elem_id="max_tokens")
+                maps = gr.Checkbox(label="thought maps (CoVT: decode the answer's visual "
+                                         "thoughts)", elem_id="maps")
                 go = gr.Button("Ask", variant="primary", elem_id="ask")
             with gr.Column():
                 answer = gr.Textbox(label="answer (as the model wrote it)", lines=6,
                                     elem_id="answer")
                 annotated = gr.AnnotatedImage(label="crop boxes / masks", elem_id="annotated")
-                crops = gr.Gallery(label="crops, in call order", columns=4, elem_id="crops")
+                crops = gr.Gallery(label="crops in call order / thought maps", columns=4,
+                                   elem_id="crops")
                 raw = gr.JSON(label="svp field", elem_id="field")
         go.click(lambda *a: ask(base_url, api_key, *a),
-                 inputs=[model, image, question, prefix, max_tokens],
+                 inputs=[model, image, question, prefix, max_tokens, maps],
                  outputs=[answer, annotated, crops, raw])
     return page
 

@@ -12,6 +12,11 @@ client that knows the field reads the skill's results from ``choices[i].svp``:
   "box": [x1, y1, x2, y2], "polygon": [[x, y, ...], ...], "area"}], "no_target"}`` at the
   size of the picture that was sent (COCO conventions: compressed RLE, inclusive pixel box
   as ``torchvision.ops.masks_to_boxes`` gives it, one flat polygon per outline).
+- CoVT (``--skill covt``), when the request asks ``{"svp": {"maps": true}}``: ``{"skill":
+  "covt", "maps": [{"expert", "image": data URL (PNG: picture | decoded from the tokens |
+  the expert itself), "loss", "zero_token_loss"}], "missing": [experts without a complete
+  token group in the answer]}``; the losses say how much of a map the tokens carry (a zero
+  token still decodes a map from the expert's own features).
 - everything else: ``{"skill": name}``.
 """
 
@@ -77,3 +82,13 @@ def masks_field(items, masks: np.ndarray) -> dict:
     return {"skill": "masks", "no_target": len(items) == 0,
             "masks": [mask_entry(m, it.codes, it.label)
                       for it, m in zip(items, masks, strict=True)]}
+
+
+def covt_field(results: dict[str, dict], missing: list[str], image: Image.Image) -> dict:
+    """:func:`svp.covt.swift_plugin.decode_answer`'s results -> the ``svp`` field."""
+    from svp.covt.decode import render
+
+    return {"skill": "covt", "maps": [
+        {"expert": name, "image": data_url(render(name, res, image)), "loss": res["loss"],
+         "zero_token_loss": res["zero_loss"]} for name, res in results.items()],
+        "missing": list(missing)}

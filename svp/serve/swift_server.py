@@ -21,6 +21,7 @@ the text after its crop), the field on the last chunk.
 """
 
 import argparse
+import asyncio
 import json
 import re
 import sys
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from svp.serve import settings
 from svp.serve.media import MediaRules, RequestError, flatten_messages
-from svp.serve.results import FIELD, crop_field, masks_field
+from svp.serve.results import FIELD, covt_field, crop_field, masks_field
 
 SKILLS = ("plain", "crop", "masks", "covt", "neo")
 _CROP_TAG = "<image>"
@@ -98,6 +99,9 @@ def _deploy_class():
                 from svp.masktok.codec.base import load_codec
 
                 self.codec = load_codec(self.codec_spec)
+            # CoVT maps replay answers through the engine's own model: never mid-batch
+            self.engine_lock = serialize_engine(self.infer_engine) \
+                if self.skill == "covt" else None
             logger.info(f"svp.serve: skill {self.skill}, engine "
                         f"{type(self.infer_engine).__name__}, images: root "
                         f"{self.rules.root or 'none'}, remote "
@@ -173,6 +177,7 @@ def _deploy_class():
             infer_request, config = request.parse()
             self._set_request_config(config)
             try:
+                maps = await self._wants_maps(raw_request)
                 infer_request.messages, infer_request.images = flatten_messages(
                     infer_request.messages, infer_request.images, self.rules)
                 if config.n != 1:
@@ -187,9 +192,20 @@ def _deploy_class():
                 logger.exception("svp.serve: generation failed")
                 return self.create_error_response(HTTPStatus.BAD_REQUEST, str(exc))
             if config.stream:
-                return StreamingResponse(self._stream(res, infer_request),
+                return StreamingResponse(self._stream(res, infer_request, maps),
                                          media_type="text/event-stream")
-            return JSONResponse(self._with_field(res, infer_request))
+            body = self._with_field(res, infer_request)
+            if maps:
+                try:
+                    body["choices"][0][FIELD] = await self._covt_maps(
+                        infer_request, res.choices[0].message.content or "")
+                except Exception as exc:  # noqa: BLE001 - the answer stands; say what failed
+                    logger.exception("svp.serve: decoding the visual thoughts failed")
+                    return self.create_error_response(
+                        HTTPStatus.INTERNAL_SERVER_ERROR,
+                        f"the answer was generated, but decoding its visual thoughts "
+                        f"failed: {exc}")
+            return JSONResponse(body)
 
         # -------------------------------------------------------------------- skills
         def _field(self, text: str, infer_request) -> dict:
@@ -212,16 +228,56 @@ def _deploy_class():
                 choice[FIELD] = self._field(raw.message.content or "", infer_request)
             return body
 
-        async def _stream(self, gen, infer_request):
+        async def _stream(self, gen, infer_request, maps: bool = False):
             text = ""
             async for chunk in gen:
                 body = asdict(chunk)
                 choice = chunk.choices[0]
                 text += choice.delta.content or ""
                 if choice.finish_reason:
-                    body["choices"][0][FIELD] = self._field(text, infer_request)
+                    body["choices"][0][FIELD] = await self._covt_maps(infer_request, text) \
+                        if maps else self._field(text, infer_request)
                 yield f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
             yield "data: [DONE]\n\n"
+
+        async def _wants_maps(self, raw_request: Request) -> bool:
+            """``{"svp": {"maps": true}}`` in the body (the OpenAI client's ``extra_body``):
+            decode the answer's visual thoughts (CoVT only; other skills ignore it)."""
+            if self.skill != "covt":
+                return False
+            try:
+                body = await raw_request.json()
+            except ValueError:
+                return False
+            opts = body.get(FIELD) if isinstance(body, dict) else None
+            if not (isinstance(opts, dict) and opts.get("maps")):
+                return False
+            if self.engine_lock is None:
+                raise RequestError(400, "visual-thought maps need the transformers engine "
+                                        "(--infer_backend transformers): the replay reads the "
+                                        "model's hidden states, which this engine does not "
+                                        "give")
+            return True
+
+        async def _covt_maps(self, infer_request, text: str) -> dict:
+            """The answer (a continued one: all of it) replayed through the model and its
+            thought tokens decoded, in a worker thread, never while the engine generates."""
+            messages, prefix = _split_prefill(infer_request.messages)
+            if not infer_request.images:
+                return {"skill": "covt", "maps": [], "missing": [],
+                        "note": "no picture in the request: nothing to decode against"}
+
+            def work():
+                from svp.covt.swift_plugin import decode_answer
+
+                image = infer_request.images[0]
+                with self.engine_lock:
+                    results, missing = decode_answer(
+                        self.infer_engine.model, self.infer_engine.template, image,
+                        messages, prefix + text)
+                return covt_field(results, missing, image)
+
+            return await asyncio.get_running_loop().run_in_executor(None, work)
 
         async def _crop(self, request, infer_request, config, infer_kwargs):
             loop = self.crop
@@ -278,6 +334,35 @@ def _deploy_class():
                              total_tokens=prompt + usage["completion"])
 
     return SkillDeploy
+
+
+def serialize_engine(engine):
+    """Make ms-swift's transformers engine take a lock around each batch it generates (its
+    worker thread calls ``_infer``; a streamed batch holds the lock until its last chunk),
+    and return the lock: work of ours on the same model and template (a CoVT replay) takes
+    it too, so it never runs between a batch's steps. Other engines are left as they are
+    (None)."""
+    import threading
+
+    infer = getattr(engine, "_infer", None)
+    if infer is None or not hasattr(engine, "_infer_worker"):
+        return None
+    lock = threading.Lock()
+
+    def locked(*args, **kwargs):
+        with lock:
+            out = infer(*args, **kwargs)
+        if not kwargs["request_config"].stream:
+            return out
+
+        def stream():
+            with lock:
+                yield from out
+
+        return stream()
+
+    engine._infer = locked
+    return lock
 
 
 def _split_prefill(messages: list[dict]) -> tuple[list[dict], str]:

@@ -105,7 +105,7 @@ def browser_page(playwright):
 
 
 def ask_on_page(page, url: str, picture: Path, question: str, prefix: str,
-                max_tokens: int) -> str:
+                max_tokens: int, maps: bool = False) -> str:
     """Upload, ask, wait for the answer; returns the answer box's text."""
     page.goto(url)
     page.wait_for_selector("#picture input[type=file]", state="attached")
@@ -114,6 +114,8 @@ def ask_on_page(page, url: str, picture: Path, question: str, prefix: str,
     page.locator("#prefix textarea").fill(prefix)
     page.locator("#max_tokens input[type=number]").fill(str(max_tokens))
     page.locator("#max_tokens input[type=number]").press("Enter")
+    if maps:
+        page.locator("#maps input[type=checkbox]").check()
     page.locator("#ask").click()
     page.wait_for_function("() => { const t = document.querySelector('#answer textarea');"
                            " return t && t.value.length > 0; }", timeout=300_000)
