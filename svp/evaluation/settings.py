@@ -2,8 +2,8 @@
 
 EvalScope is a client of the served model and lives in its own virtual environment
 (``make eval-venv`` makes ``.venv-eval``): it pins its own transformers and an antlr4 runtime
-that sam2's hydra cannot load, so it cannot share the training environment.
-``SVP_EVALSCOPE`` names its executable when it is elsewhere.
+that sam2's hydra cannot load, so it cannot share the training environment. When it is
+elsewhere, ``python -m svp.evaluation run --evalscope PATH`` names it.
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_HINT = ("EvalScope runs from its own environment: `make eval-venv` (creates .venv-eval "
-                "with requirements/eval.txt), or set SVP_EVALSCOPE to an evalscope executable")
+                "with requirements/eval.txt), or pass --evalscope PATH")
 
 
 def evalscope_executable(explicit: str | None = None) -> str:
-    """The ``evalscope`` to run: ``explicit``, ``$SVP_EVALSCOPE``, the repository's
+    """The ``evalscope`` to run: ``explicit`` (``--evalscope``), the repository's
     ``.venv-eval``, then one on PATH; else a FileNotFoundError saying how to install it."""
-    for cand in (explicit, os.environ.get("SVP_EVALSCOPE"),
-                 str(REPO / ".venv-eval" / "bin" / "evalscope"), shutil.which("evalscope")):
+    if explicit:
+        if Path(explicit).is_file() and os.access(explicit, os.X_OK):
+            return explicit
+        raise FileNotFoundError(f"evalscope not found at {explicit}: {INSTALL_HINT}")
+    for cand in (str(REPO / ".venv-eval" / "bin" / "evalscope"), shutil.which("evalscope")):
         if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
             return cand
-    if explicit or os.environ.get("SVP_EVALSCOPE"):
-        raise FileNotFoundError(f"evalscope not found at {explicit or os.environ['SVP_EVALSCOPE']}"
-                                f": {INSTALL_HINT}")
     raise FileNotFoundError(f"evalscope not found: {INSTALL_HINT}")
 
 

@@ -18,7 +18,7 @@ from svp.croptool.format import VISION_BLOCK
 from svp.croptool.rewards import REWARDS
 from tests.croptool.conftest import SMALL
 from tests.helpers import (
-    MODES,
+    MODES_DDP_ZERO3,
     assert_finite_and_falling,
     assert_one_job,
     run_dir,
@@ -39,7 +39,7 @@ def crop_sft(model, data, out, log, mode, *extra):
                                            "--callbacks svp_rank_check", *extra]))
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_DDP_ZERO3)
 def test_crop_sft_two_processes(mode, tiny_model, crop_data, tmp_path):
     out = tmp_path / "sft"
     crop_sft(tiny_model("qwen2_5_vl"), crop_data, out, tmp_path / "sft.log", mode)
@@ -74,7 +74,7 @@ def group_advantages(row: dict) -> list[float]:
     return ((total - total.mean()) / (total.std() + 1e-4)).tolist()
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_DDP_ZERO3)
 def test_rgrpo_two_processes(mode, crop_sft_model, crop_data, tmp_path):
     from transformers import AutoModelForImageTextToText
 

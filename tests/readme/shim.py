@@ -295,6 +295,8 @@ def python(argv: list[str]) -> None:
         if check.returncode:
             fail(f"python -m svp.serve.page: {check.stderr.strip()[-300:]}")
         return None
+    if argv[:2] == ["-m", "svp.serve.swift_app"]:  # ms-swift's app: its own parser, not started
+        return swift(["app", *argv[2:]], source="python -m svp.serve.swift_app")
     if argv[:3] == ["-m", "svp.evaluation", "run"]:  # asks a server: checked, not run
         return evaluation(argv[3:])
     if not argv or argv[0] in ("-c", "-") or (argv[0] == "-m" and argv[1].startswith("svp.")):

@@ -90,6 +90,23 @@ def start_page(base_url: str, log: Path, api_key: str = "", timeout: float = 120
     return proc, url
 
 
+def start_swift_app(base_url: str, model_link: Path, log: Path, *extra: str,
+                    timeout: float = 120):
+    """``python -m svp.serve.swift_app`` (ms-swift's ``swift app`` on gradio 6) against
+    ``base_url``; its ``--model`` names the served model by its folder's name, as ms-swift
+    does."""
+    port = free_port()
+    out = log.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "svp.serve.swift_app", "--base_url",
+                             base_url, "--model", str(model_link), "--server_port", str(port),
+                             *extra], cwd=REPO,
+                            env=offline_env(GRADIO_ANALYTICS_ENABLED="False"), stdout=out,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    wait_until_up(proc, url, log, timeout, "swift app")
+    return proc, url
+
+
 def browser_page(playwright):
     """A page of Debian's chromium driven by playwright; a missing browser is a failure
     that says what to install, never a skip."""
