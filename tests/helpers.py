@@ -142,8 +142,9 @@ class JudgeHandler(BaseHTTPRequestHandler):
 
 # ----------------------------------------------------------------------------- multi-process
 MODES = ("ddp", "zero2", "zero3")
-# where ZeRO-2 adds nothing of its own: ZeRO-3 partitions what ZeRO-2 does and the
-# parameters too (CoVT keeps ZeRO-2: its compact target-cache path runs there)
+# what the other capabilities' two-process tests run: ZeRO-3 partitions what ZeRO-2 does and
+# the parameters too; one capability (mask-token SFT: grown vocabulary, trained token rows)
+# keeps the ZeRO-2 run for DeepSpeed's stage-1/2 optimizer path
 MODES_DDP_ZERO3 = ("ddp", "zero3")
 WRAPPER = {"ddp": "DistributedDataParallel", "zero2": "DeepSpeedEngine",
            "zero3": "DeepSpeedEngine"}

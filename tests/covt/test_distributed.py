@@ -20,7 +20,7 @@ import pytest
 
 from svp.common.run_log import step_rows
 from svp.testing.synthetic import write_messages_dataset
-from tests.helpers import MODES, REPO, assert_one_job, run_dir, run_recipe
+from tests.helpers import MODES_DDP_ZERO3, REPO, assert_one_job, run_dir, run_recipe
 
 pytestmark = pytest.mark.distributed
 SCHEDULE = "understanding@0,generation@2,reasoning@4,efficient@6"
@@ -63,7 +63,7 @@ def covt(tiny_model, data, work, log, mode, kill_at_save: int | None = None):
         strict += f" --external_plugins {REPO / 'plugins' / 'covt.py'} {KILLER}"
         killer = {"SVP_TEST_KILL_AT_SAVE": str(kill_at_save)}
     cache = {}
-    if mode == "zero2":  # the compact target cache (SAM's masks read, forward passes rerun)
+    if mode == "zero3":  # the compact target cache (SAM's masks read, forward passes rerun)
         from data_tools import cache_expert_targets
 
         cache_dir = work.parent / "cache"
@@ -82,7 +82,7 @@ def covt(tiny_model, data, work, log, mode, kill_at_save: int | None = None):
                    "--callbacks covt_stage svp_rank_check" + strict)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_DDP_ZERO3)
 def test_covt_four_stages_two_processes(mode, tiny_model, rows, one_process_rows, tmp_path):
     work = tmp_path / "work"
     log = covt(tiny_model, rows, work, tmp_path / "covt.log", mode)
@@ -107,7 +107,7 @@ def test_covt_four_stages_two_processes(mode, tiny_model, rows, one_process_rows
         values = [r[name] for r in logged if name in r]
         assert len(values) == 6 and min(values[1:]) < values[0], (name, values)
     assert [("covt_aux" in r) for r in logged] == [True] * 6 + [False] * 2  # AUX_UNTIL=6
-    if mode == "zero2":  # every supervised image's targets came from the cache
+    if mode == "zero3":  # every supervised image's targets came from the cache
         cached = [r["covt_cached"] for r in logged if "covt_cached" in r]
         assert cached and all(c == 1 for c in cached), cached
     assert (work / "run1_understanding_merged" / ".done").exists()

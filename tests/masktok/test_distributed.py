@@ -13,7 +13,7 @@ import pytest
 
 from svp.testing.synthetic import write_mask_token_dataset
 from tests.helpers import (
-    MODES_DDP_ZERO3,
+    MODES,
     assert_finite_and_falling,
     assert_one_job,
     run_dir,
@@ -59,7 +59,7 @@ def sft(tiny_model, registry, out, log, mode, *extra):
                              "--check_model false --callbacks svp_rank_check", *extra]))
 
 
-@pytest.mark.parametrize("mode", MODES_DDP_ZERO3)
+@pytest.mark.parametrize("mode", MODES)
 def test_mask_token_sft_two_processes(mode, tiny_model, registry, one_process_rows, tmp_path):
     out = tmp_path / "sft"
     log = sft(tiny_model, registry, out, tmp_path / "sft.log", mode)

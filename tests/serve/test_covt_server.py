@@ -146,32 +146,17 @@ def test_thought_maps_on_request_equal_the_decoding_tool(served, tmp_path):
             assert r.choices[0].model_dump()["svp"] == {"skill": "covt"}
 
 
-def test_page_shows_the_thought_maps(served, tmp_path):
-    """In a real browser, "thought maps" ticked: the decoded map of the answer's thought is
-    in the gallery with its expert and losses."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.serve.conftest import ask_on_page, browser_page, keep_screenshot, start_page
+def test_page_shows_the_thought_maps(served):
+    """What the page's Ask button returns with "thought maps" ticked (the page's own
+    ``ask``, over HTTP; the page itself is driven in a browser in the crop and mask server
+    tests): the answer, and the decoded map in the gallery with its expert and losses."""
+    from svp.serve.page import ask
 
     server, _ = served
-    picture = tmp_path / "picture.png"
-    Image.fromarray(np.random.default_rng(2).integers(0, 255, (168, 224, 3), dtype=np.uint8)
-                    ).save(picture)
-    proc, url = start_page(server.url + "/v1", tmp_path / "page.log")
-    try:
-        with sync_playwright() as p:
-            browser, page = browser_page(p)
-            try:
-                shown = ask_on_page(page, url, picture, "What shape is this?", PREFILL, 8,
-                                    maps=True)
-                assert shown.startswith(PREFILL)
-                gallery = page.locator("#crops")
-                assert "sam thought map: loss" in gallery.inner_text()
-                assert gallery.locator("img").count() == 1
-                page.screenshot(path=str(tmp_path / "covt_maps.png"), full_page=True)
-            finally:
-                browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    keep_screenshot(tmp_path / "covt_maps.png", "serve_covt_maps.png")
+    picture = Image.fromarray(np.random.default_rng(2).integers(0, 255, (168, 224, 3),
+                                                                 dtype=np.uint8))
+    answer, _, gallery, field = ask(server.url + "/v1", "", "tiny", picture,
+                                    "What shape is this?", PREFILL, 8, True)
+    assert answer.startswith(PREFILL) and [m["expert"] for m in field["maps"]] == ["sam"]
+    assert len(gallery) == 1 and gallery[0][1].startswith("sam thought map: loss ")
+    assert gallery[0][0].size[0] > picture.size[0]  # the panel: picture | decoded | expert
