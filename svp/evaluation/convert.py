@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from svp.common.io import atomic_path
+from svp.common.io import write_atomic
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -28,10 +28,8 @@ class BenchmarkFileError(ValueError):
 
 
 def _write_subsets(out: Path, rows: dict[str, list[dict]]) -> list[str]:
-    out.mkdir(parents=True, exist_ok=True)
     for subset, items in rows.items():
-        with atomic_path(out / f"{subset}_val.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+        write_atomic(out / f"{subset}_val.jsonl", "".join(json.dumps(r) + "\n" for r in items))
     return sorted(rows)
 
 

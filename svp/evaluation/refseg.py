@@ -29,7 +29,7 @@ from svp.evaluation.predictions import PredictionStore
 from svp.evaluation.refer import load_split, sample_id
 from svp.masktok.coco import mask_to_rle, rle_to_mask
 from svp.masktok.gres_data import EVAL_PROMPT, GresSample, target_masks
-from svp.masktok.gres_metrics import gres_metrics, score_sample
+from svp.masktok.gres_metrics import SampleScore, gres_metrics, score_sample
 
 PROTOCOLS = ("samtok", "tokens")
 THRESHOLDS = (0.5, 0.7, 0.9)
@@ -96,8 +96,6 @@ def score_row(sid: str, sample: GresSample, text: str, field: dict, protocol: st
 
 def split_metrics(rows: list[dict]) -> dict:
     """The split's metrics from its rows (percent)."""
-    from svp.masktok.gres_metrics import SampleScore
-
     scores = [SampleScore(r["id"], r["no_target"], r["pred_no_target"], r["intersection"],
                           r["union"], r["iou"]) for r in rows]
     return gres_metrics(scores, thresholds=THRESHOLDS)

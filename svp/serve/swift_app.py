@@ -29,28 +29,20 @@ def pairs_to_messages(pairs: list | None) -> list[dict]:
 
 
 def messages_to_pairs(messages: list[dict] | None) -> list[list]:
-    """gradio 6's preprocessed messages (content: a list of text or file parts) -> pairs."""
+    """gradio 6's preprocessed messages (content: a list of text and file parts) -> pairs."""
     pairs: list[list] = []
     for m in messages or []:
-        parts = m.get("content") or []
-        if isinstance(parts, str | tuple):
-            parts = [parts]
         texts = []
-        for part in parts:
-            if isinstance(part, dict) and part.get("type") == "file":
+        for part in m.get("content") or []:
+            if part.get("type") == "file":
                 if m["role"] == "user":
                     pairs.append([(part["file"]["path"],), None])
-            elif isinstance(part, dict):
-                texts.append(str(part.get("text", "")))
-            elif isinstance(part, tuple):
-                pairs.append([part, None])
             else:
-                texts.append(str(part))
-        text = "".join(texts)
+                texts.append(str(part.get("text", "")))
         if m["role"] == "user" and texts:
-            pairs.append([text, None])
+            pairs.append(["".join(texts), None])
         elif m["role"] == "assistant" and pairs:
-            pairs[-1][1] = text
+            pairs[-1][1] = "".join(texts)
     return pairs
 
 

@@ -53,15 +53,24 @@ PREFILL = ("<think> Because the segmentation of the image is <|anchor_start|>"
            + "<|sam_pad|>" * 8 + "<|anchor_end|>")
 
 
+def _request(picture) -> dict:
+    """Greedy, the picture and a question, the answer continued from PREFILL."""
+    return dict(model="tiny", temperature=0, max_tokens=8, messages=[
+        {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(picture)}},
+            {"type": "text", "text": "What shape is this?"}]},
+        {"role": "assistant", "content": PREFILL}])
+
+
+def _ask(server, picture, **kw):
+    return server.client().chat.completions.create(**_request(picture), **kw)
+
+
 def test_answers_as_the_engine_alone(served, tmp_path):
     server, model = served
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (84, 112, 3),
                                                                  dtype=np.uint8))
-    res = server.client().chat.completions.create(
-        model="tiny", temperature=0, max_tokens=8, messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": data_url(picture)}},
-            {"type": "text", "text": "What shape is this?"}]},
-            {"role": "assistant", "content": PREFILL}])
+    res = _ask(server, picture)
     assert res.choices[0].model_dump()["svp"] == {"skill": "covt"}
     # the reference in a fresh process (this one may hold other plugins' patches)
     picture_path = tmp_path / "picture.png"
@@ -85,12 +94,6 @@ def test_answers_as_the_engine_alone(served, tmp_path):
     assert res.choices[0].message.content == content
 
 
-def _ask(server, picture, **kw):
-    return server.client().chat.completions.create(
-        model="tiny", temperature=0, max_tokens=8, messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": data_url(picture)}},
-            {"type": "text", "text": "What shape is this?"}]},
-            {"role": "assistant", "content": PREFILL}], **kw)
 
 
 def test_thought_maps_on_request_equal_the_decoding_tool(served, tmp_path):
@@ -128,14 +131,10 @@ def test_thought_maps_on_request_equal_the_decoding_tool(served, tmp_path):
 
     async def together():
         client = server.async_client()
-        kw = dict(model="tiny", temperature=0, max_tokens=8, messages=[
-            {"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": data_url(picture)}},
-                {"type": "text", "text": "What shape is this?"}]},
-            {"role": "assistant", "content": PREFILL}])
+        maps = {"extra_body": {"svp": {"maps": True}}}
         return await asyncio.gather(*[
-            client.chat.completions.create(**kw, **({"extra_body": {"svp": {"maps": True}}}
-                                                  if i % 2 else {})) for i in range(6)])
+            client.chat.completions.create(**_request(picture), **(maps if i % 2 else {}))
+            for i in range(6)])
 
     for i, r in enumerate(asyncio.run(together())):
         assert r.choices[0].message.content == plain
